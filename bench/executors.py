@@ -1,0 +1,286 @@
+"""Where jobs run: this machine (one process, or one worker per GPU / CPU share), Ray, or Slurm.
+
+Executors never decide what a job computes: each calls `runner.execute_job`, which writes the job's
+folder atomically, so the same jobs give the same rows whichever executor runs them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import sys
+from collections.abc import Sequence
+
+from bench.errors import BenchError
+from bench.runner import Job, execute_job, log, summarize
+
+
+def _label(i: int, n: int, job: Job) -> str:
+    return f"[{i:>{len(str(n))}}/{n}] {job.describe()}"
+
+
+class LocalExecutor:
+    """Jobs on this machine: in this process (one worker), or one process per worker.
+
+    ``devices`` lists CUDA devices (one worker each); otherwise ``workers`` CPU processes share the
+    cores (torch threads split evenly between them).
+    """
+
+    def __init__(self, workers: int = 1, devices: Sequence[str] | None = None,
+                 progress: bool = True):
+        self.devices = list(devices or [])
+        self.workers = len(self.devices) if self.devices else max(1, workers)
+        self.progress = progress
+
+    def run(self, jobs: list[Job], out: str, device: str, run_id: str) -> list[dict]:
+        if not jobs:
+            return []
+        if self.workers == 1:
+            dev = self.devices[0] if self.devices else device
+            records = []
+            for i, job in enumerate(jobs, 1):
+                log(f"{_label(i, len(jobs), job)} ...")
+                record = execute_job(job, out, dev, run_id, self.progress)
+                log(f"{_label(i, len(jobs), job)} {summarize(record)}")
+                records.append(record)
+            return records
+        return self._run_pool(jobs, out, device, run_id)
+
+    def _run_pool(self, jobs, out, device, run_id) -> list[dict]:
+        ctx = mp.get_context("spawn")
+        todo, results = ctx.Queue(), ctx.Queue()
+        for i, job in enumerate(jobs, 1):
+            todo.put((i, job))
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        procs = []
+        for w in range(self.workers):
+            dev = self.devices[w] if self.devices else device
+            todo.put(None)  # one stop marker per worker
+            p = ctx.Process(target=_worker, args=(todo, results, out, dev, run_id, threads),
+                            daemon=True)
+            p.start()
+            procs.append(p)
+        records, finished = [], 0
+        while finished < len(jobs):
+            try:
+                i, record = results.get(timeout=1.0)
+            except queue.Empty:
+                if not any(p.is_alive() for p in procs):
+                    log("all workers exited before the queue was empty")
+                    break
+                continue
+            finished += 1
+            records.append(record)
+            log(f"{_label(i, len(jobs), jobs[i - 1])} {summarize(record)}")
+        for p in procs:
+            p.join(timeout=10)
+        return records
+
+
+def _worker(todo, results, out: str, device: str, run_id: str, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    while True:
+        item = todo.get()
+        if item is None:
+            return
+        i, job = item
+        results.put((i, execute_job(job, out, device, run_id, progress=False)))
+
+
+def _ray_execute(job: Job, out: str, device: str, run_id: str, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    return execute_job(job, out, device, run_id, progress=False)
+
+
+class RayExecutor:
+    """Each job a Ray task (``num_gpus=1`` when the cluster has GPUs); ``workers`` caps concurrency."""
+
+    def __init__(self, address: str | None = None, workers: int | None = None):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise BenchError("--executor ray needs Ray: pip install 'mcl-bench[ray]'") from None
+        self.address = address
+        self.workers = workers
+
+    def run(self, jobs: list[Job], out: str, device: str, run_id: str) -> list[dict]:
+        import ray
+
+        if not jobs:
+            return []
+        if not ray.is_initialized():
+            kwargs = {"address": self.address} if self.address else {}
+            if not self.address and self.workers:
+                kwargs["num_cpus"] = self.workers
+            ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+        gpus = ray.cluster_resources().get("GPU", 0)
+        limit = self.workers or int(gpus or ray.cluster_resources().get("CPU", 1))
+        threads = max(1, (os.cpu_count() or 1) // max(1, limit)) if not self.address else 1
+        task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1)(_ray_execute)
+        out_abs = os.path.abspath(out)
+        pending, index, records = {}, 0, []
+        while index < len(jobs) or pending:
+            while index < len(jobs) and len(pending) < limit:
+                job = jobs[index]
+                index += 1
+                ref = task.remote(job, out_abs, "auto" if gpus else device, run_id, threads)
+                pending[ref] = (index, job)
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                i, job = pending.pop(ref)
+                try:
+                    record = ray.get(ref)
+                except Exception as exc:  # the task itself died (worker crash, OOM kill)
+                    record = {"job_id": job.job_id, "status": "failed", "error": str(exc)}
+                records.append(record)
+                log(f"{_label(i, len(jobs), job)} {summarize(record)}")
+        return records
+
+
+class SlurmExecutor:
+    """A submitit job array, one array task per job; waits and collects unless ``wait=False``.
+
+    Submissions are remembered in ``<out>/slurm/``; running the same command again collects
+    finished jobs and does not resubmit jobs that are still queued or running.
+    """
+
+    def __init__(self, partition: str | None = None, time_min: int = 240, gpus_per_job: int = 1,
+                 wait: bool = True, cluster: str | None = None, cpus_per_job: int = 4,
+                 array_parallelism: int = 64):
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise BenchError("--executor slurm needs submitit: pip install 'mcl-bench[slurm]'") from None
+        self.partition = partition
+        self.time_min = time_min
+        self.gpus_per_job = gpus_per_job
+        self.wait = wait
+        self.cluster = cluster  # None: Slurm; "local": submitit's local executor (tests)
+        self.cpus_per_job = cpus_per_job
+        self.array_parallelism = array_parallelism
+
+    def _executor(self, folder: str):
+        import submitit
+
+        ex = submitit.AutoExecutor(folder=folder, cluster=self.cluster)
+        params = dict(timeout_min=self.time_min, cpus_per_task=self.cpus_per_job,
+                      slurm_array_parallelism=self.array_parallelism)
+        if self.cluster != "local":
+            params["gpus_per_node"] = self.gpus_per_job
+            if self.partition:
+                params["slurm_partition"] = self.partition
+        ex.update_parameters(**params)
+        return ex
+
+    def run(self, jobs: list[Job], out: str, device: str, run_id: str) -> list[dict]:
+        from bench.store import atomic_write_json
+
+        if not jobs:
+            return []
+        folder = os.path.join(os.path.abspath(out), "slurm")
+        queued = _still_queued(folder, jobs)
+        submit = [j for j in jobs if j.job_id not in queued]
+        if queued:
+            log(f"{len(queued)} jobs are still queued or running on Slurm; not resubmitted")
+        handles = []
+        if submit:
+            ex = self._executor(os.path.join(folder, "%j"))
+            dev = "auto" if self.cluster != "local" else device
+            handles = ex.map_array(execute_job, submit, [os.path.abspath(out)] * len(submit),
+                                   [dev] * len(submit), [run_id] * len(submit),
+                                   [False] * len(submit))
+            for job, handle in zip(submit, handles):
+                atomic_write_json(os.path.join(folder, "submitted", f"{job.job_id}.json"),
+                                  {"job_id": job.job_id, "slurm_job_id": handle.job_id,
+                                   "folder": str(handle.paths.folder)})
+            log(f"submitted {len(submit)} jobs as a job array ({handles[0].job_id.split('_')[0]})")
+        if not self.wait:
+            log("--no-wait: not waiting; run the same command again to collect the results")
+            return []
+        records = []
+        for i, (job, handle) in enumerate(zip(submit, handles), 1):
+            try:
+                record = handle.result()
+            except Exception as exc:
+                record = {"job_id": job.job_id, "status": "failed", "error": str(exc).splitlines()[-1]}
+            records.append(record)
+            log(f"{_label(i, len(submit), job)} {summarize(record)}")
+        return records
+
+
+def _still_queued(folder: str, jobs: list[Job]) -> set[str]:
+    """Job ids submitted earlier whose Slurm job is still pending or running."""
+    import json
+
+    queued = set()
+    sub = os.path.join(folder, "submitted")
+    if not os.path.isdir(sub):
+        return queued
+    states = {}
+    for job in jobs:
+        path = os.path.join(sub, f"{job.job_id}.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            info = json.load(f)
+        states[job.job_id] = info["slurm_job_id"]
+    if not states:
+        return queued
+    try:
+        import subprocess
+
+        ids = ",".join(sorted({s.split("_")[0] for s in states.values()}))
+        out = subprocess.run(["squeue", "-h", "-j", ids, "-o", "%i %T"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return queued
+    active = {line.split()[0] for line in out.splitlines() if line.strip()}
+    for job_id, slurm_id in states.items():
+        if slurm_id in active:
+            queued.add(job_id)
+    return queued
+
+
+def make_executor(name: str, workers: int = 1, devices: str | None = None,
+                  ray_address: str | None = None, slurm_partition: str | None = None,
+                  slurm_time: int = 240, slurm_gpus_per_job: int = 1, wait: bool = True,
+                  progress: bool = True):
+    if name == "local":
+        return LocalExecutor(workers=workers, devices=parse_devices(devices), progress=progress)
+    if name == "ray":
+        return RayExecutor(address=ray_address, workers=workers if workers > 1 else None)
+    if name == "slurm":
+        return SlurmExecutor(partition=slurm_partition, time_min=slurm_time,
+                             gpus_per_job=slurm_gpus_per_job, wait=wait)
+    if name == "slurm-local":  # submitit's local executor: the Slurm path without a cluster
+        return SlurmExecutor(wait=wait, cluster="local")
+    raise BenchError(f"unknown executor {name!r} (local, ray, slurm)")
+
+
+def parse_devices(devices: str | None) -> list[str]:
+    """``0,1,3`` -> cuda:0, cuda:1, cuda:3; ``all`` -> every visible GPU."""
+    if not devices:
+        return []
+    if devices == "all":
+        import torch
+
+        n = torch.cuda.device_count()
+        if n == 0:
+            raise BenchError("--devices all: no CUDA device is visible")
+        return [f"cuda:{i}" for i in range(n)]
+    out = []
+    for part in devices.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise BenchError(f"--devices {devices!r}: expected GPU indices like 0,1 or 'all'")
+        out.append(f"cuda:{part}")
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("bench.executors is a library module")

@@ -1,0 +1,1 @@
+"""The shared training engine: backbones, batched augmentation, shifts, losses, training loop."""

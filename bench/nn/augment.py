@@ -1,0 +1,153 @@
+"""SimCLR view augmentation on a whole batch on its own device, with per-sample random parameters.
+
+Written once, shared by SimCLR, CSI, MCL and rotation prediction. Input and output are float
+images in [0, 1], N x C x H x W. No PIL, no DataLoader workers: one batch costs a handful of
+kernels (one grid_sample for crop + flip, elementwise colour ops).
+
+Departures from torchvision's per-image transforms, all distribution-preserving or documented in
+docs/methods.md: crop boxes whose sides exceed the image after 10 tries fall back to the whole
+image (torchvision: a centre crop at the clamped ratio); colour jitter applies brightness,
+contrast, saturation, hue in that fixed order (torchvision: a random order per image); the crop is
+resampled bilinearly from the source pixels in one step (torchvision: crop, then resize).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images to float32 in [0, 1]."""
+    return images.float().div_(255.0)
+
+
+def sample_crop_boxes(n: int, scale: tuple[float, float], ratio: tuple[float, float],
+                      device: torch.device | str = "cpu", tries: int = 10) -> torch.Tensor:
+    """Per-sample crop boxes as (width, height) fractions of the image side, N x 2.
+
+    Area fraction ~ U(scale), log aspect ratio ~ U(log ratio), as torchvision's RandomResizedCrop;
+    boxes that do not fit are redrawn up to `tries` times, then fall back to the whole image.
+    """
+    box = torch.ones(n, 2, device=device)
+    todo = torch.ones(n, dtype=torch.bool, device=device)
+    log_r = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(tries):
+        area = torch.empty(n, device=device).uniform_(*scale)
+        r = torch.exp(torch.empty(n, device=device).uniform_(*log_r))
+        w, h = torch.sqrt(area * r), torch.sqrt(area / r)
+        fits = todo & (w <= 1) & (h <= 1)
+        box = torch.where(fits.unsqueeze(1), torch.stack([w, h], 1), box)
+        todo = todo & ~fits
+    return box
+
+
+def crop_and_flip(x: torch.Tensor, box: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Resample each image from a random position of its box, mirrored where flip is True."""
+    n = x.shape[0]
+    w, h = box[:, 0], box[:, 1]
+    cx = (torch.rand(n, device=x.device) * 2 - 1) * (1 - w)
+    cy = (torch.rand(n, device=x.device) * 2 - 1) * (1 - h)
+    sign = 1.0 - 2.0 * flip.to(x.dtype)
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = w * sign
+    theta[:, 0, 2] = cx
+    theta[:, 1, 1] = h
+    theta[:, 1, 2] = cy
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    w = torch.tensor(GRAY_WEIGHTS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def _blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (factor * a + (1 - factor) * b).clamp_(0, 1)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    maxc, _ = x.max(1)
+    minc, _ = x.min(1)
+    delta = maxc - minc
+    s = torch.where(maxc > 0, delta / maxc.clamp_min(1e-12), torch.zeros_like(maxc))
+    safe = delta.clamp_min(1e-12)
+    h = torch.where(maxc == r, ((g - b) / safe) % 6,
+                    torch.where(maxc == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    h = torch.where(delta > 0, h / 6.0, torch.zeros_like(h)) % 1.0
+    return torch.stack([h, s, maxc], 1)
+
+
+def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    h, s, v = x.unbind(1)
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.long() % 6
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    # For sector i the (r, g, b) channels pick from (v, q, p, t) in this order:
+    table = torch.tensor([[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]],
+                         device=x.device)
+    choices = torch.stack([v, q, p, t], 1)  # N x 4 x H x W
+    index = table[i].permute(0, 3, 1, 2)  # N x 3 x H x W
+    return torch.gather(choices, 1, index)
+
+
+def color_jitter(x: torch.Tensor, strength: tuple[float, float, float, float],
+                 apply: torch.Tensor) -> torch.Tensor:
+    """Brightness, contrast, saturation and hue jitter with per-sample factors (RGB input)."""
+    n = x.shape[0]
+    brightness, contrast, saturation, hue = strength
+
+    def factor(spread: float) -> torch.Tensor:
+        lo = max(0.0, 1 - spread)
+        return torch.empty(n, 1, 1, 1, device=x.device).uniform_(lo, 1 + spread)
+
+    y = (x * factor(brightness)).clamp_(0, 1)
+    mean = grayscale(y).mean(dim=(2, 3), keepdim=True)
+    y = _blend(y, mean, factor(contrast))
+    y = _blend(y, grayscale(y), factor(saturation))
+    if hue > 0:
+        hsv = rgb_to_hsv(y)
+        shift = torch.empty(n, 1, 1, device=x.device).uniform_(-hue, hue)
+        hsv = torch.stack([(hsv[:, 0] + shift) % 1.0, hsv[:, 1], hsv[:, 2]], 1)
+        y = hsv_to_rgb(hsv)
+    return torch.where(apply.view(-1, 1, 1, 1), y, x)
+
+
+@dataclass(frozen=True)
+class ViewAugment:
+    """SimCLR's view augmentation (CIFAR variant, no blur), applied per sample.
+
+    Colour steps are skipped for 1-channel images. ``crop_scale=(a, a)`` fixes the crop area, as
+    CSI does at test time (a = 0.54).
+    """
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        box = sample_crop_boxes(n, self.crop_scale, self.crop_ratio, x.device)
+        flip = torch.rand(n, device=x.device) < self.flip_p
+        x = crop_and_flip(x, box, flip)
+        if x.shape[1] == 3:
+            x = color_jitter(x, self.jitter, torch.rand(n, device=x.device) < self.jitter_p)
+            gray = torch.rand(n, device=x.device) < self.grayscale_p
+            x = torch.where(gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+        return x
+
+
+SIMCLR_VIEW = ViewAugment()
+CSI_TEST_VIEW = ViewAugment(crop_scale=(0.54, 0.54))  # CSI's scoring: crop area fixed at 0.54
+FLIP_CROP = ViewAugment(crop_scale=(0.64, 1.0), jitter_p=0.0, grayscale_p=0.0)  # Rot's mild aug

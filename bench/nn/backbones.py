@@ -1,0 +1,102 @@
+"""CIFAR-style ResNets (3x3 stride-1 stem, no max-pool) and the heads the methods put on them."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bench.errors import unknown_name
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """ResNet for small images: any input size (global average pool), 1- or 3-channel input."""
+
+    def __init__(self, blocks: tuple[int, ...], widths: tuple[int, ...], in_channels: int = 3):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        layers, in_planes = [], widths[0]
+        for stage, (n, width) in enumerate(zip(blocks, widths)):
+            for i in range(n):
+                stride = 2 if (stage > 0 and i == 0) else 1
+                layers.append(BasicBlock(in_planes, width, stride))
+                in_planes = width
+        self.layers = nn.Sequential(*layers)
+        self.out_dim = in_planes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(self.stem(x))
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+
+BACKBONES = {
+    # name: (blocks per stage, widths per stage)
+    "resnet18": ((2, 2, 2, 2), (64, 128, 256, 512)),
+    "resnet34": ((3, 4, 6, 3), (64, 128, 256, 512)),
+    "resnet-small": ((1, 1, 1), (32, 64, 128)),  # the quick preset: CPU-friendly
+    "resnet-tiny": ((1, 1), (16, 32)),  # tests
+}
+
+
+def build_backbone(name: str, in_channels: int) -> ResNet:
+    if name not in BACKBONES:
+        raise unknown_name("backbone", name, BACKBONES)
+    blocks, widths = BACKBONES[name]
+    return ResNet(blocks, widths, in_channels)
+
+
+def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """SimCLR's projection head: Linear, ReLU, Linear."""
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True),
+                         nn.Linear(hidden_dim, out_dim))
+
+
+class ContrastiveNet(nn.Module):
+    """Backbone + projection head, with optional linear heads on the features.
+
+    ``forward`` returns a dict: ``features`` (backbone output), ``z`` (unnormalised projection)
+    and, when present, ``shift_logits`` and ``class_logits``.
+    """
+
+    def __init__(self, backbone: str, in_channels: int, proj_hidden: int, proj_dim: int,
+                 n_shifts: int = 0, n_classes: int = 0):
+        super().__init__()
+        self.backbone = build_backbone(backbone, in_channels)
+        d = self.backbone.out_dim
+        self.projector = mlp_head(d, proj_hidden, proj_dim) if proj_dim > 0 else None
+        self.shift_head = nn.Linear(d, n_shifts) if n_shifts else None
+        self.class_head = nn.Linear(d, n_classes) if n_classes else None
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.backbone(x)
+        out = {"features": features}
+        if self.projector is not None:
+            out["z"] = self.projector(features)
+        if self.shift_head is not None:
+            out["shift_logits"] = self.shift_head(features)
+        if self.class_head is not None:
+            out["class_logits"] = self.class_head(features)
+        return out

@@ -1,0 +1,1 @@
+"""Preset TOML files (quick, paper), read with tomllib."""

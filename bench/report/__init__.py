@@ -1,0 +1,1 @@
+"""Leaderboards, comparisons with published numbers, statistics and figures."""
