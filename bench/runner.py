@@ -194,7 +194,6 @@ def _row_base(job: Job, run_id: str, device: str, n_train: int, train_s: float, 
 def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
                 progress: bool = True) -> dict[str, Any]:
     """Run one job and write its folder; returns its record. Errors are recorded, not raised."""
-    import torch
 
     from bench.methods.base import FitContext
     from bench.nn.train import seed_everything, select_device

