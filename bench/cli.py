@@ -95,7 +95,6 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, out, dat
     from bench.protocols import get_protocol
     from bench.registry import METHODS
     from bench.report.leaderboard import console_table
-    from bench.runner import log
     from bench.runner import run as run_spec
 
     get_protocol(protocol)
@@ -104,8 +103,7 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, out, dat
         chosen = tuple(m for m in METHODS if protocol in METHODS.load_object(m).protocols)
     device_type = select_device(device).type if device != "auto" else select_device("auto").type
     resolved = resolve_preset(preset, device_type)
-    if preset == "auto":
-        log(f"preset auto -> {resolved} (device {device_type})")
+    notes = [f"preset auto -> {resolved} (device {device_type})"] if preset == "auto" else []
     spec = RunSpec(
         methods=chosen, datasets=_split(datasets) or ("digits",), protocol=protocol,
         classes=_ints(classes, "--classes"), seeds=_ints(seeds, "--seeds") or (0,),
@@ -117,7 +115,7 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, out, dat
     ex = make_executor(executor, workers=workers, devices=devices, ray_address=ray_address,
                        slurm_partition=slurm_partition, slurm_time=slurm_time,
                        slurm_gpus_per_job=slurm_gpus_per_job, wait=wait)
-    rows, records = run_spec(spec, ex, retry_failed=retry_failed)
+    rows, records = run_spec(spec, ex, retry_failed=retry_failed, notes=notes)
     click.echo(console_table(rows[rows["run_id"].notna()]))
     from bench.report.leaderboard import write_leaderboards
 
@@ -145,7 +143,7 @@ def list_cmd(what: str) -> int:
     if what == "methods":
         for name in METHODS:
             cls = METHODS.load_object(name)
-            doc = (cls.__doc__ or "").strip().splitlines()[0]
+            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
             click.echo(f"{name:<10} {', '.join(cls.protocols):<30} {doc}")
     elif what == "datasets":
         for name in DATASETS:
@@ -167,6 +165,121 @@ def list_cmd(what: str) -> int:
         click.echo("quick   small backbone, few epochs: the default run in minutes on a CPU")
         click.echo("paper   the papers' settings (CIFAR ResNet-18/34, hundreds of epochs): a GPU")
         click.echo("auto    paper on CUDA, quick otherwise (the default)")
+    return 0
+
+
+def _runs(runs: tuple[str, ...]) -> list[str]:
+    from pathlib import Path
+
+    chosen = list(runs) or ["runs"]
+    for r in chosen:
+        if not (Path(r) / "jobs").is_dir():
+            raise BenchError(f"--runs {r}: not a run directory (no {r}/jobs); run `bench run` first")
+    return chosen
+
+
+@cli.command()
+@click.option("--runs", multiple=True, help="Run directories (repeatable; default runs).")
+@click.option("--out", default="results/leaderboard", show_default=True)
+@click.option("--metric", default="auroc", show_default=True,
+              type=click.Choice(["auroc", "aupr_in", "aupr_out", "fpr95", "accuracy"]))
+def leaderboard(runs, out, metric) -> int:
+    """Write one CSV and Markdown table per (protocol, dataset) from run directories."""
+    from bench.report.leaderboard import console_table, load_runs, write_leaderboards
+
+    rows = load_runs(_runs(runs))
+    if rows.empty:
+        raise BenchError("the run directories hold no finished jobs")
+    paths = write_leaderboards(rows, out, metric)
+    click.echo(console_table(rows, metric))
+    click.echo(f"\nwrote {len(paths)} files under {out}/")
+    return 0
+
+
+@cli.command()
+@click.option("--runs", multiple=True, help="Run directories (repeatable; default runs).")
+@click.option("--reference", "references", multiple=True,
+              help="Reference tables (results/reference/<name>.csv; default all).")
+@click.option("--csv", "csv_out", default=None, help="Also write the comparison as a CSV.")
+def compare(runs, references, csv_out) -> int:
+    """Our numbers beside published ones, with differences and 95%-interval flags."""
+    from bench.report.leaderboard import load_runs
+    from bench.report.reference import compare as compare_tables
+    from bench.report.reference import format_comparison, load_reference
+
+    rows = load_runs(_runs(runs))
+    table = compare_tables(rows, load_reference(list(references) or None))
+    click.echo(format_comparison(table))
+    if csv_out:
+        from bench.store import atomic_write_csv
+
+        atomic_write_csv(csv_out, table)
+    return 0
+
+
+@cli.command()
+@click.option("--runs", multiple=True, help="Run directories (repeatable; default runs).")
+@click.option("--out", default="results/figures", show_default=True)
+@click.option("--job", "job_id", default=None,
+              help="Job for ROC curves, histograms and t-SNE (default: an MCL job if any).")
+@click.option("--tsne/--no-tsne", default=True, show_default=True)
+def figures(runs, out, job_id, tsne) -> int:
+    """Draw the figures of a paper from run directories (PNG and PDF)."""
+    from pathlib import Path
+
+    from bench.report import figures as fig
+    from bench.report.leaderboard import load_runs
+    from bench.store import RunStore
+
+    chosen = _runs(runs)
+    rows = load_runs(chosen)
+    if rows.empty:
+        raise BenchError("the run directories hold no finished jobs")
+    out_dir = Path(out)
+    records = [r for d in chosen for r in RunStore(d).records()]
+    paths = fig.auroc_bars(rows, out_dir) + fig.ood_heatmaps(rows, out_dir)
+    paths += fig.training_curves(records, out_dir) + fig.cd_diagram(rows, out_dir)
+    job_id = job_id or fig.pick_job(records)
+    if job_id:
+        home = next((d for d in chosen if RunStore(d).record(job_id)), None)
+        if home is None:
+            raise BenchError(f"--job {job_id}: no such job in {', '.join(chosen)}")
+        paths += fig.roc_and_histograms(RunStore(home).job_dir(job_id), out_dir)
+        if tsne:
+            paths += fig.tsne(Path(home), job_id, out_dir)
+    for p in paths:
+        click.echo(str(p))
+    return 0
+
+
+@cli.group()
+def data() -> None:
+    """Data sets: where their files go."""
+
+
+@data.command("info")
+@click.argument("name", required=False)
+@click.option("--data-dir", default=None)
+def data_info(name, data_dir) -> int:
+    """Where each data set lives and whether it is present."""
+    from pathlib import Path
+
+    from bench.datasets import default_data_dir, load_dataset
+    from bench.errors import DataMissingError
+    from bench.registry import DATASETS
+
+    directory = Path(data_dir) if data_dir else default_data_dir()
+    click.echo(f"data dir: {directory}  (--data-dir, or $BENCH_DATA)")
+    for n in [name] if name else DATASETS.names():
+        DATASETS.check(n)
+        try:
+            load_dataset(n, "test", directory, download=False)
+            state = "present"
+        except DataMissingError as exc:
+            state = "missing: " + str(exc).split(": ", 1)[1]
+        except BenchError as exc:
+            state = str(exc)
+        click.echo(f"{n:<16} {state}")
     return 0
 
 

@@ -298,14 +298,18 @@ def summarize(record: dict[str, Any]) -> str:
     return f"done in {record['seconds']:.1f}s" + (f" (AUROC {shown}{more})" if shown else "")
 
 
-def run(spec: RunSpec, executor=None, retry_failed: bool = False) -> tuple[pd.DataFrame, list[dict]]:
-    """Plan, skip what is finished, execute the rest, rebuild results.csv."""
+def run(spec: RunSpec, executor=None, retry_failed: bool = False, notes: list[str] = ()
+        ) -> tuple[pd.DataFrame, list[dict]]:
+    """Plan, skip what is finished, execute the rest, rebuild results.csv. `notes` are printed
+    once the input is known to be valid."""
     from bench.executors import LocalExecutor
     from bench.store import atomic_write_json
 
     jobs, skipped = plan(spec)
     out = Path(spec.out)
     check_writable(out)
+    for note in notes:
+        log(note)
     out.mkdir(parents=True, exist_ok=True)
     store = RunStore(out)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + stable_hash(spec.to_json(), 6)

@@ -13,20 +13,27 @@ DIGITS_TEST_FRACTION = 0.4  # fixed stratified split, seed 0: 1,078 train / 719 
 SYNTHETIC_CLASSES = ("stripes-h", "stripes-v", "checker", "blob")
 
 
-def _digits(split: str, size: int) -> ImageSet:
+def digits_split() -> tuple[np.ndarray, np.ndarray]:
+    """Indices (into scikit-learn's 1,797 digits) of the fixed train and test splits."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
+
+    target = load_digits().target
+    train_idx, test_idx = train_test_split(
+        np.arange(len(target)), test_size=DIGITS_TEST_FRACTION, stratify=target, random_state=0)
+    return np.sort(train_idx), np.sort(test_idx)
+
+
+def _digits(split: str, size: int) -> ImageSet:
+    from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = torch.from_numpy(bunch.images.astype(np.float32) * (255.0 / 16.0)).unsqueeze(1)
     images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
     images = images.round().clamp(0, 255).to(torch.uint8)
     labels = torch.from_numpy(bunch.target.astype(np.int64))
-    train_idx, test_idx = train_test_split(
-        np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION, stratify=bunch.target,
-        random_state=0,
-    )
-    idx = torch.from_numpy(np.sort(train_idx if split == "train" else test_idx))
+    train_idx, test_idx = digits_split()
+    idx = torch.from_numpy(train_idx if split == "train" else test_idx)
     name = "digits" if size == 16 else f"digits{size}"
     return ImageSet(images[idx].contiguous(), labels[idx], DIGIT_CLASSES, name)
 

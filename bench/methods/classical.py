@@ -64,6 +64,8 @@ class OCSVMConfig(PixelConfig):
 
 
 class OCSVM(PyODDetector):
+    """One-class SVM (Schoelkopf et al. 2001) on pixels."""
+
     Config = OCSVMConfig
     pyod_model = "ocsvm:OCSVM"
 
@@ -79,6 +81,8 @@ class IForestConfig(PixelConfig):
 
 
 class IForest(PyODDetector):
+    """Isolation Forest (Liu et al. 2008) on pixels."""
+
     Config = IForestConfig
     pyod_model = "iforest:IForest"
 
@@ -93,6 +97,8 @@ class KNNConfig(PixelConfig):
 
 
 class KNN(PyODDetector):
+    """k-nearest-neighbour distance (Ramaswamy et al. 2000) on pixels."""
+
     Config = KNNConfig
     pyod_model = "knn:KNN"
 
@@ -106,6 +112,8 @@ class LOFConfig(PixelConfig):
 
 
 class LOF(PyODDetector):
+    """Local outlier factor (Breunig et al. 2000) on pixels."""
+
     Config = LOFConfig
     pyod_model = "lof:LOF"
 
@@ -119,6 +127,8 @@ class PCAConfig(PixelConfig):
 
 
 class PCA(PyODDetector):
+    """PCA reconstruction error (Shyu et al. 2003) on pixels."""
+
     Config = PCAConfig
     pyod_model = "pca:PCA"
 
@@ -133,6 +143,8 @@ class ECODConfig(PixelConfig):
 
 
 class ECOD(PyODDetector):
+    """Empirical-CDF outlier detection (Li et al. 2022) on pixels."""
+
     Config = ECODConfig
     pyod_model = "ecod:ECOD"
 
@@ -143,6 +155,8 @@ class COPODConfig(PixelConfig):
 
 
 class COPOD(PyODDetector):
+    """Copula-based outlier detection (Li et al. 2020) on pixels."""
+
     Config = COPODConfig
     pyod_model = "copod:COPOD"
 
@@ -153,6 +167,8 @@ class KDEConfig(PixelConfig):
 
 
 class KDE(PyODDetector):
+    """Kernel density estimate on pixels."""
+
     Config = KDEConfig
     pyod_model = "kde:KDE"
 
@@ -168,6 +184,8 @@ class DeepSVDDConfig(PixelConfig):
 
 
 class DeepSVDD(PyODDetector):
+    """Deep SVDD (Ruff et al. 2018), PyOD's MLP, on pixels."""
+
     Config = DeepSVDDConfig
     pyod_model = "deep_svdd:DeepSVDD"
 

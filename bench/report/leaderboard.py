@@ -1,13 +1,38 @@
-"""Leaderboards from tidy rows: one table per (protocol, dataset), percent with one decimal."""
+"""Leaderboards from tidy rows: one table per (protocol, dataset), percent with one decimal.
+
+Rows of a table are method/score entries; columns are normal classes (one-class) or OOD sets,
+each the mean over seeds; then `mean` (over columns, averaged over seeds), `std` (over seeds of
+the per-seed mean; blank for one seed) and `seeds`. The same rows always give the same bytes.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
+
+from bench.store import RunStore, atomic_write_csv, atomic_write_text
+
+DEDUP_KEYS = ["job_id", "score", "ood_dataset", "metric"]
+
+
+def load_runs(runs: list[str | Path]) -> pd.DataFrame:
+    """Rows of every finished job under the given run directories (duplicates dropped)."""
+    frames = [RunStore(r).rows() for r in runs]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return RunStore(runs[0] if runs else ".").rows()
+    rows = pd.concat(frames, ignore_index=True)
+    return rows.drop_duplicates(DEDUP_KEYS, keep="first").reset_index(drop=True)
 
 
 def entry_label(frame: pd.DataFrame) -> pd.Series:
-    """``method/score`` (``method`` alone when it has a single score variant named like it)."""
-    return frame["method"].astype(str) + "/" + frame["score"].astype(str)
+    """``method/score``; a method run with several configs gets ``@<config hash>`` appended."""
+    label = frame["method"].astype(str) + "/" + frame["score"].astype(str)
+    n_configs = frame.groupby("method")["config_hash"].transform("nunique")
+    suffix = np.where(n_configs > 1, "@" + frame["config_hash"].astype(str).str[:6], "")
+    return label + suffix
 
 
 def column_key(frame: pd.DataFrame) -> pd.Series:
@@ -22,34 +47,73 @@ def _sort_columns(columns) -> list:
     return sorted(columns, key=key)
 
 
+def pivot(rows: pd.DataFrame, metric: str = "auroc") -> dict[tuple[str, str], pd.DataFrame]:
+    """{(protocol, dataset): table of fractions} with columns, mean, std, seeds."""
+    picked = rows[rows["metric"] == metric]
+    out = {}
+    for (protocol, dataset), part in picked.groupby(["protocol", "dataset"], sort=True):
+        part = part.assign(entry=entry_label(part), column=column_key(part))
+        per_seed = part.pivot_table(index=["entry", "seed"], columns="column", values="value",
+                                    aggfunc="mean")
+        columns = _sort_columns(per_seed.columns)
+        table = per_seed.groupby(level="entry").mean()[columns]
+        seed_means = per_seed[columns].mean(axis=1).groupby(level="entry")
+        table["mean"] = seed_means.mean()
+        table["std"] = seed_means.std(ddof=1)
+        table["seeds"] = seed_means.count()
+        table = table.reset_index().sort_values(["mean", "entry"], ascending=[False, True])
+        out[(protocol, dataset)] = table.set_index("entry")
+    return out
+
+
+def _percent(table: pd.DataFrame) -> pd.DataFrame:
+    shown = table.copy()
+    for col in shown.columns:
+        if col == "seeds":
+            shown[col] = shown[col].astype(int).astype(str)
+        else:
+            shown[col] = [("" if pd.isna(v) else f"{100 * v:.1f}") for v in shown[col]]
+    shown.index.name = "method/score"
+    shown.columns = [str(c) for c in shown.columns]
+    return shown
+
+
+def to_markdown(table: pd.DataFrame, title: str) -> str:
+    shown = _percent(table).reset_index()
+    header = "| " + " | ".join(shown.columns) + " |"
+    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
+    lines = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    return f"### {title}\n\n" + "\n".join([header, rule, *lines]) + "\n"
+
+
 def console_table(rows: pd.DataFrame, metric: str = "auroc") -> str:
-    """One text block per (protocol, dataset): entries x columns, mean over seeds, in percent."""
+    """The leaderboards as text blocks, for the terminal."""
     if rows.empty:
         return "(no results)"
     blocks = []
-    picked = rows[rows["metric"] == metric].copy()
-    for (protocol, dataset), part in picked.groupby(["protocol", "dataset"], sort=True):
-        part = part.assign(entry=entry_label(part), column=column_key(part))
-        table = part.pivot_table(index="entry", columns="column", values="value", aggfunc="mean")
-        table = table[_sort_columns(table.columns)]
-        table["mean"] = table.mean(axis=1)
-        seeds = part.groupby("entry")["seed"].nunique()
-        table = (table * 100).round(1)
-        table["seeds"] = seeds
-        table = table.sort_values("mean", ascending=False)
-        table.index.name = None
-        table.columns.name = None
-        title = f"{protocol} / {dataset}: {metric.upper()} (%), mean over seeds"
-        blocks.append(title + "\n" + table.to_string(float_format=lambda v: f"{v:.1f}"))
+    for (protocol, dataset), table in pivot(rows, metric).items():
+        shown = _percent(table)
+        shown.index.name = None
+        title = f"{protocol} / {dataset}: {metric.upper()} (%), columns averaged over seeds"
+        blocks.append(title + "\n" + shown.to_string())
     return "\n\n".join(blocks)
 
 
-def write_leaderboards(rows: pd.DataFrame, out) -> list:
-    """Placeholder until the leaderboard module is complete: the console tables as text."""
-    from pathlib import Path
-
-    from bench.store import atomic_write_text
-
+def write_leaderboards(rows: pd.DataFrame, out: str | Path, metric: str = "auroc") -> list[Path]:
+    """One CSV and one Markdown file per (protocol, dataset), and README.md with all tables."""
     out = Path(out)
-    atomic_write_text(out / "leaderboard.txt", console_table(rows) + "\n")
-    return [out / "leaderboard.txt"]
+    written, sections = [], []
+    for (protocol, dataset), table in pivot(rows, metric).items():
+        stem = f"{protocol}_{dataset}" + ("" if metric == "auroc" else f"_{metric}")
+        shown = _percent(table).reset_index()
+        atomic_write_csv(out / f"{stem}.csv", shown)
+        title = f"{protocol} / {dataset} ({metric.upper()} %, mean over seeds)"
+        md = to_markdown(table, title)
+        atomic_write_text(out / f"{stem}.md", md)
+        written += [out / f"{stem}.csv", out / f"{stem}.md"]
+        sections.append(md)
+    if sections:
+        atomic_write_text(out / ("README.md" if metric == "auroc" else f"README_{metric}.md"),
+                          "# Leaderboards\n\n" + "\n".join(sections))
+        written.append(out / "README.md")
+    return written

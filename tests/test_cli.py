@@ -1,0 +1,125 @@
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.store import ROW_COLUMNS
+
+BENCH = [sys.executable, "-m", "bench"]
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+@pytest.mark.slow
+def test_run_end_to_end_on_synthetic_and_skip_on_rerun(tmp_path, tiny_args):
+    out = tmp_path / "runs"
+    args = ["run", "--methods", "knn,mcl", "--datasets", "synthetic", "--classes", "0,1",
+            "--out", str(out), *tiny_args]
+    proc = subprocess.run(BENCH + args, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "one-class / synthetic" in proc.stdout and "mcl/sei" in proc.stdout
+    rows = pd.read_csv(out / "results.csv")
+    assert list(rows.columns) == ROW_COLUMNS
+    # knn: 1 score, mcl: knn + sei; 2 classes; 4 metrics each
+    assert len(rows) == (1 + 2) * 2 * 4
+    assert set(rows["metric"]) == {"auroc", "aupr_in", "aupr_out", "fpr95"}
+    assert rows["value"].between(0, 1).all()
+    assert set(rows["ood_dataset"]) == {"rest"} and set(rows["protocol"]) == {"one-class"}
+
+    jobs = sorted((out / "jobs").iterdir())
+    assert len(jobs) == 4
+    before = {p: p.stat().st_mtime_ns for job in jobs for p in job.iterdir()}
+    again = subprocess.run(BENCH + args, capture_output=True, text=True)
+    assert again.returncode == 0
+    assert "4 of 4 jobs already in" in again.stderr
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert pd.read_csv(out / "results.csv").equals(rows)
+
+
+def test_failed_job_is_recorded_and_the_run_goes_on(tmp_path, capsys):
+    out = tmp_path / "runs"
+    code, stdout, err = run_cli(["run", "--methods", "knn,deepsvdd", "--datasets", "synthetic",
+                                 "--classes", "0", "--out", str(out),
+                                 "--set", "deepsvdd.hidden_neurons=x"], capsys)
+    assert code == 1
+    assert "1 of 2 jobs failed" in err
+    records = [json.loads((d / "record.json").read_text()) for d in (out / "jobs").iterdir()]
+    status = {r["method"]: r for r in records}
+    assert status["knn"]["status"] == "done"
+    assert status["deepsvdd"]["status"] == "failed"
+    assert "ValueError" in status["deepsvdd"]["error"]
+    assert set(pd.read_csv(out / "results.csv")["method"]) == {"knn"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--methods", "mlc"], "unknown method 'mlc'; did you mean 'mcl'"),
+    (["--datasets", "cifar1O"], "unknown dataset 'cifar1O'; did you mean 'cifar10'"),
+    (["--protocol", "one_class"], "unknown protocol 'one_class'; did you mean 'one-class'"),
+    (["--preset", "papr"], "unknown preset 'papr'; did you mean 'paper'"),
+    (["--set", "knn.n_neighbors"], "expected key=value"),
+    (["--set", "knn.n_neighbours=3"], "did you mean 'n_neighbors'"),
+    (["--set", "knn.n_neighbors=three"], "knn.n_neighbors=three: expected int"),
+    (["--classes", "0,12"], "has classes 0..3"),
+    (["--seeds", "a"], "--seeds 'a': expected integers"),
+    (["--datasets", "interp"], "generated OOD set"),
+    (["--methods", "ce"], "method ce does not run in protocol one-class"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "runs"
+    base = ["run", "--methods", "knn", "--datasets", "synthetic", "--out", str(out)]
+    code, stdout, err = run_cli(base + args, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bench: error: ")
+    assert message in lines[0]
+    assert not out.exists()
+
+
+def test_unwritable_out(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_cli(["run", "--methods", "knn", "--datasets", "synthetic",
+                            "--out", str(blocker / "runs")], capsys)
+    assert code == 2 and "not writable" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_read_only_out(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    code, _, err = run_cli(["run", "--methods", "knn", "--datasets", "synthetic",
+                            "--out", str(ro / "runs")], capsys)
+    assert code == 2 and "not writable" in err
+
+
+def test_missing_dataset_offline(tmp_path, capsys):
+    code, _, err = run_cli(["run", "--methods", "knn", "--datasets", "cifar10", "--no-download",
+                            "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "r")],
+                           capsys)
+    assert code == 2
+    assert "cifar10: not found" in err and "--download" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("what,expect", [
+    ("methods", "mcl"), ("datasets", "fashion-mnist"), ("protocols", "ood-labeled"),
+    ("presets", "quick"),
+])
+def test_list(capsys, what, expect):
+    code, out, _ = run_cli(["list", what], capsys)
+    assert code == 0 and expect in out
+
+
+def test_help_lists_the_commands(capsys):
+    code, out, _ = run_cli(["--help"], capsys)
+    assert code == 0 and "run" in out and "list" in out

@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from bench.datasets import load_dataset
+from bench.errors import BenchError
+from bench.protocols import Task, load_task, ood_sets_for, tasks
+
+
+def test_one_class_sizes_and_labels():
+    task = Task("one-class", "digits", 3)
+    data = load_task(task, None, False)
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    assert len(data.train) == int((train.labels == 3).sum())
+    assert (data.train.labels == 3).all()
+    assert len(data.test) == len(test)
+    assert torch.equal(data.test_is_anomaly, test.labels != 3)
+    assert int((~data.test_is_anomaly).sum()) == int((test.labels == 3).sum())
+
+
+def test_one_class_no_train_test_leakage():
+    data = load_task(Task("one-class", "synthetic", 0), None, False)
+    train_rows = {bytes(x.numpy().tobytes()) for x in data.train.images}
+    assert not any(bytes(x.numpy().tobytes()) in train_rows for x in data.test.images)
+
+
+def test_tasks_expand_classes():
+    assert [t.normal_class for t in tasks("one-class", "digits", 10, None)] == list(range(10))
+    assert [t.normal_class for t in tasks("one-class", "digits", 10, (2, 5))] == [2, 5]
+    with pytest.raises(BenchError, match="classes 0..9"):
+        tasks("one-class", "digits", 10, (12,))
+    [ood_task] = tasks("ood", "digits", 10, None, ("gaussian",))
+    assert ood_task.normal_class is None and ood_task.ood_sets == ("gaussian",)
+
+
+def test_ood_lists():
+    assert ood_sets_for("cifar10", None)[0] == "svhn"
+    assert ood_sets_for("digits", ("uniform",)) == ("uniform",)
+    with pytest.raises(BenchError, match="unknown OOD set"):
+        ood_sets_for("digits", ("nosuch",))

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from bench.nn.scoring import (
+    csi_scores,
+    fit_gaussians,
+    mahalanobis,
+    max_cosine_times_norm,
+    sei_combine,
+)
+
+
+def test_sei_matches_direct_numpy():
+    rng = np.random.default_rng(0)
+    d, n_classes, views = 4, 2, 8
+    rots = [v // 2 for v in range(views)]  # (rotation, flip) pairs, as MCL's 8-way views
+    train = rng.normal(size=(60, d))
+    joint = rng.integers(0, n_classes * 4, size=60)
+    joint[: n_classes * 4 * 3] = np.repeat(np.arange(n_classes * 4), 3)  # every label present
+    test = rng.normal(size=(5, views, d))
+    ridge = 0.01
+
+    means, precisions = fit_gaussians(torch.tensor(train), torch.tensor(joint), n_classes * 4, ridge)
+    dist = torch.stack([mahalanobis(torch.tensor(test[:, v]), means, precisions)
+                        [:, rots[v] * n_classes:(rots[v] + 1) * n_classes] for v in range(views)], 1)
+
+    for method in ("wa", "mean", "min"):
+        score, pred = sei_combine(dist, method)
+        for i in range(5):
+            per_class = []
+            for c in range(n_classes):
+                ds = []
+                for v in range(views):
+                    x = train[joint == c + n_classes * rots[v]]
+                    cov = np.cov(x, rowvar=False)
+                    cov = cov + ridge * np.mean(np.diag(cov)) * np.eye(d)
+                    delta = test[i, v] - x.mean(0)
+                    ds.append(np.sqrt(delta @ np.linalg.inv(cov) @ delta))
+                ds = np.array(ds)
+                if method == "wa":
+                    w = 1 / ds
+                    per_class.append(np.sum(w * ds) / np.sum(w))
+                elif method == "mean":
+                    per_class.append(ds.sum())
+                else:
+                    per_class.append(ds.min())
+            assert score[i].item() == pytest.approx(min(per_class), rel=1e-6)
+            assert pred[i].item() == int(np.argmin(per_class))
+
+
+def test_csi_score_matches_direct_computation():
+    rng = np.random.default_rng(1)
+    K, M, N, d = 4, 7, 5, 3
+    train_z = rng.normal(size=(K, M, d))
+    train_s = rng.normal(size=(K, M, K)) + 3.0  # positive mean logits, as after training
+    test_z = rng.normal(size=(K, N, d))
+    test_s = rng.normal(size=(K, N, K))
+    full, sim = csi_scores(*(torch.tensor(a) for a in (test_z, test_s, train_z, train_s)))
+    for i in range(N):
+        total_sim = total = 0.0
+        for k in range(K):
+            axis = train_z[k] / np.linalg.norm(train_z[k], axis=1, keepdims=True)
+            w_sim = 1 / np.mean(np.linalg.norm(train_z[k], axis=1))
+            w_shi = 1 / np.mean(train_s[k][:, k])
+            s = max(test_z[k, i] @ axis[m] for m in range(M)) * w_sim
+            total_sim += s
+            total += s + test_s[k, i, k] * w_shi
+        assert full[i].item() == pytest.approx(total / K, rel=1e-6)
+        assert sim[i].item() == pytest.approx(total_sim / K, rel=1e-6)
+
+
+def test_cosine_times_norm():
+    bank = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
+    z = torch.tensor([[2.0, 0.0], [3.0, 3.0]])
+    got = max_cosine_times_norm(z, bank)
+    assert got.tolist() == pytest.approx([2.0, np.sqrt(0.5) * np.sqrt(18)])
+
+
+def test_fit_gaussians_needs_two_samples():
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_gaussians(torch.randn(3, 2), torch.tensor([0, 0, 1]), 2, 0.01)

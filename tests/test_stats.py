@@ -1,0 +1,59 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from bench.report.stats import (
+    bootstrap_auroc,
+    cliques,
+    friedman,
+    holm,
+    seed_summary,
+    wilcoxon_holm,
+    wilcoxon_paired,
+)
+
+
+def test_seed_summary_matches_scipy():
+    v = [0.9, 0.92, 0.95, 0.91]
+    s = seed_summary(v)
+    low, high = stats.t.interval(0.95, 3, loc=np.mean(v), scale=stats.sem(v))
+    assert s.mean == pytest.approx(np.mean(v)) and s.std == pytest.approx(np.std(v, ddof=1))
+    assert (s.low, s.high) == pytest.approx((low, high))
+    one = seed_summary([0.8])
+    assert one.n == 1 and np.isnan(one.std) and np.isnan(one.low)
+
+
+def test_bootstrap_interval_contains_the_estimate():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(200), np.ones(200)]
+    s = np.r_[rng.normal(0, 1, 200), rng.normal(1, 1, 200)]
+    est, low, high = bootstrap_auroc(y, s, n_boot=300)
+    assert low < est < high and 0.05 < high - low < 0.2
+    assert bootstrap_auroc(y, s, n_boot=300) == (est, low, high)  # seeded
+
+
+def test_wilcoxon_and_friedman_match_scipy():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0.8, 0.9, 10)
+    b = a + rng.uniform(0.0, 0.05, 10)
+    c = a - rng.uniform(0.0, 0.05, 10)
+    assert wilcoxon_paired(a, b) == pytest.approx(tuple(stats.wilcoxon(a, b)))
+    table = pd.DataFrame({"a": a, "b": b, "c": c})
+    stat, p, ranks = friedman(table)
+    ref = stats.friedmanchisquare(a, b, c)
+    assert (stat, p) == pytest.approx((ref.statistic, ref.pvalue))
+    assert list(ranks.index) == ["b", "a", "c"] and ranks["b"] == 1.0
+
+
+def test_holm_and_cliques():
+    assert holm({"x": 0.01, "y": 0.04, "z": 0.03}) == {"x": True, "z": False, "y": False}
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.5, 0.9, 12)
+    table = pd.DataFrame({"best": base + 0.1, "near": base + 0.1 + rng.normal(0, 1e-3, 12),
+                          "worst": base})
+    ranks, same = wilcoxon_holm(table)
+    assert ("best", "near") in same or ("near", "best") in same
+    groups = cliques(ranks, same)
+    assert any({"best", "near"} <= set(g) for g in groups)
+    assert not any("worst" in g and len(g) > 1 for g in groups)

@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from bench.datasets import load_dataset
+from bench.methods.base import FitContext
+from bench.nn.train import TrainingDiverged, seed_everything, train
+from helpers import tiny
+
+SSL_METHODS = ["simclr", "rotnet", "csi", "mcl", "ce", "supclr", "sup-csi"]
+LABELED = {"ce", "supclr", "sup-csi"}
+
+
+@pytest.mark.parametrize("method", SSL_METHODS)
+def test_loss_goes_down(method):
+    train_set = load_dataset("synthetic", "train")
+    if method not in LABELED:
+        train_set = train_set.subset(train_set.labels == 0)
+    seed_everything(0)
+    det = tiny(method, epochs=24, lr=0.03)
+    det.fit(train_set, FitContext(labeled=method in LABELED, progress=False))
+    losses = [h["loss"] for h in det.history]
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < first * 0.97, losses
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_from_checkpoint_gives_the_same_weights(tmp_path):
+    data = load_dataset("synthetic", "train")
+    data = data.subset(data.labels == 1)
+
+    seed_everything(3)
+    straight = tiny("mcl", epochs=4).fit(data, FitContext(model_dir=tmp_path / "a", progress=False))
+
+    def stop_after_two(epoch):
+        if epoch == 2:
+            raise Interrupt
+
+    seed_everything(3)
+    with pytest.raises(Interrupt):
+        tiny("mcl", epochs=4).fit(data, FitContext(model_dir=tmp_path / "b", progress=False,
+                                                   on_epoch_end=stop_after_two))
+    assert (tmp_path / "b" / "checkpoint.pt").exists()
+    assert not (tmp_path / "b" / "model.pt").exists()
+    messages = []
+    seed_everything(99)  # a different seed: the checkpoint's RNG states must take over
+    resumed = tiny("mcl", epochs=4).fit(data, FitContext(model_dir=tmp_path / "b", progress=False,
+                                                          log=messages.append))
+    assert any("resuming MCL from epoch 2 of 4" in m for m in messages)
+    a, b = _state(straight.model_), _state(resumed.model_)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]
+
+
+def test_trained_model_is_reused_without_training(tmp_path):
+    data = load_dataset("synthetic", "train")
+    data = data.subset(data.labels == 2)
+    first = tiny("simclr").fit(data, FitContext(model_dir=tmp_path, progress=False))
+    messages = []
+    again = tiny("simclr").fit(data, FitContext(model_dir=tmp_path, progress=False,
+                                                log=messages.append))
+    assert any("using the trained model" in m for m in messages)
+    assert torch.equal(first.bank_, again.bank_)
+
+
+def test_nan_guard():
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    with pytest.raises(TrainingDiverged, match="nan"):
+        train(model, lambda idx: model(torch.ones(len(idx), 2)).sum() * float("nan"), 8,
+              epochs=1, batch_size=4, optimizer=opt, scheduler=sched,
+              ctx=FitContext(progress=False), desc="test")
