@@ -46,7 +46,7 @@ from bench.protocols import (
     tasks,
 )
 from bench.registry import GENERATED, METHODS
-from bench.store import RunStore
+from bench.store import RunStore, file_lock
 
 
 @dataclass(frozen=True)
@@ -194,9 +194,7 @@ def _row_base(job: Job, run_id: str, device: str, n_train: int, train_s: float, 
 def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
                 progress: bool = True) -> dict[str, Any]:
     """Run one job and write its folder; returns its record. Errors are recorded, not raised."""
-
-    from bench.methods.base import FitContext
-    from bench.nn.train import seed_everything, select_device
+    from bench.nn.train import select_device
 
     store = RunStore(out)
     torch_device = select_device(device)
@@ -209,6 +207,18 @@ def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
         "host": os.uname().nodename if hasattr(os, "uname") else "",
     }
     started = time.perf_counter()
+    with file_lock(store.job_dir(job.job_id) / ".lock"):  # one worker per job, across processes
+        earlier = store.record(job.job_id)
+        if earlier and earlier.get("status") == "done":  # finished by another worker meanwhile
+            return earlier
+        return _execute_locked(job, store, torch_device, run_id, progress, record, started)
+
+
+def _execute_locked(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
+                    record: dict[str, Any], started: float) -> dict[str, Any]:
+    from bench.methods.base import FitContext
+    from bench.nn.train import seed_everything
+
     try:
         seed_everything(job.seed)
         data = load_task(job_task(job), job.data_dir, job.download)

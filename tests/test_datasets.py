@@ -131,5 +131,7 @@ def test_generated_sets_are_seeded_and_shaped():
 
 
 def test_data_source_is_frozen():
-    with pytest.raises(Exception):
+    from dataclasses import FrozenInstanceError
+
+    with pytest.raises(FrozenInstanceError):
         DataSource(Path("."), True).download = False

@@ -110,4 +110,6 @@ def blocks_table(rows: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
     picked = picked.assign(entry=entry_label(picked), block=picked["protocol"] + "/" +
                            picked["dataset"] + "/" + column_key(picked).astype(str))
     table = picked.pivot_table(index="block", columns="entry", values="value", aggfunc="mean")
+    coverage = table.notna().sum()
+    table = table.loc[:, coverage >= coverage.max() / 2]  # entries run on most blocks
     return table.dropna(axis=0, how="any")
