@@ -320,6 +320,9 @@ def run(spec: RunSpec, executor=None, retry_failed: bool = False, notes: list[st
     check_writable(out)
     for note in notes:
         log(note)
+    for missing in skipped.values():
+        for reason in missing.values():
+            log(f"bench: warning: skipping OOD set: {reason}")
     out.mkdir(parents=True, exist_ok=True)
     store = RunStore(out)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + stable_hash(spec.to_json(), 6)

@@ -30,10 +30,10 @@ from _common import machine, timed  # noqa: E402
 
 from bench.datasets import ImageSet  # noqa: E402
 from bench.methods.base import FitContext  # noqa: E402
-from bench.registry import METHODS  # noqa: E402
 from bench.nn.losses import masked_contrastive_loss, nt_xent, stochastic_positive_attraction_loss  # noqa: E402
 from bench.nn.shifts import N_SHIFTS  # noqa: E402
 from bench.nn.train import as_input, autocast, prepare_model, select_device  # noqa: E402
+from bench.registry import METHODS  # noqa: E402
 
 
 class ReferenceViews(torch.utils.data.Dataset):

@@ -123,3 +123,33 @@ def test_list(capsys, what, expect):
 def test_help_lists_the_commands(capsys):
     code, out, _ = run_cli(["--help"], capsys)
     assert code == 0 and "run" in out and "list" in out
+
+
+def test_ood_protocol_skips_a_missing_ood_set_unless_strict(tmp_path, capsys):
+    out = tmp_path / "runs"
+    base = ["run", "--protocol", "ood", "--methods", "knn", "--datasets", "synthetic",
+            "--ood", "gaussian,interp,mnist", "--no-download", "--data-dir", str(tmp_path / "d")]
+    code, _, err = run_cli(base + ["--strict", "--out", str(out)], capsys)
+    assert code == 2 and "mnist" in err and "--strict" in err and not out.exists()
+    code, stdout, err = run_cli(base + ["--out", str(out)], capsys)
+    assert code == 0, err
+    assert "skipping OOD set: mnist" in err
+    skipped = json.loads((out / "skipped" / "synthetic-ood-mnist.json").read_text())
+    assert skipped["status"] == "skipped" and "MNIST/raw" in skipped["reason"]
+    rows = pd.read_csv(out / "results.csv")
+    assert set(rows["ood_dataset"]) == {"gaussian", "interp"}
+    assert set(rows["normal_class"]) == {"all"}
+    assert (rows["n_test_normal"] == 96).all()
+    assert "ood / synthetic" in stdout
+
+
+def test_labeled_protocol_reports_accuracy(tmp_path, capsys, tiny_args):
+    out = tmp_path / "runs"
+    code, _, err = run_cli(["run", "--protocol", "ood-labeled", "--methods", "mcl,ce",
+                            "--datasets", "synthetic", "--ood", "uniform", "--out", str(out),
+                            *tiny_args], capsys)
+    assert code == 0, err
+    rows = pd.read_csv(out / "results.csv")
+    acc = rows[rows["metric"] == "accuracy"]
+    assert set(acc["method"]) == {"mcl", "ce"} and acc["value"].between(0, 1).all()
+    assert set(rows[rows["method"] == "ce"]["score"]) == {"msp", "odin", "mahalanobis", "energy"}
