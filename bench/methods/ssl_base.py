@@ -89,7 +89,7 @@ class SSLDetector(Detector):
     def forward(self, images: torch.Tensor, transform, keys=("z",)) -> dict[str, torch.Tensor]:
         """Model outputs for uint8 `images` (any device) under `transform` of the float batch."""
         return engine.batched_forward(self.model_, images, transform, self.config.score_batch_size,
-                                      self.ctx_.device, keys)
+                                      self.ctx_.device, keys, progress=self.ctx_.progress)
 
     def embed(self, images: torch.Tensor) -> np.ndarray:
         """Backbone features of un-augmented images (t-SNE, linear probes)."""

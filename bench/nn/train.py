@@ -247,12 +247,19 @@ def train_or_load(model: torch.nn.Module, ctx, fit: Callable[[], list[dict[str, 
 
 @torch.no_grad()
 def batched_forward(model: torch.nn.Module, images: torch.Tensor, transform: Callable,
-                    batch_size: int, device: torch.device, keys: tuple[str, ...] = ("z",)
-                    ) -> dict[str, torch.Tensor]:
-    """Run `model(transform(uint8 batch))` over all images; returns the outputs, float32, on device."""
+                    batch_size: int, device: torch.device, keys: tuple[str, ...] = ("z",),
+                    progress: bool = False) -> dict[str, torch.Tensor]:
+    """Run `model(transform(uint8 batch))` over all images; returns the outputs, float32, on device.
+
+    A progress bar (features) shows on a terminal when `progress` is set.
+    """
+    from tqdm.auto import tqdm
+
     model.eval()
     outs: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
-    for start in range(0, images.shape[0], batch_size):
+    starts = range(0, images.shape[0], batch_size)
+    show = progress and sys.stderr.isatty() and len(starts) > 4
+    for start in tqdm(starts, desc="features", unit="batch", leave=False, disable=not show):
         x = images[start:start + batch_size].to(device, non_blocking=True)
         with autocast(device):
             out = model(as_input(transform(x)))
