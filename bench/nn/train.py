@@ -239,6 +239,8 @@ def train_or_load(model: torch.nn.Module, ctx, fit: Callable[[], list[dict[str, 
             model.eval()
             ctx.log(f"using the trained model in {model_dir}")
             return state["history"]
+        for stale in model_dir.glob("features-*.pt"):  # features of some earlier weights
+            stale.unlink()
         history = fit()
         atomic_torch_save({"model": model.state_dict(), "history": history}, trained)
         (model_dir / CHECKPOINT).unlink(missing_ok=True)  # the trained weights supersede it
