@@ -79,9 +79,9 @@ def cli() -> None:
               help="Parallel worker processes (local CPU) or Ray tasks at once.")
 @click.option("--devices", default=None, help="Local GPUs, one worker each: 0,1,2 or all.")
 @click.option("--ray-address", default=None, help="Join a Ray cluster (e.g. auto).")
-@click.option("--slurm-partition", default=None)
+@click.option("--slurm-partition", default=None, help="Slurm partition for the job array.")
 @click.option("--slurm-time", default=240, show_default=True, type=int, help="Minutes per job.")
-@click.option("--slurm-gpus-per-job", default=1, show_default=True, type=int)
+@click.option("--slurm-gpus-per-job", default=1, show_default=True, type=int, help="GPUs per Slurm job.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Slurm: wait for the jobs, or submit and return (re-run to collect).")
 @click.option("--retry-failed", is_flag=True, help="Run jobs recorded as failed again.")
