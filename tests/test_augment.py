@@ -45,6 +45,17 @@ def test_jitter_only_where_applied_and_hsv_round_trip():
     assert torch.allclose(hsv_to_rgb(rgb_to_hsv(x)), x, atol=1e-5)
 
 
+def test_hue_shift_matches_torchvision():
+    from torchvision.transforms.functional import adjust_hue
+
+    x = torch.rand(4, 3, 7, 7)
+    x[0] = 0.5  # a gray image: hue undefined, must stay gray
+    for shift in (-0.1, 0.05, 0.3):
+        hsv = rgb_to_hsv(x)
+        hsv[:, 0] = (hsv[:, 0] + shift) % 1.0
+        assert torch.allclose(hsv_to_rgb(hsv), adjust_hue(x, shift), atol=1e-5)
+
+
 def test_rotations():
     x = torch.arange(4.0).view(1, 1, 2, 2)
     shifted, labels = all_rotations(x)

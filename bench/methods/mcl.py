@@ -108,8 +108,8 @@ class MCL(SSLDetector):
         C = self.n_joint_classes_
         dist = []
         for z, k in zip(z_views, rots):
-            d = mahalanobis(F.normalize(z, dim=1), self.means_, self.precisions_)
-            dist.append(d[:, k * C:(k + 1) * C])  # the Gaussians of this view's rotation
+            own = slice(k * C, (k + 1) * C)  # only the Gaussians of this view's rotation
+            dist.append(mahalanobis(F.normalize(z, dim=1), self.means_[own], self.precisions_[own]))
         return sei_combine(torch.stack(dist, 1), self.config.sei_combine)
 
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
