@@ -180,8 +180,10 @@ def cd_diagram(rows: pd.DataFrame, out: Path, alpha: float = 0.05) -> list[Path]
     for i, group in enumerate(groups):
         y = 0.86 - 0.03 * i
         ax.hlines(y, ranks[group[0]] - 0.03, ranks[group[-1]] + 0.03, color="tab:red", lw=3)
-    ax.set_title(f"Average rank over {table.shape[0]} blocks (1 = best AUROC); red bars: no "
-                 f"significant difference (Wilcoxon-Holm, alpha={alpha})", fontsize=9)
+    sets = sorted({b.rsplit("/", 1)[0] for b in table.index})
+    ax.set_title(f"Average rank over {table.shape[0]} blocks ({', '.join(sets)}; 1 = best "
+                 f"AUROC)\nred bars: no significant difference (Wilcoxon-Holm, alpha={alpha})",
+                 fontsize=9)
     return save(fig, out, "critical_difference")
 
 

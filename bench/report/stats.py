@@ -111,5 +111,8 @@ def blocks_table(rows: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
                            picked["dataset"] + "/" + column_key(picked).astype(str))
     table = picked.pivot_table(index="block", columns="entry", values="value", aggfunc="mean")
     coverage = table.notna().sum()
-    table = table.loc[:, coverage >= coverage.max() / 2]  # entries run on most blocks
+    full = coverage == len(table)
+    if full.sum() >= 3:  # the entries run on every block: the most blocks to rank over
+        return table.loc[:, full]
+    table = table.loc[:, coverage >= coverage.max() / 2]  # else entries run on most blocks
     return table.dropna(axis=0, how="any")
