@@ -85,9 +85,12 @@ def cli() -> None:
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Slurm: wait for the jobs, or submit and return (re-run to collect).")
 @click.option("--retry-failed", is_flag=True, help="Run jobs recorded as failed again.")
+@click.option("--compile/--no-compile", "compile_model", default=False, show_default=True,
+              help="torch.compile the networks (pays a compile per job; measure first: "
+                   "benchmarks/train_throughput.py --compile).")
 def run(methods, datasets, protocol, classes, seeds, preset, overrides, out, data_dir, device,
         download, ood, strict, executor, workers, devices, ray_address, slurm_partition,
-        slurm_time, slurm_gpus_per_job, wait, retry_failed) -> int:
+        slurm_time, slurm_gpus_per_job, wait, retry_failed, compile_model) -> int:
     """Run methods x data sets x classes x seeds; write <out>/results.csv and a leaderboard."""
     from bench.config import RunSpec, resolve_preset
     from bench.executors import make_executor
@@ -109,6 +112,7 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, out, dat
         classes=_ints(classes, "--classes"), seeds=_ints(seeds, "--seeds") or (0,),
         preset=resolved, overrides=tuple(overrides), out=out, data_dir=data_dir or "",
         device=device, download=download, ood=_split(ood), strict=strict,
+        compile=compile_model,
     )
     if workers < 1:
         raise BenchError("--workers must be at least 1")

@@ -183,6 +183,7 @@ class RunSpec:
     download: bool = True
     ood: tuple[str, ...] | None = None
     strict: bool = False
+    compile: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -66,6 +66,7 @@ class Job:
     preset: str
     data_dir: str
     download: bool
+    compile: bool = False  # torch.compile the network: how it runs, not what it computes
 
     def describe(self) -> str:
         where = f"class {self.normal_class}" if self.normal_class is not None else "all classes"
@@ -159,12 +160,12 @@ def plan(spec: RunSpec) -> tuple[list[Job], dict[str, dict[str, str]]]:
             for task in tasks(spec.protocol, d, n_classes, spec.classes, ood):
                 for seed in spec.seeds:
                     jobs.append(make_job(m, config, task, seed, spec.preset, data_dir,
-                                         spec.download))
+                                         spec.download, spec.compile))
     return jobs, skipped
 
 
 def make_job(method: str, config: Any, task, seed: int, preset: str, data_dir: str,
-             download: bool) -> Job:
+             download: bool, compile: bool = False) -> Job:
     base = {"method": method, "protocol": task.protocol, "dataset": task.dataset,
             "normal_class": task.normal_class, "seed": seed}
     train_id = f"{method}-{task.dataset}-{task.protocol}-{task.label}-s{seed}-" + stable_hash(
@@ -174,7 +175,7 @@ def make_job(method: str, config: Any, task, seed: int, preset: str, data_dir: s
     return Job(job_id=job_id, train_id=train_id, method=method, config=config,
                config_hash=stable_hash(as_dict(config)), protocol=task.protocol,
                dataset=task.dataset, normal_class=task.normal_class, ood_sets=task.ood_sets,
-               seed=seed, preset=preset, data_dir=data_dir, download=download)
+               seed=seed, preset=preset, data_dir=data_dir, download=download, compile=compile)
 
 
 def _row_base(job: Job, run_id: str, device: str, n_train: int, train_s: float, eval_s: float,
@@ -225,7 +226,8 @@ def _execute_locked(job: Job, store: RunStore, torch_device, run_id: str, progre
         detector = METHODS.load_object(job.method)(job.config)
         ctx = FitContext(device=torch_device, seed=job.seed,
                          model_dir=store.model_dir(job.train_id),
-                         labeled=get_protocol(job.protocol).labeled, progress=progress)
+                         labeled=get_protocol(job.protocol).labeled, progress=progress,
+                         compile=job.compile)
         t0 = time.perf_counter()
         detector.fit(data.train, ctx)
         train_s = time.perf_counter() - t0

@@ -10,7 +10,8 @@ All three in one run on one device; the last lines are `speedup_vs_reference: a/
 `fraction_of_ceiling: a/c` (the mean over the methods measured).
 
     python benchmarks/train_throughput.py                       # CPU defaults, a few minutes
-    python benchmarks/train_throughput.py --backbone resnet18 --batch 128 --steps 20   # GPU
+    python benchmarks/train_throughput.py --device cuda           # GPU: resnet18, batch 128
+    python benchmarks/train_throughput.py --compile               # the same under torch.compile
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def measure(method: str, args, device: torch.device) -> dict[str, float]:
     det = cls(cfg)
     det.ctx_, det.n_classes_ = FitContext(device=device), 1
     det.model_ = prepare_model(det.build_model(data), device)
+    if args.compile:
+        det.model_.compile()  # as `bench run --compile`; the warm-up steps pay the compile
     opt = torch.optim.SGD(det.model_.parameters(), lr=1e-3, momentum=0.9)
     on_device = data.images.to(device)
     labels = data.labels.to(device)
@@ -150,6 +153,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="alternating engine/ceiling rounds")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (all three)")
     args = p.parse_args()
     device = select_device(args.device)
     gpu = device.type == "cuda"
@@ -158,7 +162,8 @@ def main() -> None:
     args.steps = args.steps or (20 if gpu else 6)
     torch.manual_seed(0)
     print(f"device: {machine()}; backbone {args.backbone}, batch {args.batch} images x 8 views, "
-          f"{args.size}px, {args.rounds} rounds of {args.steps} timed steps, {args.workers} DataLoader workers")
+          f"{args.size}px, {args.rounds} rounds of {args.steps} timed steps"
+          f"{', torch.compile' if args.compile else ''}, {args.workers} DataLoader workers")
     results = [measure(m, args, device) for m in args.methods.split(",")]
     speedup = np.mean([r["engine"] / r["reference"] for r in results])
     fraction = np.mean([r["engine"] / r["ceiling"] for r in results])

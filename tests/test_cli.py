@@ -153,3 +153,28 @@ def test_labeled_protocol_reports_accuracy(tmp_path, capsys, tiny_args):
     acc = rows[rows["metric"] == "accuracy"]
     assert set(acc["method"]) == {"mcl", "ce"} and acc["value"].between(0, 1).all()
     assert set(rows[rows["method"] == "ce"]["score"]) == {"msp", "odin", "mahalanobis", "energy"}
+
+
+def test_compile_flag_compiles_the_network_without_changing_the_job(tmp_path, tiny_args, capsys,
+                                                                   monkeypatch):
+    """--compile reaches the network (here with dynamo's eager backend: tracing, no codegen, to
+    keep the test fast) and is not part of the job's identity: a later run without it skips."""
+    import torch
+
+    calls = []
+    original = torch.nn.Module.compile
+
+    def eager_compile(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        return original(self, *args, backend="eager", **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", eager_compile)
+    out = tmp_path / "runs"
+    args = ["run", "--methods", "rotnet", "--datasets", "synthetic", "--classes", "0",
+            "--out", str(out), *tiny_args]
+    code, stdout, err = run_cli([*args, "--compile"], capsys)
+    assert code == 0, err
+    assert calls == ["ContrastiveNet"]
+    assert (out / "models").exists() and "rotnet/rot" in stdout
+    code, _, err = run_cli(args, capsys)
+    assert code == 0 and "1 of 1 jobs already" in err

@@ -29,6 +29,7 @@ class FitContext:
     model_dir: Path | None = None
     labeled: bool = False
     progress: bool = True
+    compile: bool = False  # torch.compile the network (in place: state_dict keys unchanged)
     log: Callable[[str], None] = _stderr
     on_epoch_end: Callable[[int], None] | None = None
 

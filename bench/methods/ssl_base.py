@@ -60,6 +60,8 @@ class SSLDetector(Detector):
         self.ctx_ = ctx
         self.n_classes_ = len(train.classes)
         self.model_ = engine.prepare_model(self.build_model(train), ctx.device)
+        if ctx.compile:
+            self.model_.compile()  # in place, so checkpoints and saved models keep their keys
         subset = train
         if c.max_train_samples and len(train) > c.max_train_samples:
             g = torch.Generator().manual_seed(ctx.seed)
