@@ -80,3 +80,26 @@ def test_cosine_times_norm():
 def test_fit_gaussians_needs_two_samples():
     with pytest.raises(ValueError, match="at least 2"):
         fit_gaussians(torch.randn(3, 2), torch.tensor([0, 0, 1]), 2, 0.01)
+
+
+def test_simclr_score_is_cosine_times_norm_of_the_ensemble_mean():
+    """CSI's simclr score: T augmented samples averaged on both sides, then max cos x norm."""
+    from bench.datasets import load_dataset
+    from bench.methods.base import FitContext
+    from helpers import tiny
+
+    data = load_dataset("synthetic", "train")
+    det = tiny("simclr", ens_samples=3, epochs=1).fit(data, FitContext(progress=False))
+    test = data.images[:5]
+    torch.manual_seed(7)
+    z = det.mean_projection(test).numpy()
+    torch.manual_seed(7)
+    got = det.score(test)["knn"]
+    bank = det.bank_.numpy()
+    assert np.allclose(np.linalg.norm(bank, axis=1), 1, atol=1e-5)
+    for i in range(len(test)):
+        cos = bank @ z[i] / np.linalg.norm(z[i])
+        assert got[i] == pytest.approx(-cos.max() * np.linalg.norm(z[i]), rel=1e-5)
+    torch.manual_seed(7)
+    single = det.forward(test, lambda u8: u8.float() / 255)["z"]
+    assert not torch.allclose(single, torch.tensor(z), atol=1e-4)  # the views are augmented

@@ -8,10 +8,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.config import score_field
 from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
 from bench.methods.ssl_base import SSLConfig, SSLDetector
-from bench.nn.augment import SIMCLR_VIEW, to_float
+from bench.nn.augment import SIMCLR_VIEW, ViewAugment, to_float
 from bench.nn.backbones import ContrastiveNet
 from bench.nn.losses import nt_xent
 from bench.nn.scoring import max_cosine_times_norm
@@ -21,6 +22,8 @@ from bench.nn.train import as_input
 @dataclass(frozen=True)
 class SimCLRConfig(SSLConfig):
     temperature: float = 0.5
+    ens_samples: int = score_field(10, "T augmented samples averaged per image (CSI's ensemble)")
+    test_crop_area: float = score_field(0.54, "fixed crop area of the scoring augmentation")
 
 
 class SimCLR(SSLDetector):
@@ -38,11 +41,27 @@ class SimCLR(SSLDetector):
         z1, z2 = self.model_(as_input(views))["z"].chunk(2)
         return nt_xent(z1, z2, self.config.temperature)
 
+    def mean_projection(self, images: torch.Tensor) -> torch.Tensor:
+        """Unnormalised projection averaged over T augmented samples of each image [N, d].
+
+        CSI's `--ood_score simclr` (its code: `--ood_samples 10 --resize_factor 0.54
+        --resize_fix`): crops of fixed area with colour jitter, no flip, no rotation. The norm of
+        this mean is large where the views agree, which is what makes the norm a normality cue.
+        """
+        c = self.config
+        view = ViewAugment(crop_scale=(c.test_crop_area, c.test_crop_area), flip_p=0.0)
+        total = None
+        for _ in range(c.ens_samples):
+            z = self.forward(images, lambda u8: view(to_float(u8)))["z"]
+            total = z if total is None else total + z
+        return total / c.ens_samples
+
     def after_fit(self, train: ImageSet) -> None:
-        z = self.ctx_.cached("simclr-bank", train.images,
-                            lambda: {"z": self.forward(train.images, to_float)["z"]})["z"]
+        tag = f"simclr-train-T{self.config.ens_samples}-a{self.config.test_crop_area}"
+        z = self.ctx_.cached(tag, train.images,
+                             lambda: {"z": self.mean_projection(train.images)})["z"]
         self.bank_ = F.normalize(z.to(self.ctx_.device), dim=1)
 
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        z = self.forward(images, to_float)["z"]
+        z = self.mean_projection(images)
         return {"knn": -to_numpy(max_cosine_times_norm(z, self.bank_))}
