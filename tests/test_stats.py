@@ -57,3 +57,23 @@ def test_holm_and_cliques():
     groups = cliques(ranks, same)
     assert any({"best", "near"} <= set(g) for g in groups)
     assert not any("worst" in g and len(g) > 1 for g in groups)
+
+
+def test_blocks_table_prefers_the_entries_run_on_every_block():
+    from bench.report.stats import blocks_table
+
+    def rows(dataset, classes, methods):
+        return [dict(method=m, score="s", protocol="one-class", dataset=dataset, normal_class=c,
+                     ood_dataset="rest", seed=seed, metric="auroc", config_hash="h",
+                     value=0.5 + 0.01 * c + 0.1 * i)
+                for i, m in enumerate(methods) for c in classes for seed in (0, 1)]
+
+    shared = ["a", "b", "c"]
+    frame = pd.DataFrame(rows("d1", range(4), shared + ["only-d1"]) + rows("d2", range(4), shared))
+    table = blocks_table(frame)
+    assert table.shape == (8, 3) and list(table.columns) == ["a/s", "b/s", "c/s"]
+    assert table.loc["one-class/d1/0", "b/s"] == pytest.approx(0.6)  # seeds averaged
+    # fewer than 3 entries everywhere: fall back to entries run on at least half of the blocks
+    frame = pd.DataFrame(rows("d1", range(4), ["a", "b", "x", "y"]) + rows("d2", range(2), ["a"]))
+    table = blocks_table(frame)
+    assert list(table.columns) == ["a/s", "b/s", "x/s", "y/s"] and table.shape[0] == 4
