@@ -86,7 +86,7 @@ def test_sei_predicts_the_class_of_the_nearest_gaussians():
     det.n_joint_classes_ = C
     centres = torch.eye(d)[:C] * 3  # class c has its mean at 3 e_c under every rotation
     det.means_ = centres.repeat(4, 1).double()  # joint label c + C k
-    det.precisions_ = torch.eye(d, dtype=torch.float64).repeat(4 * C, 1, 1)
+    det.whiteners_ = torch.eye(d, dtype=torch.float64).repeat(4 * C, 1, 1)  # identity precision
     target = torch.tensor([2, 0, 1])
     offset = torch.zeros(d)
     offset[3] = 1.0  # a direction no class mean uses: distance to the own mean = 0.1 (k + 1)

@@ -21,8 +21,8 @@ def test_sei_matches_direct_numpy():
     test = rng.normal(size=(5, views, d))
     ridge = 0.01
 
-    means, precisions = fit_gaussians(torch.tensor(train), torch.tensor(joint), n_classes * 4, ridge)
-    dist = torch.stack([mahalanobis(torch.tensor(test[:, v]), means, precisions)
+    means, whiteners = fit_gaussians(torch.tensor(train), torch.tensor(joint), n_classes * 4, ridge)
+    dist = torch.stack([mahalanobis(torch.tensor(test[:, v]), means, whiteners)
                         [:, rots[v] * n_classes:(rots[v] + 1) * n_classes] for v in range(views)], 1)
 
     for method in ("wa", "mean", "min"):
@@ -103,3 +103,35 @@ def test_simclr_score_is_cosine_times_norm_of_the_ensemble_mean():
     torch.manual_seed(7)
     single = det.forward(test, lambda u8: u8.float() / 255)["z"]
     assert not torch.allclose(single, torch.tensor(z), atol=1e-4)  # the views are augmented
+
+
+def test_gaussian_whiteners_give_the_precision_and_float32_distances_agree():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(40, 3)) @ np.array([[2.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.2]])
+    labels = np.repeat([0, 1], 20)
+    ridge = 0.01
+    means, whiteners = fit_gaussians(torch.tensor(z), torch.tensor(labels), 2, ridge)
+    test = rng.normal(size=(6, 3))
+    for label in range(2):
+        x = z[labels == label]
+        cov = np.cov(x, rowvar=False)
+        precision = np.linalg.inv(cov + ridge * np.mean(np.diag(cov)) * np.eye(3))
+        w = whiteners[label].numpy()
+        assert np.allclose(w @ w.T, precision, rtol=1e-9, atol=1e-12)
+        delta = test - x.mean(0)
+        expected = np.sqrt(np.einsum("nd,de,ne->n", delta, precision, delta))
+        got64 = mahalanobis(torch.tensor(test), means, whiteners)[:, label].numpy()
+        got32 = mahalanobis(torch.tensor(test, dtype=torch.float32), means, whiteners)[:, label]
+        assert np.allclose(got64, expected, rtol=1e-12)
+        assert np.allclose(got32.numpy(), expected, rtol=1e-5)
+
+
+def test_ensemble_mean_averages_every_key_over_the_draws():
+    from helpers import tiny
+
+    draws = iter([{"z": torch.tensor([1.0, 2.0]), "shift": torch.tensor(4.0)},
+                  {"z": torch.tensor([3.0, 0.0]), "shift": torch.tensor(0.0)},
+                  {"z": torch.tensor([2.0, 1.0]), "shift": torch.tensor(2.0)}])
+    got = tiny("csi").ensemble_mean(3, lambda: next(draws))
+    assert got["z"].tolist() == pytest.approx([2.0, 1.0])
+    assert got["shift"].item() == pytest.approx(2.0)

@@ -53,15 +53,14 @@ class CSI(SSLDetector):
         [K, N, d] and of the shift logits [K, N, K]."""
         c = self.config
         view = ViewAugment(crop_scale=(c.test_crop_area, c.test_crop_area), flip_p=0.0)
-        z_sum, s_sum = None, None
-        for _ in range(c.ens_samples):
+
+        def one_sample() -> dict[str, torch.Tensor]:
             per_k = [self.forward(images, lambda u8, k=k: view(rotate(random_hflip(to_float(u8)), k)),
                                   ("z", "shift_logits")) for k in range(N_SHIFTS)]
-            z = torch.stack([o["z"] for o in per_k])
-            s = torch.stack([o["shift_logits"] for o in per_k])
-            z_sum = z if z_sum is None else z_sum + z
-            s_sum = s if s_sum is None else s_sum + s
-        return {"z": z_sum / c.ens_samples, "shift": s_sum / c.ens_samples}
+            return {"z": torch.stack([o["z"] for o in per_k]),
+                    "shift": torch.stack([o["shift_logits"] for o in per_k])}
+
+        return self.ensemble_mean(c.ens_samples, one_sample)
 
     def after_fit(self, train: ImageSet) -> None:
         tag = f"csi-train-T{self.config.ens_samples}-a{self.config.test_crop_area}"

@@ -98,7 +98,7 @@ class MCL(SSLDetector):
         cls = self._classes(train.labels[:n_fit].to(self.ctx_.device))
         z = F.normalize(feats, dim=2).reshape(-1, feats.shape[2])  # rotation-major
         joint = torch.cat([cls + self.n_joint_classes_ * k for k in range(N_SHIFTS)])
-        self.means_, self.precisions_ = fit_gaussians(
+        self.means_, self.whiteners_ = fit_gaussians(
             z, joint, self.n_joint_classes_ * N_SHIFTS, c.sei_ridge)
         self.bank_ = F.normalize(feats[0], dim=1)  # rotation-0 projections for the knn score
 
@@ -109,7 +109,7 @@ class MCL(SSLDetector):
         dist = []
         for z, k in zip(z_views, rots):
             own = slice(k * C, (k + 1) * C)  # only the Gaussians of this view's rotation
-            dist.append(mahalanobis(F.normalize(z, dim=1), self.means_[own], self.precisions_[own]))
+            dist.append(mahalanobis(F.normalize(z, dim=1), self.means_[own], self.whiteners_[own]))
         return sei_combine(torch.stack(dist, 1), self.config.sei_combine)
 
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:

@@ -50,11 +50,8 @@ class SimCLR(SSLDetector):
         """
         c = self.config
         view = ViewAugment(crop_scale=(c.test_crop_area, c.test_crop_area), flip_p=0.0)
-        total = None
-        for _ in range(c.ens_samples):
-            z = self.forward(images, lambda u8: view(to_float(u8)))["z"]
-            total = z if total is None else total + z
-        return total / c.ens_samples
+        return self.ensemble_mean(c.ens_samples,
+                                  lambda: self.forward(images, lambda u8: view(to_float(u8))))["z"]
 
     def after_fit(self, train: ImageSet) -> None:
         tag = f"simclr-train-T{self.config.ens_samples}-a{self.config.test_crop_area}"

@@ -6,6 +6,7 @@ batch in `training_loss` (its training loop, readable on one screen) and its sco
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -92,6 +93,16 @@ class SSLDetector(Detector):
         """Model outputs for uint8 `images` (any device) under `transform` of the float batch."""
         return engine.batched_forward(self.model_, images, transform, self.config.score_batch_size,
                                       self.ctx_.device, keys, progress=self.ctx_.progress)
+
+    def ensemble_mean(self, n_samples: int, sample: Callable[[], dict[str, torch.Tensor]]
+                      ) -> dict[str, torch.Tensor]:
+        """Per key, the mean of `sample()` over `n_samples` draws of its random augmentation
+        (the test-time ensembles of CSI and SimCLR's scores)."""
+        total: dict[str, torch.Tensor] = {}
+        for _ in range(n_samples):
+            for key, value in sample().items():
+                total[key] = value if key not in total else total[key] + value
+        return {key: value / n_samples for key, value in total.items()}
 
     def embed(self, images: torch.Tensor) -> np.ndarray:
         """Backbone features of un-augmented images (t-SNE, linear probes)."""
