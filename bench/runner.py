@@ -218,7 +218,7 @@ def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
 def _execute_locked(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
                     record: dict[str, Any], started: float) -> dict[str, Any]:
     from bench.methods.base import FitContext
-    from bench.nn.train import seed_everything
+    from bench.nn.train import reseed, seed_everything
 
     try:
         seed_everything(job.seed)
@@ -232,6 +232,7 @@ def _execute_locked(job: Job, store: RunStore, torch_device, run_id: str, progre
         detector.fit(data.train, ctx)
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
+        reseed(job.seed, "score")  # a score-only re-run draws the same test augmentations
         groups = _score_groups(detector, data)
         acc = None
         if detector.predicts_classes and get_protocol(job.protocol).labeled:

@@ -178,3 +178,31 @@ def test_compile_flag_compiles_the_network_without_changing_the_job(tmp_path, ti
     assert (out / "models").exists() and "rotnet/rot" in stdout
     code, _, err = run_cli(args, capsys)
     assert code == 0 and "1 of 1 jobs already" in err
+
+
+def test_score_only_rerun_reproduces_the_augmented_scores(tmp_path, tiny_args, capsys):
+    """CSI and SimCLR score with random augmentations; a re-run that loads the trained networks
+    (jobs deleted, models kept) must draw the same ones and give the same scores."""
+    import shutil
+
+    import numpy as np
+
+    out = tmp_path / "runs"
+    args = ["run", "--methods", "csi,simclr", "--datasets", "synthetic", "--classes", "0",
+            "--out", str(out), "--set", "ens_samples=2", *tiny_args]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    first = {job.name: dict(np.load(job / "scores.npz")) for job in (out / "jobs").iterdir()}
+    models = {p: p.stat().st_mtime_ns for p in out.glob("models/*/model.pt")}
+    assert len(models) == 2
+    shutil.rmtree(out / "jobs")
+    for cached in out.glob("models/*/features-*.pt"):
+        cached.unlink()  # the training banks are computed again from the loaded networks
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert {p: p.stat().st_mtime_ns for p in models} == models  # loaded, not retrained
+    for name, arrays in first.items():
+        again = dict(np.load(out / "jobs" / name / "scores.npz"))
+        assert arrays.keys() == again.keys()
+        for key in arrays:
+            assert np.array_equal(arrays[key], again[key]), (name, key)

@@ -86,6 +86,7 @@ class SSLDetector(Detector):
 
         self.history = engine.train_or_load(self.model_, ctx, fit_model)
         self.model_.eval()
+        engine.reseed(ctx.seed, "train-features")  # same bank after training or loading
         self.after_fit(train)
         return self
 

@@ -9,6 +9,7 @@ epochs and a resume from the last one, and a progress bar with loss and images/s
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import random
 import sys
@@ -151,6 +152,13 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def reseed(seed: int, stream: str) -> None:
+    """Seed every generator from (seed, stream), so a phase after training (the scoring bank, the
+    test scores) draws the same augmentations whether the network was just trained or loaded."""
+    digest = hashlib.sha256(f"{seed}/{stream}".encode()).digest()
+    seed_everything(int.from_bytes(digest[:4], "little"))
 
 
 def train(model: torch.nn.Module, step: Callable[[torch.Tensor], torch.Tensor], n: int, *,
