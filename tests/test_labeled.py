@@ -75,9 +75,15 @@ def test_labeled_mcl_uses_class_plus_c_times_rotation(monkeypatch):
     det.training_loss(train.images[:8], y)
     assert torch.equal(seen["classes"], y.repeat(4))
     assert torch.equal(seen["shifts"], torch.arange(4).repeat_interleave(8))
-    det.ctx_ = FitContext(labeled=False)  # one-class: rotation is the only label
+    det.ctx_ = FitContext(labeled=False)  # one-class: the rotation is the pseudo-class
     det.training_loss(train.images[:8], y)
+    assert torch.equal(seen["classes"], torch.arange(4).repeat_interleave(8))
+    assert (seen["shifts"] == 0).all()
+    single = tiny("mcl", epochs=1, batch_size=8, pseudo_class="single")
+    single.ctx_, single.n_classes_, single.model_ = det.ctx_, det.n_classes_, det.model_
+    single.training_loss(train.images[:8], y)  # one class: other rotations weigh beta
     assert (seen["classes"] == 0).all()
+    assert torch.equal(seen["shifts"], torch.arange(4).repeat_interleave(8))
 
 
 def test_sei_predicts_the_class_of_the_nearest_gaussians():

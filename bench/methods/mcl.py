@@ -38,6 +38,11 @@ class MCLConfig(SSLConfig):
     clamp_negative: bool = True  # official code: cosines clamped below at 1e-7
     spa_weight: float = 1.0
     group_rotations: bool = True  # a batch holds all 4 rotations of each image (SEI_shuffle)
+    # One-class / unlabeled: what CCM and SPA treat as the class. "rotation": the rotation is the
+    # pseudo-class (the official loss fed y = rotation): other rotations are other classes,
+    # weight 1/tau. "single": one class, so other rotations weigh beta (collapses at the quick
+    # preset, docs/methods.md).
+    pseudo_class: Literal["rotation", "single"] = "rotation"
     sei_views: Literal[4, 8] = score_field(8, "4: rotations; 8: rotations x horizontal flip")
     sei_combine: Literal["wa", "mean", "min"] = score_field("wa", "how SEI combines views")
     sei_ridge: float = score_field(0.01, "ridge added to each covariance, x its mean variance")
@@ -70,6 +75,8 @@ class MCL(SSLDetector):
         else:  # one random rotation per image, as the code's shuffled loader
             shift = torch.randint(0, N_SHIFTS, (x.shape[0],), device=x.device)
             s1, s2, classes = rotate_each(v1, shift), rotate_each(v2, shift), self._classes(y)
+        if not self.ctx_.labeled and c.pseudo_class == "rotation":
+            classes, shift = shift, torch.zeros_like(shift)  # same joint labels, rotation = class
         z1, z2 = self.model_(as_input(SHIFTED_VIEW(torch.cat([s1, s2]))))["z"].chunk(2)
         args = (z1, z2, classes, shift, c.temperature, c.alpha, c.beta, c.clamp_negative)
         return masked_contrastive_loss(*args) + c.spa_weight * stochastic_positive_attraction_loss(*args)
