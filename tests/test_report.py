@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from bench.report import figures
-from bench.report.leaderboard import pivot, write_leaderboards
+from bench.report.leaderboard import console_table, incomplete_seeds, pivot, write_leaderboards
 from bench.report.reference import compare, load_reference
 from bench.store import ROW_COLUMNS, RunStore
 
@@ -43,6 +43,22 @@ def test_leaderboard_pivot_hand_made():
     assert mcl["seeds"] == 2
     knn = table.loc["knn/pixel"]
     assert knn["mean"] == pytest.approx(0.65) and np.isnan(knn["std"]) and knn["seeds"] == 1
+
+
+def test_leaderboard_leaves_out_a_seed_that_misses_columns():
+    """A killed run's seed 2 has class 0 only: cells, mean and std stay over seeds 0 and 1."""
+    partial = pd.concat([HAND, _rows({("mcl", "sei", 0, 2): 0.10})], ignore_index=True)
+    table = pivot(partial)[("one-class", "fashion-mnist")]
+    mcl = table.loc["mcl/sei"]
+    assert mcl["0"] == pytest.approx(0.92) and mcl["mean"] == pytest.approx(0.875)
+    assert mcl["seeds"] == 2
+    assert incomplete_seeds(partial) == [
+        "one-class / fashion-mnist: mcl/sei seed 2 left out (1 of 2 columns)"]
+    assert "note: one-class / fashion-mnist: mcl/sei seed 2 left out" in console_table(partial)
+    assert incomplete_seeds(HAND) == []
+    # seeds run on disjoint classes: none is complete, so all are kept
+    split = _rows({("rotnet", "rot", 0, 0): 0.8, ("rotnet", "rot", 1, 1): 0.6})
+    assert pivot(split)[("one-class", "fashion-mnist")].loc["rotnet/rot", "seeds"] == 2
 
 
 def test_leaderboard_files_are_percent_and_byte_identical(tmp_path):

@@ -2,7 +2,8 @@
 
 Rows of a table are method/score entries; columns are normal classes (one-class) or OOD sets,
 each the mean over seeds; then `mean` (over columns, averaged over seeds), `std` (over seeds of
-the per-seed mean; blank for one seed) and `seeds`. The same rows always give the same bytes.
+the per-seed mean; blank for one seed) and `seeds`. A seed that misses some of its entry's columns
+is left out (and named by `incomplete_seeds`). The same rows always give the same bytes.
 """
 
 from __future__ import annotations
@@ -47,15 +48,51 @@ def _sort_columns(columns) -> list:
     return sorted(columns, key=key)
 
 
-def pivot(rows: pd.DataFrame, metric: str = "auroc") -> dict[tuple[str, str], pd.DataFrame]:
-    """{(protocol, dataset): table of fractions} with columns, mean, std, seeds."""
+def _per_seed_tables(rows: pd.DataFrame, metric: str):
+    """(protocol, dataset, per-seed table [entry, seed] x column, its sorted columns) per table."""
     picked = rows[rows["metric"] == metric]
-    out = {}
     for (protocol, dataset), part in picked.groupby(["protocol", "dataset"], sort=True):
         part = part.assign(entry=entry_label(part), column=column_key(part))
         per_seed = part.pivot_table(index=["entry", "seed"], columns="column", values="value",
                                     aggfunc="mean")
-        columns = _sort_columns(per_seed.columns)
+        yield protocol, dataset, per_seed, _sort_columns(per_seed.columns)
+
+
+def _complete(per_seed: pd.DataFrame) -> pd.Series:
+    """Per (entry, seed): does the seed cover every column its entry has?
+
+    An entry none of whose seeds is complete (seeds run on different classes) keeps them all.
+    """
+    present = per_seed.notna()
+    covered = present.groupby(level="entry").transform("any")
+    complete = (present == covered).all(axis=1)
+    return complete | ~complete.groupby(level="entry").transform("any")
+
+
+def incomplete_seeds(rows: pd.DataFrame, metric: str = "auroc") -> list[str]:
+    """One line per seed the leaderboard leaves out because it misses some of its entry's columns
+    (a killed run, a `--classes` subset): the table would otherwise mix unequal seeds."""
+    notes = []
+    for protocol, dataset, per_seed, _columns in _per_seed_tables(rows, metric):
+        complete = _complete(per_seed)
+        for (entry, seed), ok in complete.items():
+            if not ok:
+                have = int(per_seed.loc[(entry, seed)].notna().sum())
+                total = int(per_seed.loc[entry].notna().any().sum())
+                notes.append(f"{protocol} / {dataset}: {entry} seed {seed} left out "
+                             f"({have} of {total} columns)")
+    return notes
+
+
+def pivot(rows: pd.DataFrame, metric: str = "auroc") -> dict[tuple[str, str], pd.DataFrame]:
+    """{(protocol, dataset): table of fractions} with columns, mean, std, seeds.
+
+    Only seeds that cover every column of their entry count (see `incomplete_seeds`), so each
+    cell, the mean and the std are over the same seeds.
+    """
+    out = {}
+    for protocol, dataset, per_seed, columns in _per_seed_tables(rows, metric):
+        per_seed = per_seed[_complete(per_seed)]
         table = per_seed.groupby(level="entry").mean()[columns]
         seed_means = per_seed[columns].mean(axis=1).groupby(level="entry")
         table["mean"] = seed_means.mean()
@@ -96,6 +133,7 @@ def console_table(rows: pd.DataFrame, metric: str = "auroc") -> str:
         shown.index.name = None
         title = f"{protocol} / {dataset}: {metric.upper()} (%), columns averaged over seeds"
         blocks.append(title + "\n" + shown.to_string())
+    blocks += [f"note: {line}" for line in incomplete_seeds(rows, metric)]
     return "\n\n".join(blocks)
 
 
