@@ -20,6 +20,14 @@ def _label(i: int, n: int, job: Job) -> str:
     return f"[{i:>{len(str(n))}}/{n}] {job.describe()}"
 
 
+def threads_per_worker(workers: int) -> int:
+    """Torch threads for each of `workers` processes sharing this machine: the cores split evenly,
+    never more than OMP_NUM_THREADS when the user set it (as a single-process run obeys it)."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    return min(threads, int(cap)) if cap.isdigit() and int(cap) > 0 else threads
+
+
 class LocalExecutor:
     """Jobs on this machine: in this process (one worker), or one process per worker.
 
@@ -52,7 +60,7 @@ class LocalExecutor:
         todo, results = ctx.Queue(), ctx.Queue()
         for i, job in enumerate(jobs, 1):
             todo.put((i, job))
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        threads = threads_per_worker(self.workers)
         procs = []
         for w in range(self.workers):
             dev = self.devices[w] if self.devices else device
@@ -120,7 +128,7 @@ class RayExecutor:
             ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
         gpus = ray.cluster_resources().get("GPU", 0)
         limit = self.workers or int(gpus or ray.cluster_resources().get("CPU", 1))
-        threads = max(1, (os.cpu_count() or 1) // max(1, limit)) if not self.address else 1
+        threads = threads_per_worker(limit) if not self.address else 1
         task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1)(_ray_execute)
         out_abs = os.path.abspath(out)
         pending, index, records = {}, 0, []

@@ -32,22 +32,26 @@ def _common(out, tiny_args, methods="knn,mcl"):
 def test_local_workers_ray_and_slurm_give_the_same_rows(tmp_path, tiny_args):
     pytest.importorskip("ray")
     pytest.importorskip("submitit")
-    local = _bench(_common(tmp_path / "local", tiny_args))
+    # one torch thread everywhere (workers obey OMP_NUM_THREADS too): float sums in the same
+    # order, so every executor must give the same numbers
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    local = _bench(_common(tmp_path / "local", tiny_args), env=env)
     assert local.returncode == 0, local.stderr
     expected = _results(tmp_path / "local")
     assert len(expected) == (1 + 2) * 2 * 4
 
-    pool = _bench(_common(tmp_path / "pool", tiny_args) + ["--workers", "2"])
+    pool = _bench(_common(tmp_path / "pool", tiny_args) + ["--workers", "2"], env=env)
     assert pool.returncode == 0, pool.stderr
-    ray = _bench(_common(tmp_path / "ray", tiny_args) + ["--executor", "ray", "--workers", "2"])
+    ray = _bench(_common(tmp_path / "ray", tiny_args) + ["--executor", "ray", "--workers", "2"],
+                 env=env)
     assert ray.returncode == 0, ray.stderr
-    slurm = _bench(_common(tmp_path / "slurm", tiny_args) + ["--executor", "slurm-local"])
+    slurm = _bench(_common(tmp_path / "slurm", tiny_args) + ["--executor", "slurm-local"],
+                   env=env)
     assert slurm.returncode == 0, slurm.stderr
     assert "submitted 4 jobs as a job array" in slurm.stderr
     for name in ("pool", "ray", "slurm"):
         got = _results(tmp_path / name)
-        # workers run with fewer torch threads, which reorders float sums in the last bits
-        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-5)
+        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)
 
 
 @pytest.mark.slow
@@ -115,3 +119,15 @@ def test_two_runs_writing_one_directory_at_once(tmp_path, tiny_args):
     jobs = list((out / "jobs").iterdir())
     assert len(jobs) == 6
     assert not list(out.rglob("*.tmp"))
+
+
+def test_threads_per_worker_split_the_cores_and_obey_omp_num_threads(monkeypatch):
+    from bench.executors import threads_per_worker
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [threads_per_worker(w) for w in (1, 2, 3, 32)] == [16, 8, 5, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert [threads_per_worker(w) for w in (1, 2, 16)] == [2, 2, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert threads_per_worker(4) == 4
