@@ -133,7 +133,9 @@ def console_table(rows: pd.DataFrame, metric: str = "auroc") -> str:
         shown.index.name = None
         title = f"{protocol} / {dataset}: {metric.upper()} (%), columns averaged over seeds"
         blocks.append(title + "\n" + shown.to_string())
-    blocks += [f"note: {line}" for line in incomplete_seeds(rows, metric)]
+    notes = incomplete_seeds(rows, metric)
+    if notes:
+        blocks.append("\n".join(f"note: {line}" for line in notes))
     return "\n\n".join(blocks)
 
 
