@@ -77,3 +77,20 @@ def test_blocks_table_prefers_the_entries_run_on_every_block():
     frame = pd.DataFrame(rows("d1", range(4), ["a", "b", "x", "y"]) + rows("d2", range(2), ["a"]))
     table = blocks_table(frame)
     assert list(table.columns) == ["a/s", "b/s", "x/s", "y/s"] and table.shape[0] == 4
+
+
+def test_blocks_table_labels_config_variants_within_a_protocol():
+    """A method whose labeled jobs carry another config keeps one plain one-class entry."""
+    from bench.report.stats import blocks_table
+
+    def row(protocol, c, config_hash, method="m"):
+        return dict(method=method, score="s", protocol=protocol, dataset="d", normal_class=c,
+                    ood_dataset="rest", seed=0, metric="auroc", config_hash=config_hash,
+                    value=0.5 + 0.01 * c)
+
+    one_class = [row("one-class", c, h, m) for c in range(5)
+                 for m, h in (("m", "h1"), ("k", "hk"), ("j", "hj"))]
+    frame = pd.DataFrame(one_class + [row("ood-labeled", c, "h2") for c in range(5)])
+    assert list(blocks_table(frame).columns) == ["j/s", "k/s", "m/s"]
+    frame = pd.DataFrame(one_class + [row("one-class", c, "h3") for c in range(5)])
+    assert {"m/s@h1", "m/s@h3"} <= set(blocks_table(frame).columns)
