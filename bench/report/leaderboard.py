@@ -29,9 +29,12 @@ def load_runs(runs: list[str | Path]) -> pd.DataFrame:
 
 
 def entry_label(frame: pd.DataFrame) -> pd.Series:
-    """``method/score``; a method run with several configs gets ``@<config hash>`` appended."""
+    """``method/score``; a method run with several configs on one (protocol, data set) gets
+    ``@<config hash>`` appended there (its labeled jobs may carry another config than its
+    one-class jobs without splitting either entry)."""
     label = frame["method"].astype(str) + "/" + frame["score"].astype(str)
-    n_configs = frame.groupby("method")["config_hash"].transform("nunique")
+    keys = [k for k in ("protocol", "dataset") if k in frame.columns] + ["method"]
+    n_configs = frame.groupby(keys)["config_hash"].transform("nunique")
     suffix = np.where(n_configs > 1, "@" + frame["config_hash"].astype(str).str[:6], "")
     return label + suffix
 

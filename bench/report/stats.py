@@ -107,10 +107,7 @@ def blocks_table(rows: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
     from bench.report.leaderboard import column_key, entry_label
 
     picked = rows[rows["metric"] == metric]
-    # config variants are told apart within a protocol, as in its leaderboards (a method's labeled
-    # jobs may carry another config than its one-class jobs without splitting its one-class entry)
-    entry = pd.concat([entry_label(part) for _, part in picked.groupby("protocol")])
-    picked = picked.assign(entry=entry.reindex(picked.index), block=picked["protocol"] + "/" +
+    picked = picked.assign(entry=entry_label(picked), block=picked["protocol"] + "/" +
                            picked["dataset"] + "/" + column_key(picked).astype(str))
     table = picked.pivot_table(index="block", columns="entry", values="value", aggfunc="mean")
     coverage = table.notna().sum()
