@@ -72,6 +72,7 @@ def ood_heatmaps(rows: pd.DataFrame, out: Path) -> list[Path]:
                     cbar_kws={"label": "AUROC (%)"})
         ax.set(xlabel="OOD set", ylabel="method/score",
                title=f"{protocol}: {dataset} (in-distribution) vs OOD sets")
+        ax.tick_params(axis="y", rotation=0)  # seaborn turns short labels vertical
         paths += save(fig, out, f"ood_heatmap_{protocol}_{dataset}")
     return paths
 
