@@ -45,7 +45,7 @@ def test_leaderboard_pivot_hand_made():
     assert knn["mean"] == pytest.approx(0.65) and np.isnan(knn["std"]) and knn["seeds"] == 1
 
 
-def test_leaderboard_leaves_out_a_seed_that_misses_columns():
+def test_leaderboard_leaves_out_a_seed_that_misses_columns(tmp_path):
     """A killed run's seed 2 has class 0 only: cells, mean and std stay over seeds 0 and 1."""
     partial = pd.concat([HAND, _rows({("mcl", "sei", 0, 2): 0.10})], ignore_index=True)
     table = pivot(partial)[("one-class", "fashion-mnist")]
@@ -56,6 +56,8 @@ def test_leaderboard_leaves_out_a_seed_that_misses_columns():
         "one-class / fashion-mnist: mcl/sei seed 2 left out (1 of 2 columns)"]
     assert "note: one-class / fashion-mnist: mcl/sei seed 2 left out" in console_table(partial)
     assert incomplete_seeds(HAND) == []
+    readme = write_leaderboards(partial, tmp_path)[-1].read_text()
+    assert "- one-class / fashion-mnist: mcl/sei seed 2 left out (1 of 2 columns)" in readme
     # seeds run on disjoint classes: none is complete, so all are kept
     split = _rows({("rotnet", "rot", 0, 0): 0.8, ("rotnet", "rot", 1, 1): 0.6})
     assert pivot(split)[("one-class", "fashion-mnist")].loc["rotnet/rot", "seeds"] == 2

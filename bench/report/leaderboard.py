@@ -72,19 +72,43 @@ def _complete(per_seed: pd.DataFrame) -> pd.Series:
     return complete | ~complete.groupby(level="entry").transform("any")
 
 
+def _left_out_notes(protocol: str, dataset: str, per_seed: pd.DataFrame,
+                    complete: pd.Series) -> list[str]:
+    notes = []
+    for (entry, seed), ok in complete.items():
+        if not ok:
+            have = int(per_seed.loc[(entry, seed)].notna().sum())
+            total = int(per_seed.loc[entry].notna().any().sum())
+            notes.append(f"{protocol} / {dataset}: {entry} seed {seed} left out "
+                         f"({have} of {total} columns)")
+    return notes
+
+
+def _table(per_seed: pd.DataFrame, columns: list) -> pd.DataFrame:
+    table = per_seed.groupby(level="entry").mean()[columns]
+    seed_means = per_seed[columns].mean(axis=1).groupby(level="entry")
+    table["mean"] = seed_means.mean()
+    table["std"] = seed_means.std(ddof=1)
+    table["seeds"] = seed_means.count()
+    table = table.reset_index().sort_values(["mean", "entry"], ascending=[False, True])
+    return table.set_index("entry")
+
+
+def summarise(rows: pd.DataFrame, metric: str = "auroc"
+              ) -> tuple[dict[tuple[str, str], pd.DataFrame], list[str]]:
+    """The tables of `pivot` and the notes of `incomplete_seeds`, from one pass over the rows."""
+    tables, notes = {}, []
+    for protocol, dataset, per_seed, columns in _per_seed_tables(rows, metric):
+        complete = _complete(per_seed)
+        notes += _left_out_notes(protocol, dataset, per_seed, complete)
+        tables[(protocol, dataset)] = _table(per_seed[complete], columns)
+    return tables, notes
+
+
 def incomplete_seeds(rows: pd.DataFrame, metric: str = "auroc") -> list[str]:
     """One line per seed the leaderboard leaves out because it misses some of its entry's columns
     (a killed run, a `--classes` subset): the table would otherwise mix unequal seeds."""
-    notes = []
-    for protocol, dataset, per_seed, _columns in _per_seed_tables(rows, metric):
-        complete = _complete(per_seed)
-        for (entry, seed), ok in complete.items():
-            if not ok:
-                have = int(per_seed.loc[(entry, seed)].notna().sum())
-                total = int(per_seed.loc[entry].notna().any().sum())
-                notes.append(f"{protocol} / {dataset}: {entry} seed {seed} left out "
-                             f"({have} of {total} columns)")
-    return notes
+    return summarise(rows, metric)[1]
 
 
 def pivot(rows: pd.DataFrame, metric: str = "auroc") -> dict[tuple[str, str], pd.DataFrame]:
@@ -93,17 +117,7 @@ def pivot(rows: pd.DataFrame, metric: str = "auroc") -> dict[tuple[str, str], pd
     Only seeds that cover every column of their entry count (see `incomplete_seeds`), so each
     cell, the mean and the std are over the same seeds.
     """
-    out = {}
-    for protocol, dataset, per_seed, columns in _per_seed_tables(rows, metric):
-        per_seed = per_seed[_complete(per_seed)]
-        table = per_seed.groupby(level="entry").mean()[columns]
-        seed_means = per_seed[columns].mean(axis=1).groupby(level="entry")
-        table["mean"] = seed_means.mean()
-        table["std"] = seed_means.std(ddof=1)
-        table["seeds"] = seed_means.count()
-        table = table.reset_index().sort_values(["mean", "entry"], ascending=[False, True])
-        out[(protocol, dataset)] = table.set_index("entry")
-    return out
+    return summarise(rows, metric)[0]
 
 
 def _percent(table: pd.DataFrame) -> pd.DataFrame:
@@ -131,22 +145,29 @@ def console_table(rows: pd.DataFrame, metric: str = "auroc") -> str:
     if rows.empty:
         return "(no results)"
     blocks = []
-    for (protocol, dataset), table in pivot(rows, metric).items():
+    tables, notes = summarise(rows, metric)
+    for (protocol, dataset), table in tables.items():
         shown = _percent(table)
         shown.index.name = None
         title = f"{protocol} / {dataset}: {metric.upper()} (%), columns averaged over seeds"
         blocks.append(title + "\n" + shown.to_string())
-    notes = incomplete_seeds(rows, metric)
     if notes:
         blocks.append("\n".join(f"note: {line}" for line in notes))
     return "\n\n".join(blocks)
+
+
+def _notes_markdown(notes: list[str]) -> str:
+    if not notes:
+        return ""
+    return "\n### Left out\n\n" + "".join(f"- {line}\n" for line in notes)
 
 
 def write_leaderboards(rows: pd.DataFrame, out: str | Path, metric: str = "auroc") -> list[Path]:
     """One CSV and one Markdown file per (protocol, dataset), and README.md with all tables."""
     out = Path(out)
     written, sections = [], []
-    for (protocol, dataset), table in pivot(rows, metric).items():
+    tables, notes = summarise(rows, metric)
+    for (protocol, dataset), table in tables.items():
         stem = f"{protocol}_{dataset}" + ("" if metric == "auroc" else f"_{metric}")
         shown = _percent(table).reset_index()
         atomic_write_csv(out / f"{stem}.csv", shown)
@@ -156,7 +177,8 @@ def write_leaderboards(rows: pd.DataFrame, out: str | Path, metric: str = "auroc
         written += [out / f"{stem}.csv", out / f"{stem}.md"]
         sections.append(md)
     if sections:
-        atomic_write_text(out / ("README.md" if metric == "auroc" else f"README_{metric}.md"),
-                          "# Leaderboards\n\n" + "\n".join(sections))
-        written.append(out / "README.md")
+        readme = out / ("README.md" if metric == "auroc" else f"README_{metric}.md")
+        atomic_write_text(readme, "# Leaderboards\n\n" + "\n".join(sections)
+                          + _notes_markdown(notes))
+        written.append(readme)
     return written
