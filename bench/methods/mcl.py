@@ -62,8 +62,18 @@ class MCL(SSLDetector):
         return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, c.proj_dim)
 
     def _classes(self, y: torch.Tensor) -> torch.Tensor:
-        """Class part of the joint label: the class when labeled, else 0 (rotation = pseudo-class)."""
+        """Class part of the Gaussians' joint label: the class when labeled, else 0."""
         return y if self.ctx_.labeled else torch.zeros_like(y)
+
+    def _loss_labels(self, y: torch.Tensor, shift: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class, shift) labels that CCM and SPA see: (class, rotation) when labeled; without
+        labels (rotation, 0) for pseudo_class="rotation", (0, rotation) for "single"."""
+        if self.ctx_.labeled:
+            return y, shift
+        if self.config.pseudo_class == "rotation":
+            return shift, torch.zeros_like(shift)
+        return torch.zeros_like(y), shift
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -71,12 +81,11 @@ class MCL(SSLDetector):
         v1, v2 = random_hflip(x.repeat(2, 1, 1, 1)).chunk(2)  # flip, then rotate
         if c.group_rotations:
             (s1, shift), (s2, _) = all_rotations(v1), all_rotations(v2)
-            classes = self._classes(y).repeat(N_SHIFTS)
+            y = y.repeat(N_SHIFTS)
         else:  # one random rotation per image, as the code's shuffled loader
             shift = torch.randint(0, N_SHIFTS, (x.shape[0],), device=x.device)
-            s1, s2, classes = rotate_each(v1, shift), rotate_each(v2, shift), self._classes(y)
-        if not self.ctx_.labeled and c.pseudo_class == "rotation":
-            classes, shift = shift, torch.zeros_like(shift)  # same joint labels, rotation = class
+            s1, s2 = rotate_each(v1, shift), rotate_each(v2, shift)
+        classes, shift = self._loss_labels(y, shift)
         z1, z2 = self.model_(as_input(SHIFTED_VIEW(torch.cat([s1, s2]))))["z"].chunk(2)
         args = (z1, z2, classes, shift, c.temperature, c.alpha, c.beta, c.clamp_negative)
         return masked_contrastive_loss(*args) + c.spa_weight * stochastic_positive_attraction_loss(*args)
@@ -105,8 +114,9 @@ class MCL(SSLDetector):
         cls = self._classes(train.labels[:n_fit].to(self.ctx_.device))
         z = F.normalize(feats, dim=2).reshape(-1, feats.shape[2])  # rotation-major
         joint = torch.cat([cls + self.n_joint_classes_ * k for k in range(N_SHIFTS)])
-        self.means_, self.whiteners_ = fit_gaussians(
-            z, joint, self.n_joint_classes_ * N_SHIFTS, c.sei_ridge)
+        means, whiteners = fit_gaussians(z, joint, self.n_joint_classes_ * N_SHIFTS, c.sei_ridge)
+        # scored in the features' precision (see `mahalanobis`): cast once here, not per view
+        self.means_, self.whiteners_ = means.to(z.dtype), whiteners.to(z.dtype)
         self.bank_ = F.normalize(feats[0], dim=1)  # rotation-0 projections for the knn score
 
     def _sei(self, images: torch.Tensor, z_views: torch.Tensor | None = None, rots=None):
