@@ -132,3 +132,17 @@ def test_tsne_of_a_trained_encoder(tmp_path, tiny_args):
     job = figures.pick_job(RunStore(out).records())
     paths = figures.tsne(out, job, tmp_path / "figs")
     assert paths and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_leaderboard_names_scores_below_chance(tmp_path):
+    """An inverted score is flagged under the table, in the terminal and in README.md."""
+    rows = pd.concat([HAND, _rows({("simclr", "knn", 0, 0): 0.30, ("simclr", "knn", 1, 0): 0.40})],
+                     ignore_index=True)
+    line = "one-class / fashion-mnist: simclr/knn is below chance (mean AUROC 35.0%)"
+    assert f"note: {line}" in console_table(rows)
+    readme = write_leaderboards(rows, tmp_path)[-1].read_text()
+    assert f"### Below chance\n\n- {line}\n" in readme
+    assert "below chance" not in console_table(HAND)
+    fpr = rows.assign(metric="fpr95")  # low is good there: no chance line to fall under
+    assert "simclr/knn" in console_table(fpr, metric="fpr95")
+    assert "below chance" not in console_table(fpr, metric="fpr95")

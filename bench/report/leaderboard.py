@@ -8,6 +8,7 @@ is left out (and named by `incomplete_seeds`). The same rows always give the sam
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -94,21 +95,40 @@ def _table(per_seed: pd.DataFrame, columns: list) -> pd.DataFrame:
     return table.set_index("entry")
 
 
-def summarise(rows: pd.DataFrame, metric: str = "auroc"
-              ) -> tuple[dict[tuple[str, str], pd.DataFrame], list[str]]:
-    """The tables of `pivot` and the notes of `incomplete_seeds`, from one pass over the rows."""
-    tables, notes = {}, []
+@dataclass
+class Summary:
+    """The leaderboard tables and what to say under them."""
+
+    tables: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)  # seeds that miss some columns
+    below_chance: list[str] = field(default_factory=list)  # AUROC entries with mean < 50%
+
+    @property
+    def notes(self) -> list[str]:
+        return self.left_out + self.below_chance
+
+
+def summarise(rows: pd.DataFrame, metric: str = "auroc") -> Summary:
+    """The tables of `pivot` and the notes under them, from one pass over the rows: the seeds
+    left out (`incomplete_seeds`) and, for AUROC, the entries whose mean is below chance (an
+    inverted score is a finding to read about in docs/methods.md, not a number to rank)."""
+    out = Summary()
     for protocol, dataset, per_seed, columns in _per_seed_tables(rows, metric):
         complete = _complete(per_seed)
-        notes += _left_out_notes(protocol, dataset, per_seed, complete)
-        tables[(protocol, dataset)] = _table(per_seed[complete], columns)
-    return tables, notes
+        out.left_out += _left_out_notes(protocol, dataset, per_seed, complete)
+        table = _table(per_seed[complete], columns)
+        out.tables[(protocol, dataset)] = table
+        if metric == "auroc":
+            out.below_chance += [f"{protocol} / {dataset}: {entry} is below chance "
+                                 f"(mean AUROC {100 * mean:.1f}%)"
+                                 for entry, mean in table["mean"].items() if mean < 0.5]
+    return out
 
 
 def incomplete_seeds(rows: pd.DataFrame, metric: str = "auroc") -> list[str]:
     """One line per seed the leaderboard leaves out because it misses some of its entry's columns
     (a killed run, a `--classes` subset): the table would otherwise mix unequal seeds."""
-    return summarise(rows, metric)[1]
+    return summarise(rows, metric).left_out
 
 
 def pivot(rows: pd.DataFrame, metric: str = "auroc") -> dict[tuple[str, str], pd.DataFrame]:
@@ -117,7 +137,7 @@ def pivot(rows: pd.DataFrame, metric: str = "auroc") -> dict[tuple[str, str], pd
     Only seeds that cover every column of their entry count (see `incomplete_seeds`), so each
     cell, the mean and the std are over the same seeds.
     """
-    return summarise(rows, metric)[0]
+    return summarise(rows, metric).tables
 
 
 def _percent(table: pd.DataFrame) -> pd.DataFrame:
@@ -145,29 +165,31 @@ def console_table(rows: pd.DataFrame, metric: str = "auroc") -> str:
     if rows.empty:
         return "(no results)"
     blocks = []
-    tables, notes = summarise(rows, metric)
-    for (protocol, dataset), table in tables.items():
+    summary = summarise(rows, metric)
+    for (protocol, dataset), table in summary.tables.items():
         shown = _percent(table)
         shown.index.name = None
         title = f"{protocol} / {dataset}: {metric.upper()} (%), columns averaged over seeds"
         blocks.append(title + "\n" + shown.to_string())
-    if notes:
-        blocks.append("\n".join(f"note: {line}" for line in notes))
+    if summary.notes:
+        blocks.append("\n".join(f"note: {line}" for line in summary.notes))
     return "\n\n".join(blocks)
 
 
-def _notes_markdown(notes: list[str]) -> str:
-    if not notes:
-        return ""
-    return "\n### Left out\n\n" + "".join(f"- {line}\n" for line in notes)
+def _notes_markdown(summary: Summary) -> str:
+    out = ""
+    for title, lines in (("Left out", summary.left_out), ("Below chance", summary.below_chance)):
+        if lines:
+            out += f"\n### {title}\n\n" + "".join(f"- {line}\n" for line in lines)
+    return out
 
 
 def write_leaderboards(rows: pd.DataFrame, out: str | Path, metric: str = "auroc") -> list[Path]:
     """One CSV and one Markdown file per (protocol, dataset), and README.md with all tables."""
     out = Path(out)
     written, sections = [], []
-    tables, notes = summarise(rows, metric)
-    for (protocol, dataset), table in tables.items():
+    summary = summarise(rows, metric)
+    for (protocol, dataset), table in summary.tables.items():
         stem = f"{protocol}_{dataset}" + ("" if metric == "auroc" else f"_{metric}")
         shown = _percent(table).reset_index()
         atomic_write_csv(out / f"{stem}.csv", shown)
@@ -179,6 +201,6 @@ def write_leaderboards(rows: pd.DataFrame, out: str | Path, metric: str = "auroc
     if sections:
         readme = out / ("README.md" if metric == "auroc" else f"README_{metric}.md")
         atomic_write_text(readme, "# Leaderboards\n\n" + "\n".join(sections)
-                          + _notes_markdown(notes))
+                          + _notes_markdown(summary))
         written.append(readme)
     return written
