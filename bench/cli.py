@@ -188,7 +188,11 @@ def _runs(runs: tuple[str, ...]) -> list[str]:
 @click.option("--metric", default="auroc", show_default=True,
               type=click.Choice(["auroc", "aupr_in", "aupr_out", "fpr95", "accuracy"]))
 def leaderboard(runs, out, metric) -> int:
-    """Write one CSV and Markdown table per (protocol, dataset) from run directories."""
+    """Write one CSV and Markdown table per (protocol, dataset) from run directories.
+
+    Notes under the tables (and at the end of README.md) name the seeds left out for missing
+    columns and, for AUROC, the entries below chance.
+    """
     from bench.report.leaderboard import console_table, load_runs, write_leaderboards
 
     rows = load_runs(_runs(runs))
