@@ -193,13 +193,14 @@ def leaderboard(runs, out, metric) -> int:
     Notes under the tables (and at the end of README.md) name the seeds left out for missing
     columns and, for AUROC, the entries below chance.
     """
-    from bench.report.leaderboard import console_table, load_runs, write_leaderboards
+    from bench.report.leaderboard import console_text, load_runs, summarise, write_summary
 
     rows = load_runs(_runs(runs))
     if rows.empty:
         raise BenchError("the run directories hold no finished jobs")
-    paths = write_leaderboards(rows, out, metric)
-    click.echo(console_table(rows, metric))
+    summary = summarise(rows, metric)
+    paths = write_summary(summary, out)
+    click.echo(console_text(summary))
     click.echo(f"\nwrote {len(paths)} files under {out}/")
     return 0
 

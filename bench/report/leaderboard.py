@@ -97,8 +97,9 @@ def _table(per_seed: pd.DataFrame, columns: list) -> pd.DataFrame:
 
 @dataclass
 class Summary:
-    """The leaderboard tables and what to say under them."""
+    """The leaderboard tables of one metric and what to say under them."""
 
+    metric: str = "auroc"
     tables: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)  # seeds that miss some columns
     below_chance: list[str] = field(default_factory=list)  # AUROC entries with mean < 50%
@@ -112,7 +113,7 @@ def summarise(rows: pd.DataFrame, metric: str = "auroc") -> Summary:
     """The tables of `pivot` and the notes under them, from one pass over the rows: the seeds
     left out (`incomplete_seeds`) and, for AUROC, the entries whose mean is below chance (an
     inverted score is a finding to read about in docs/methods.md, not a number to rank)."""
-    out = Summary()
+    out = Summary(metric)
     for protocol, dataset, per_seed, columns in _per_seed_tables(rows, metric):
         complete = _complete(per_seed)
         out.left_out += _left_out_notes(protocol, dataset, per_seed, complete)
@@ -164,12 +165,17 @@ def console_table(rows: pd.DataFrame, metric: str = "auroc") -> str:
     """The leaderboards as text blocks, for the terminal."""
     if rows.empty:
         return "(no results)"
+    return console_text(summarise(rows, metric))
+
+
+def console_text(summary: Summary) -> str:
+    """`console_table` of rows already summarised."""
     blocks = []
-    summary = summarise(rows, metric)
     for (protocol, dataset), table in summary.tables.items():
         shown = _percent(table)
         shown.index.name = None
-        title = f"{protocol} / {dataset}: {metric.upper()} (%), columns averaged over seeds"
+        title = (f"{protocol} / {dataset}: {summary.metric.upper()} (%), "
+                 "columns averaged over seeds")
         blocks.append(title + "\n" + shown.to_string())
     if summary.notes:
         blocks.append("\n".join(f"note: {line}" for line in summary.notes))
@@ -186,9 +192,14 @@ def _notes_markdown(summary: Summary) -> str:
 
 def write_leaderboards(rows: pd.DataFrame, out: str | Path, metric: str = "auroc") -> list[Path]:
     """One CSV and one Markdown file per (protocol, dataset), and README.md with all tables."""
+    return write_summary(summarise(rows, metric), out)
+
+
+def write_summary(summary: Summary, out: str | Path) -> list[Path]:
+    """`write_leaderboards` of rows already summarised."""
     out = Path(out)
+    metric = summary.metric
     written, sections = [], []
-    summary = summarise(rows, metric)
     for (protocol, dataset), table in summary.tables.items():
         stem = f"{protocol}_{dataset}" + ("" if metric == "auroc" else f"_{metric}")
         shown = _percent(table).reset_index()
