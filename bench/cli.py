@@ -97,7 +97,7 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, out, dat
     from bench.nn.train import select_device
     from bench.protocols import get_protocol
     from bench.registry import METHODS
-    from bench.report.leaderboard import console_table
+    from bench.report.leaderboard import console_text, summarise, write_summary
     from bench.runner import run as run_spec
 
     get_protocol(protocol)
@@ -120,10 +120,9 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, out, dat
                        slurm_partition=slurm_partition, slurm_time=slurm_time,
                        slurm_gpus_per_job=slurm_gpus_per_job, wait=wait)
     rows, records = run_spec(spec, ex, retry_failed=retry_failed, notes=notes)
-    click.echo(console_table(rows[rows["run_id"].notna()]))
-    from bench.report.leaderboard import write_leaderboards
-
-    write_leaderboards(rows, f"{out}/leaderboard")
+    summary = summarise(rows)  # once, for the terminal and the files
+    click.echo(console_text(summary))
+    write_summary(summary, f"{out}/leaderboard")
     failed = [r for r in records if r.get("status") == "failed"]
     pending = [r for r in records if r.get("status") not in ("done", "failed")]
     click.echo(f"\nresults: {out}/results.csv   leaderboard: {out}/leaderboard/")

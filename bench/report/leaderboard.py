@@ -163,13 +163,13 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
 
 def console_table(rows: pd.DataFrame, metric: str = "auroc") -> str:
     """The leaderboards as text blocks, for the terminal."""
-    if rows.empty:
-        return "(no results)"
     return console_text(summarise(rows, metric))
 
 
 def console_text(summary: Summary) -> str:
     """`console_table` of rows already summarised."""
+    if not summary.tables:
+        return "(no results)"
     blocks = []
     for (protocol, dataset), table in summary.tables.items():
         shown = _percent(table)
