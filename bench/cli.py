@@ -10,29 +10,60 @@ import click
 from bench.errors import BenchError
 
 
-def _split(value: str | None) -> tuple[str, ...] | None:
+def _split(value: str | None, flag: str) -> tuple[str, ...] | None:
+    """Comma-separated names; None when the option is not given, an error when it is given
+    but names nothing (``--methods ,``)."""
     if value is None:
         return None
-    items = tuple(v.strip() for v in value.split(",") if v.strip())
-    return items or None
+    items = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    if not items:
+        raise BenchError(f"{flag} {value!r}: no names given")
+    return items
 
 
 def _ints(value: str | None, flag: str) -> tuple[int, ...] | None:
     """``0,1,2`` or ranges like ``0-4``."""
-    items = _split(value)
+    items = _split(value, flag)
     if items is None:
         return None
     out: list[int] = []
     for item in items:
         try:
             if "-" in item[1:]:
-                lo, hi = item.split("-", 1)
-                out.extend(range(int(lo), int(hi) + 1))
+                lo, hi = (int(v) for v in item.split("-", 1))
+                if hi < lo:
+                    raise BenchError(f"{flag} {item!r}: the range is empty (write {hi}-{lo})")
+                out.extend(range(lo, hi + 1))
             else:
                 out.append(int(item))
         except ValueError:
             raise BenchError(f"{flag} {value!r}: expected integers like 0,1,2 or 0-4") from None
+    if any(v < 0 for v in out):
+        raise BenchError(f"{flag} {value!r}: expected non-negative integers")
     return tuple(dict.fromkeys(out))
+
+
+def check_device(device: str) -> str:
+    """The device string if this machine has it; a BenchError naming what it has otherwise."""
+    import torch
+
+    if device == "auto":
+        return device
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise BenchError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+    if parsed.type == "cpu":
+        return device
+    if parsed.type != "cuda":
+        raise BenchError(f"--device {device!r}: this suite runs on cpu or cuda")
+    if not torch.cuda.is_available():
+        raise BenchError(f"--device {device}: no CUDA device is visible on this machine "
+                         "(torch.cuda.is_available() is False); use --device cpu")
+    if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise BenchError(f"--device {device}: this process sees {torch.cuda.device_count()} "
+                         "GPU(s)")
+    return device
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -44,7 +75,8 @@ def cli() -> None:
     bench run                                  embedded default: one-class digits, quick preset
     bench run --methods mcl,csi --datasets cifar10 --preset paper
     bench run --protocol ood --datasets fashion-mnist --methods mcl,csi
-    bench list methods
+    bench run --methods knn,ocsvm --features pixel,mcl
+    bench list methods | fields mcl
     bench leaderboard --runs runs
     bench figures --runs runs
     bench compare --runs runs
@@ -61,13 +93,23 @@ def cli() -> None:
 @click.option("--classes", help="One-class: normal classes to run, e.g. 0,3 or 0-4 (default all).")
 @click.option("--seeds", default="0", show_default=True, help="Seeds, e.g. 0,1,2 or 0-4.")
 @click.option("--preset", default="auto", show_default=True,
-              help="quick (CPU minutes), paper (the papers' settings) or auto (paper on CUDA).")
+              help="quick (CPU minutes), standard (full data, CPU hours), paper (the papers' "
+                   "settings) or auto (paper on CUDA, else quick).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config field: mcl.alpha=0.1, or epochs=5 for every method.")
+              help="Override a config field: mcl.alpha=0.1, or epochs=5 for every method; "
+                   "mcl.alpha=0.01,0.05,0.2 sweeps it (one config per value). "
+                   "`bench list fields METHOD` lists the fields.")
+@click.option("--features", default="pixel", show_default=True,
+              help="Classical methods: what they see, comma-separated: pixel, or the trained "
+                   "encoder of mcl, csi, simclr or rotnet (its penultimate features).")
 @click.option("--out", default="runs", show_default=True, help="Run directory.")
 @click.option("--data-dir", default=None,
               help="Data folder (default $BENCH_DATA, else ~/.cache/mcl-bench/data).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "fp32", "bf16"]),
+              help="auto: bf16 autocast + channels_last on CUDA and on CPUs with native bf16 "
+                   "(AVX512-BF16, AMX), else fp32. Recorded in every row.")
 @click.option("--download/--no-download", default=True, show_default=True,
               help="Allow downloading missing torchvision data sets (checksummed).")
 @click.option("--ood", help="OOD protocols: comma-separated OOD sets (default: the protocol table).")
@@ -76,7 +118,7 @@ def cli() -> None:
               type=click.Choice(["local", "ray", "slurm", "slurm-local"]),
               help="Where jobs run (slurm-local: submitit's local executor, for testing).")
 @click.option("--workers", default=1, show_default=True, type=int,
-              help="Parallel worker processes (local CPU) or Ray tasks at once.")
+              help="Parallel worker processes (local CPU or GPUs) or Ray tasks at once.")
 @click.option("--devices", default=None, help="Local GPUs, one worker each: 0,1,2 or all.")
 @click.option("--ray-address", default=None, help="Join a Ray cluster (e.g. auto).")
 @click.option("--slurm-partition", default=None, help="Slurm partition for the job array.")
@@ -88,11 +130,16 @@ def cli() -> None:
 @click.option("--compile/--no-compile", "compile_model", default=False, show_default=True,
               help="torch.compile the networks (pays a compile per job; measure first: "
                    "benchmarks/train_throughput.py --compile).")
-def run(methods, datasets, protocol, classes, seeds, preset, overrides, out, data_dir, device,
-        download, ood, strict, executor, workers, devices, ray_address, slurm_partition,
-        slurm_time, slurm_gpus_per_job, wait, retry_failed, compile_model) -> int:
+@click.option("--deterministic", is_flag=True,
+              help="Deterministic kernels (cuDNN, cuBLAS): a resumed CUDA run ends with the same "
+                   "weights as an uninterrupted one; slower.")
+def run(methods, datasets, protocol, classes, seeds, preset, overrides, features, out, data_dir,
+        device, precision, download, ood, strict, executor, workers, devices, ray_address,
+        slurm_partition, slurm_time, slurm_gpus_per_job, wait, retry_failed, compile_model,
+        deterministic) -> int:
     """Run methods x data sets x classes x seeds; write <out>/results.csv and a leaderboard."""
     from bench.config import RunSpec, resolve_preset
+    from bench.console import warn
     from bench.executors import make_executor
     from bench.nn.train import select_device
     from bench.protocols import get_protocol
@@ -100,26 +147,35 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, out, dat
     from bench.report.leaderboard import console_text, summarise, write_summary
     from bench.runner import run as run_spec
 
-    get_protocol(protocol)
-    chosen = _split(methods)
+    labeled = get_protocol(protocol).labeled
+    chosen = _split(methods, "--methods")
     if chosen is None:
-        chosen = tuple(m for m in METHODS if protocol in METHODS.load_object(m).protocols)
-    device_type = select_device(device).type if device != "auto" else select_device("auto").type
+        chosen = tuple(m for m in METHODS if METHODS.load_object(m).runs_in(labeled))
+    device = check_device(device)
+    device_type = select_device(device).type
+    remote = executor == "slurm" or (executor == "ray" and ray_address)
+    if preset == "auto" and remote:
+        raise BenchError(f"--preset auto would be resolved on this machine ({device_type}), not "
+                         f"on the nodes where --executor {executor} runs the jobs; name the "
+                         "preset (quick, standard or paper)")
     resolved = resolve_preset(preset, device_type)
     notes = [f"preset auto -> {resolved} (device {device_type})"] if preset == "auto" else []
-    spec = RunSpec(
-        methods=chosen, datasets=_split(datasets) or ("digits",), protocol=protocol,
-        classes=_ints(classes, "--classes"), seeds=_ints(seeds, "--seeds") or (0,),
-        preset=resolved, overrides=tuple(overrides), out=out, data_dir=data_dir or "",
-        device=device, download=download, ood=_split(ood), strict=strict,
-        compile=compile_model,
-    )
     if workers < 1:
         raise BenchError("--workers must be at least 1")
+    spec = RunSpec(
+        methods=chosen, datasets=_split(datasets, "--datasets") or ("digits",),
+        protocol=protocol, classes=_ints(classes, "--classes"),
+        seeds=_ints(seeds, "--seeds") or (0,), preset=resolved, overrides=tuple(overrides),
+        out=out, data_dir=data_dir or "", device=device, download=download,
+        ood=_split(ood, "--ood"), strict=strict, compile=compile_model, precision=precision,
+        features=_split(features, "--features") or ("pixel",), deterministic=deterministic,
+    )
     ex = make_executor(executor, workers=workers, devices=devices, ray_address=ray_address,
                        slurm_partition=slurm_partition, slurm_time=slurm_time,
                        slurm_gpus_per_job=slurm_gpus_per_job, wait=wait)
-    rows, records = run_spec(spec, ex, retry_failed=retry_failed, notes=notes)
+    rows, records, problems = run_spec(spec, ex, retry_failed=retry_failed, notes=notes)
+    for problem in problems:
+        warn(problem)
     summary = summarise(rows)  # once, for the terminal and the files
     click.echo(console_text(summary))
     write_summary(summary, f"{out}/leaderboard")
@@ -138,67 +194,101 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, out, dat
 
 
 @cli.command("list")
-@click.argument("what", type=click.Choice(["methods", "datasets", "protocols", "presets"]))
-def list_cmd(what: str) -> int:
-    """List registered methods, data sets, protocols or presets."""
-    from bench.registry import DATASETS, GENERATED, METHODS, OFFLINE, OOD_ONLY
+@click.argument("what", type=click.Choice(["methods", "datasets", "protocols", "presets",
+                                           "fields"]))
+@click.argument("method", required=False)
+def list_cmd(what: str, method: str | None) -> int:
+    """List methods, data sets, protocols, presets, or the config fields of METHOD."""
+    from bench.registry import DATASETS, KINDS, METHODS
 
     if what == "methods":
         for name in METHODS:
             cls = METHODS.load_object(name)
+            runs = ("ood-labeled" if cls.needs_labels else
+                    "one-class, ood, ood-labeled" if cls.uses_labels else "one-class, ood")
             doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-            click.echo(f"{name:<10} {', '.join(cls.protocols):<30} {doc}")
+            click.echo(f"{name:<10} {runs:<28} {doc}")
     elif what == "datasets":
         for name in DATASETS:
-            kind = ("embedded, offline" if name in OFFLINE else
-                    "OOD test set, folder" if name in OOD_ONLY else
-                    "folder" if name == "imagenet30" else "torchvision, downloadable")
-            click.echo(f"{name:<16} {kind}")
-        for name in GENERATED:
-            click.echo(f"{name:<16} generated OOD set (from the in-distribution test split)")
+            click.echo(f"{name:<16} {KINDS[DATASETS.entry(name).kind]}")
     elif what == "protocols":
-        from bench.protocols import DEFAULT_OOD, PROTOCOLS
+        from bench.protocols import OOD_TABLES, PROTOCOL_VERSION, PROTOCOLS
 
         for p in PROTOCOLS.values():
             click.echo(f"{p.name:<12} {p.description}")
-        click.echo("\ndefault OOD sets:")
-        for d, sets in DEFAULT_OOD.items():
-            click.echo(f"  {d:<14} {', '.join(sets)}")
+        click.echo(f"\nOOD sets per in-distribution set (protocol version {PROTOCOL_VERSION}):")
+        for d, table in OOD_TABLES.items():
+            click.echo(f"  {d:<14} near: {', '.join(table.near):<40} far: {', '.join(table.far)}")
+    elif what == "presets":
+        from bench.config import PRESET_HELP
+
+        for name, text in PRESET_HELP.items():
+            click.echo(f"{name:<9} {text}")
     else:
-        click.echo("quick   small backbone, few epochs: the default run in minutes on a CPU")
-        click.echo("paper   the papers' settings (CIFAR ResNet-18/34, hundreds of epochs): a GPU")
-        click.echo("auto    paper on CUDA, quick otherwise (the default)")
+        _list_fields(method)
     return 0
 
 
-def _runs(runs: tuple[str, ...]) -> list[str]:
+def _list_fields(method: str | None) -> None:
+    import pandas as pd
+
+    from bench.config import describe_fields
+    from bench.registry import METHODS
+
+    if not method:
+        raise BenchError("bench list fields METHOD: name a method, e.g. bench list fields mcl")
+    cls = METHODS.load_object(method)
+    table = pd.DataFrame(describe_fields(cls.Config, method)).set_index("field")
+    with pd.option_context("display.max_colwidth", 90, "display.width", 250):
+        click.echo(f"{method}: config fields (defaults per preset; paper = the config defaults)")
+        click.echo(table.to_string())
+
+
+def _runs(runs: tuple[str, ...], rows_files: tuple[str, ...] = ()) -> list[str]:
     from pathlib import Path
 
-    chosen = list(runs) or ["runs"]
+    chosen = list(runs) or ([] if rows_files else ["runs"])
     for r in chosen:
         if not (Path(r) / "jobs").is_dir():
             raise BenchError(f"--runs {r}: not a run directory (no {r}/jobs); run `bench run` first")
     return chosen
 
 
+def _load(runs: tuple[str, ...], rows_files: tuple[str, ...]):
+    """Rows of run directories and committed rows files; damaged jobs are named, not fatal."""
+    from bench.console import warn
+    from bench.report.leaderboard import load_rows
+
+    problems: list[str] = []
+    rows = load_rows(_runs(runs, rows_files), list(rows_files), problems)
+    for problem in problems:
+        warn(problem)
+    if rows.empty:
+        raise BenchError("the run directories and rows files hold no finished jobs")
+    return rows
+
+
 @cli.command()
 @click.option("--runs", multiple=True, help="Run directories (repeatable; default runs).")
+@click.option("--rows", "rows_files", multiple=True,
+              help="Tidy rows files (results.csv schema; repeatable), e.g. results/rows/*.csv.")
 @click.option("--out", default="results/leaderboard", show_default=True)
 @click.option("--metric", default="auroc", show_default=True,
               type=click.Choice(["auroc", "aupr_in", "aupr_out", "fpr95", "accuracy"]))
-def leaderboard(runs, out, metric) -> int:
+@click.option("--force", is_flag=True,
+              help="Replace README.md even if it holds tables these rows do not (default: keep "
+                   "those sections).")
+def leaderboard(runs, rows_files, out, metric, force) -> int:
     """Write one CSV and Markdown table per (protocol, dataset) from run directories.
 
     Notes under the tables (and at the end of README.md) name the seeds left out for missing
-    columns and, for AUROC, the entries below chance.
+    columns, the entries that ran on fewer columns than the others and, for AUROC, the entries
+    below chance. FPR95 tables sort the lowest (best) first.
     """
-    from bench.report.leaderboard import console_text, load_runs, summarise, write_summary
+    from bench.report.leaderboard import console_text, summarise, write_summary
 
-    rows = load_runs(_runs(runs))
-    if rows.empty:
-        raise BenchError("the run directories hold no finished jobs")
-    summary = summarise(rows, metric)
-    paths = write_summary(summary, out)
+    summary = summarise(_load(runs, rows_files), metric)
+    paths = write_summary(summary, out, keep_other_sections=not force)
     click.echo(console_text(summary))
     click.echo(f"\nwrote {len(paths)} files under {out}/")
     return 0
@@ -206,17 +296,20 @@ def leaderboard(runs, out, metric) -> int:
 
 @cli.command()
 @click.option("--runs", multiple=True, help="Run directories (repeatable; default runs).")
+@click.option("--rows", "rows_files", multiple=True, help="Tidy rows files (repeatable).")
 @click.option("--reference", "references", multiple=True,
-              help="Reference tables (results/reference/<name>.csv; default all).")
+              help="Reference tables by name (default all; `bench compare --list`).")
+@click.option("--reference-dir", default=None,
+              help="Folder of reference CSVs (default: the tables shipped with the package).")
 @click.option("--csv", "csv_out", default=None, help="Also write the comparison as a CSV.")
-def compare(runs, references, csv_out) -> int:
-    """Our numbers beside published ones, with differences and 95%-interval flags."""
-    from bench.report.leaderboard import load_runs
+def compare(runs, rows_files, references, reference_dir, csv_out) -> int:
+    """Our numbers beside published ones, like with like (the same classes), with differences
+    and 95%-interval flags."""
     from bench.report.reference import compare as compare_tables
     from bench.report.reference import format_comparison, load_reference
 
-    rows = load_runs(_runs(runs))
-    table = compare_tables(rows, load_reference(list(references) or None))
+    table = compare_tables(_load(runs, rows_files),
+                           load_reference(list(references) or None, reference_dir))
     click.echo(format_comparison(table))
     if csv_out:
         from bench.store import atomic_write_csv
@@ -227,35 +320,30 @@ def compare(runs, references, csv_out) -> int:
 
 @cli.command()
 @click.option("--runs", multiple=True, help="Run directories (repeatable; default runs).")
+@click.option("--rows", "rows_files", multiple=True,
+              help="Tidy rows files (repeatable): the tables and bar figures.")
 @click.option("--out", default="results/figures", show_default=True)
-@click.option("--job", "job_id", default=None,
-              help="Job for ROC curves, histograms and t-SNE (default: an MCL job if any).")
+@click.option("--job", "job_ids", multiple=True,
+              help="Job for ROC curves, histograms and t-SNE (repeatable; default: an MCL job).")
 @click.option("--tsne/--no-tsne", default=True, show_default=True)
-def figures(runs, out, job_id, tsne) -> int:
-    """Draw the figures of a paper from run directories (PNG and PDF)."""
+@click.option("--size", type=click.Choice(["column", "page"]), default="page", show_default=True,
+              help="Figure width: one column (3.3 in) or a page (6.9 in).")
+def figures(runs, rows_files, out, job_ids, tsne, size) -> int:
+    """Draw the figures of a paper from run directories and rows files (PNG and PDF). Reads only
+    what jobs wrote; never trains a model or loads a data set."""
     from pathlib import Path
 
+    from bench.console import warn
     from bench.report import figures as fig
-    from bench.report.leaderboard import load_runs
     from bench.store import RunStore
 
-    chosen = _runs(runs)
-    rows = load_runs(chosen)
-    if rows.empty:
-        raise BenchError("the run directories hold no finished jobs")
-    out_dir = Path(out)
+    chosen = _runs(runs, rows_files)
+    rows = _load(runs, rows_files)
     records = [r for d in chosen for r in RunStore(d).records()]
-    paths = fig.auroc_bars(rows, out_dir) + fig.ood_heatmaps(rows, out_dir)
-    paths += fig.training_curves(records, out_dir) + fig.cd_diagram(rows, out_dir)
-    job_id = job_id or fig.pick_job(records)
-    if job_id:
-        home = next((d for d in chosen if RunStore(d).record(job_id)), None)
-        if home is None:
-            raise BenchError(f"--job {job_id}: no such job in {', '.join(chosen)}")
-        paths += fig.roc_and_histograms(RunStore(home).job_dir(job_id), out_dir)
-        if tsne:
-            paths += fig.tsne(Path(home), job_id, out_dir)
-    for p in paths:
+    drawn, skipped = fig.draw_all(rows, records, chosen, Path(out), list(job_ids), tsne, size)
+    for line in skipped:
+        warn(line)
+    for p in drawn:
         click.echo(str(p))
     return 0
 
@@ -269,24 +357,27 @@ def data() -> None:
 @click.argument("name", required=False)
 @click.option("--data-dir", default=None)
 def data_info(name, data_dir) -> int:
-    """Where each data set lives and whether it is present."""
+    """Where each data set lives and whether its files are there (checked, not decoded)."""
     from pathlib import Path
 
-    from bench.datasets import default_data_dir, load_dataset
+    from bench.datasets import default_data_dir, probe_dataset
     from bench.errors import DataMissingError
     from bench.registry import DATASETS
 
     directory = Path(data_dir) if data_dir else default_data_dir()
     click.echo(f"data dir: {directory}  (--data-dir, or $BENCH_DATA)")
     for n in [name] if name else DATASETS.names():
-        DATASETS.check(n)
-        try:
-            load_dataset(n, "test", directory, download=False)
-            state = "present"
-        except DataMissingError as exc:
-            state = "missing: " + str(exc).split(": ", 1)[1]
-        except BenchError as exc:
-            state = str(exc)
+        entry = DATASETS.entry(n)
+        if entry.kind == "generated":
+            state = "generated when used"
+        else:
+            try:
+                probe_dataset(n, "test", directory, download=False)
+                state = "present"
+            except DataMissingError as exc:
+                state = "missing: " + str(exc).split(": ", 1)[1]
+            except BenchError as exc:
+                state = "damaged: " + str(exc)
         click.echo(f"{n:<16} {state}")
     return 0
 

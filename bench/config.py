@@ -1,11 +1,21 @@
-"""Frozen configuration: the RunSpec of a run, per-method configs, presets and ``--set`` overrides."""
+"""Frozen configuration: the RunSpec of a run, per-method configs, presets and ``--set`` overrides.
+
+The config dataclasses are the one source of every field's type, default (the `paper` preset),
+valid range and one-line help (`param`). Presets are TOML layers over those defaults: `paper` is
+the defaults themselves, `standard` and `quick` override what they must. ``--set key=value``
+overrides come last; ``--set key=a,b,c`` sweeps a field (one config per value, the cross product
+over several swept keys).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
+import math
 import sys
+import types
 import typing
 from dataclasses import dataclass
 from importlib import resources
@@ -18,17 +28,43 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PRESETS = ("quick", "paper", "auto")
+PRESETS = ("quick", "standard", "paper", "auto")
+PRESET_HELP = {
+    "quick": "small backbone, 512 training images, 50 epochs: the default run in CPU minutes",
+    "standard": "the whole training split of each class, a mid-size schedule: CPU hours",
+    "paper": "the papers' settings (the config defaults; CIFAR ResNet-18/34, hundreds of "
+             "epochs): a GPU",
+    "auto": "paper on CUDA, quick otherwise (the default)",
+}
 ALL_SECTION = "all"  # a preset section applied to every method config that has the field
+BOUNDS = ("ge", "gt", "le", "lt")
 
 
-def score_field(default: Any, doc: str = "") -> Any:
-    """A config field that changes only scoring: jobs differing in it share the trained model."""
-    return dataclasses.field(default=default, metadata={"score": True, "doc": doc})
+def param(default: Any, help: str, *, ge: float | None = None, gt: float | None = None,
+          le: float | None = None, lt: float | None = None, score: bool = False) -> Any:
+    """A config field with its one-line help and valid range; ``score=True`` marks a field that
+    changes only scoring (jobs differing in it share the trained model)."""
+    meta = {"help": help, "score": score}
+    meta.update({k: v for k, v in zip(BOUNDS, (ge, gt, le, lt)) if v is not None})
+    return dataclasses.field(default=default, metadata=meta)
 
 
-def is_score_field(f: dataclasses.Field) -> bool:
-    return bool(f.metadata.get("score"))
+def score_field(default: Any, help: str = "", **bounds: float) -> Any:
+    return param(default, help, score=True, **bounds)
+
+
+def field_meta(config_cls: type, name: str) -> dict[str, Any]:
+    """A field's metadata as declared by the nearest class that gave it help (a subclass may
+    re-declare a field only to change its default)."""
+    for klass in config_cls.__mro__:
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and "help" in f.metadata:
+            return dict(f.metadata)
+    return {}
+
+
+def is_score_field(config_cls: type, name: str) -> bool:
+    return bool(field_meta(config_cls, name).get("score"))
 
 
 def as_dict(config: Any) -> dict[str, Any]:
@@ -38,7 +74,7 @@ def as_dict(config: Any) -> dict[str, Any]:
 def training_dict(config: Any) -> dict[str, Any]:
     """The fields that change the trained model (everything but score fields)."""
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-            if not is_score_field(f)}
+            if not is_score_field(type(config), f.name)}
 
 
 def stable_hash(obj: Any, length: int = 10) -> str:
@@ -46,21 +82,60 @@ def stable_hash(obj: Any, length: int = 10) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:length]
 
 
-def _type_name(tp: Any) -> str:
+# --- types the --set parser handles ------------------------------------------------------------
+
+def _union_args(tp: Any) -> tuple[Any, ...] | None:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return typing.get_args(tp)
+    return None
+
+
+def _is_tuple(tp: Any) -> bool:
+    return typing.get_origin(tp) is tuple
+
+
+def type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if (members := _union_args(tp)) is not None:
+        return " or ".join(type_name(m) for m in members)
+    if _is_tuple(tp):
+        return f"comma-separated {type_name(typing.get_args(tp)[0])}s"
     return getattr(tp, "__name__", str(tp))
+
+
+def supported_type(tp: Any) -> bool:
+    """Whether `coerce` can parse a --set value into `tp`."""
+    if tp in (bool, int, float, str) or typing.get_origin(tp) is Literal:
+        return True
+    if (members := _union_args(tp)) is not None:
+        return all(supported_type(m) for m in members)
+    if _is_tuple(tp):
+        args = typing.get_args(tp)
+        return len(args) == 2 and args[1] is Ellipsis and args[0] in (int, float, str)
+    return False
 
 
 def coerce(value: Any, tp: Any, where: str) -> Any:
     """`value` (a string from --set or a TOML value) as type `tp`, or a BenchError."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        for choice in choices:
-            if value == choice or (isinstance(value, str) and str(choice) == value):
+    if typing.get_origin(tp) is Literal:
+        for choice in typing.get_args(tp):
+            if value == choice and type(value) is type(choice) or (
+                    isinstance(value, str) and str(choice) == value.strip()):
                 return choice
-        raise BenchError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise BenchError(f"{where}: expected {type_name(tp)}, got {value!r}")
+    if (members := _union_args(tp)) is not None:
+        for member in members:
+            try:
+                return coerce(value, member, where)
+            except BenchError:
+                continue
+        raise BenchError(f"{where}: expected {type_name(tp)}, got {value!r}")
+    if _is_tuple(tp):
+        item = typing.get_args(tp)[0]
+        parts = value if isinstance(value, (list, tuple)) else \
+            [p for p in str(value).split(",") if p.strip()]
+        return tuple(coerce(p, item, where) for p in parts)
     try:
         if tp is bool:
             if isinstance(value, bool):
@@ -78,11 +153,14 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
         if tp is str:
             return str(value)
     except (TypeError, ValueError):
-        raise BenchError(f"{where}: expected {_type_name(tp)}, got {value!r}") from None
+        raise BenchError(f"{where}: expected {type_name(tp)}, got {value!r}") from None
     raise BenchError(f"{where}: unsupported field type {tp!r}")
 
 
@@ -91,9 +169,43 @@ def field_types(config_cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
 
 
+def range_text(meta: dict[str, Any]) -> str:
+    """``>= 1``, ``> 0, <= 1`` ... from a field's bounds ('' when unbounded)."""
+    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return ", ".join(f"{signs[k]} {meta[k]:g}" for k in BOUNDS if k in meta)
+
+
+def check_range(config_cls: type, name: str, value: Any) -> None:
+    """ValueError naming the field when a number lies outside the field's declared range."""
+    meta = field_meta(config_cls, name)
+    numbers = value if isinstance(value, tuple) else (value,)
+    for v in numbers:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        ok = all((k != "ge" or v >= meta[k]) and (k != "gt" or v > meta[k])
+                 and (k != "le" or v <= meta[k]) and (k != "lt" or v < meta[k])
+                 for k in BOUNDS if k in meta)
+        if not ok:
+            raise ValueError(f"{name}={value!r} is out of range (must be {range_text(meta)})")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Base of every method config: checks each value against its field's range when built."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check_range(type(self), f.name, getattr(self, f.name))
+
+
+# --- presets and overrides ---------------------------------------------------------------------
+
 def load_preset(name: str) -> dict[str, dict[str, Any]]:
-    if name not in ("quick", "paper"):
-        raise unknown_name("preset", name, PRESETS)
+    """A preset's TOML sections; `paper` is the config defaults (an empty layer)."""
+    if name not in PRESETS or name == "auto":
+        raise unknown_name("preset", name, [p for p in PRESETS if p != "auto"])
+    if name == "paper":
+        return {}
     text = resources.files("bench.presets").joinpath(f"{name}.toml").read_text()
     return tomllib.loads(text)
 
@@ -122,34 +234,91 @@ def parse_overrides(items: typing.Iterable[str]) -> list[Override]:
     for text in items:
         key, sep, value = text.partition("=")
         key = key.strip()
-        if not sep or not key:
+        if not sep or not key or not value.strip():
             raise BenchError(f"--set {text!r}: expected key=value, e.g. mcl.alpha=0.1")
         method, dot, name = key.rpartition(".")
         out.append(Override(method if dot else None, name, value.strip(), text))
     return out
 
 
-def build_method_config(method: str, config_cls: type, preset: dict[str, dict[str, Any]],
-                        overrides: list[Override]) -> Any:
-    """Defaults, then the preset's [all] and [method] sections, then --set overrides."""
-    types = field_types(config_cls)
+def _applies(ov: Override, method: str, types_: dict[str, Any]) -> bool:
+    return ov.method == method or (ov.method is None and ov.field in types_)
+
+
+def preset_values(method: str, config_cls: type, preset: dict[str, dict[str, Any]]
+                  ) -> dict[str, Any]:
+    """The preset's [all] and [method] sections as typed field values."""
+    types_ = field_types(config_cls)
     values: dict[str, Any] = {}
     for key, value in preset.get(ALL_SECTION, {}).items():
-        if key in types:
-            values[key] = coerce(value, types[key], f"preset [{ALL_SECTION}] {key}")
+        if key in types_:
+            values[key] = coerce(value, types_[key], f"preset [{ALL_SECTION}] {key}")
     for key, value in preset.get(method, {}).items():
-        if key not in types:
-            raise unknown_name(f"field of {method} in the preset", key, types)
-        values[key] = coerce(value, types[key], f"preset [{method}] {key}")
+        if key not in types_:
+            raise unknown_name(f"field of {method} in the preset", key, types_)
+        values[key] = coerce(value, types_[key], f"preset [{method}] {key}")
+    return values
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One config of a method and the --set assignments that made it (`label`, '' for none)."""
+
+    config: Any
+    label: str
+
+
+def build_method_configs(method: str, config_cls: type, preset: dict[str, dict[str, Any]],
+                         overrides: list[Override]) -> list[Variant]:
+    """Defaults, then the preset, then --set; a comma list in --set (for a field that is not a
+    tuple) sweeps it: one Variant per value, the cross product over several swept keys."""
+    types_ = field_types(config_cls)
+    base = preset_values(method, config_cls, preset)
+    choices: dict[str, list[tuple[Any, str]]] = {}
     for ov in overrides:
-        if ov.method is None and ov.field in types or ov.method == method:
-            if ov.field not in types:
-                raise unknown_name(f"--set field of {method}", ov.field, types)
-            values[ov.field] = coerce(ov.value, types[ov.field], f"--set {ov.text}")
-    try:
-        return config_cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise BenchError(f"{method}: invalid configuration ({exc})") from None
+        if not _applies(ov, method, types_):
+            continue
+        if ov.field not in types_:
+            raise unknown_name(f"--set field of {method}", ov.field, types_)
+        tp = types_[ov.field]
+        texts = [ov.value] if _is_tuple(tp) else [v.strip() for v in ov.value.split(",")]
+        if not all(texts):
+            raise BenchError(f"--set {ov.text}: empty value in the list")
+        values = []
+        for text in dict.fromkeys(texts):
+            value = coerce(text, tp, f"--set {ov.text}")
+            try:
+                check_range(config_cls, ov.field, value)
+            except ValueError as exc:
+                raise BenchError(f"--set {ov.text}: {exc}") from None
+            values.append((value, f"{ov.field}={_show(value)}"))
+        choices[ov.field] = values  # a later --set of the same field wins
+    out = []
+    for combo in itertools.product(*choices.values()):
+        values = {**base, **{name: v for name, (v, _) in zip(choices, combo)}}
+        try:
+            config = config_cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise BenchError(f"{method}: invalid configuration ({exc})") from None
+        out.append(Variant(config, ",".join(label for _, label in combo)))
+    return out
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "-".join(_show(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def build_method_config(method: str, config_cls: type, preset: dict[str, dict[str, Any]],
+                        overrides: list[Override]) -> Any:
+    """The one config of `method` (a BenchError if the overrides sweep a field)."""
+    variants = build_method_configs(method, config_cls, preset, overrides)
+    if len(variants) != 1:
+        raise BenchError(f"{method}: --set sweeps are not allowed here")
+    return variants[0].config
 
 
 def check_overrides(overrides: list[Override], methods: typing.Sequence[str],
@@ -164,6 +333,23 @@ def check_overrides(overrides: list[Override], methods: typing.Sequence[str],
         if not any(ov.field in field_types(config_classes[m]) for m in methods):
             every = sorted({f for m in methods for f in field_types(config_classes[m])})
             raise unknown_name("--set field", ov.field, every)
+
+
+def describe_fields(config_cls: type, method: str) -> list[dict[str, str]]:
+    """One row per field: name, type, range, default per preset, help (`bench list fields`)."""
+    layers = {p: preset_values(method, config_cls, load_preset(p))
+              for p in ("paper", "standard", "quick")}
+    rows = []
+    for f in dataclasses.fields(config_cls):
+        meta = field_meta(config_cls, f.name)
+        tp = field_types(config_cls)[f.name]
+        row = {"field": f.name, "type": type_name(tp), "range": range_text(meta),
+               "scoring only": "yes" if meta.get("score") else ""}
+        for preset, values in layers.items():
+            row[preset] = _show(values.get(f.name, f.default))
+        row["help"] = meta.get("help", "")
+        rows.append(row)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -184,6 +370,9 @@ class RunSpec:
     ood: tuple[str, ...] | None = None
     strict: bool = False
     compile: bool = False
+    precision: str = "auto"
+    features: tuple[str, ...] = ("pixel",)
+    deterministic: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,6 +1,6 @@
 """Where jobs run: this machine (one process, or one worker per GPU / CPU share), Ray, or Slurm.
 
-Executors never decide what a job computes: each calls `runner.execute_job`, which writes the job's
+Executors never decide what a job computes: each calls `jobs.execute_job`, which writes the job's
 folder atomically, so the same jobs give the same rows whichever executor runs them.
 """
 
@@ -12,12 +12,10 @@ import queue
 import sys
 from collections.abc import Sequence
 
+from bench.console import job_label as _label
+from bench.console import log, record_line
 from bench.errors import BenchError
-from bench.runner import Job, execute_job, log, summarize
-
-
-def _label(i: int, n: int, job: Job) -> str:
-    return f"[{i:>{len(str(n))}}/{n}] {job.describe()}"
+from bench.jobs import Job, execute_job
 
 
 def threads_per_worker(workers: int) -> int:
@@ -31,8 +29,10 @@ def threads_per_worker(workers: int) -> int:
 class LocalExecutor:
     """Jobs on this machine: in this process (one worker), or one process per worker.
 
-    ``devices`` lists CUDA devices (one worker each); otherwise ``workers`` CPU processes share the
-    cores (torch threads split evenly between them).
+    ``devices`` lists CUDA devices (one worker each); otherwise ``workers`` processes share the
+    cores (torch threads split evenly between them) or, on CUDA, the visible GPUs in turn. A
+    worker whose job hit a CUDA error is replaced by a fresh process (its CUDA context may be
+    unusable).
     """
 
     def __init__(self, workers: int = 1, devices: Sequence[str] | None = None,
@@ -41,16 +41,27 @@ class LocalExecutor:
         self.workers = len(self.devices) if self.devices else max(1, workers)
         self.progress = progress
 
+    def _device_of(self, worker: int, device: str) -> str:
+        if self.devices:
+            return self.devices[worker]
+        if device in ("auto", "cuda"):
+            import torch
+
+            if torch.cuda.is_available() and self.workers > 1:
+                return f"cuda:{worker % torch.cuda.device_count()}"
+        return device
+
     def run(self, jobs: list[Job], out: str, device: str, run_id: str) -> list[dict]:
         if not jobs:
             return []
         if self.workers == 1:
-            dev = self.devices[0] if self.devices else device
+            dev = self._device_of(0, device)
+            _use_device(dev)
             records = []
             for i, job in enumerate(jobs, 1):
                 log(f"{_label(i, len(jobs), job)} ...")
                 record = execute_job(job, out, dev, run_id, self.progress)
-                log(f"{_label(i, len(jobs), job)} {summarize(record)}")
+                log(f"{_label(i, len(jobs), job)} {record_line(record)}")
                 records.append(record)
             return records
         return self._run_pool(jobs, out, device, run_id)
@@ -60,42 +71,69 @@ class LocalExecutor:
         todo, results = ctx.Queue(), ctx.Queue()
         for i, job in enumerate(jobs, 1):
             todo.put((i, job))
-        threads = threads_per_worker(self.workers)
-        procs = []
-        for w in range(self.workers):
-            dev = self.devices[w] if self.devices else device
+        for _ in range(self.workers):
             todo.put(None)  # one stop marker per worker
-            p = ctx.Process(target=_worker, args=(todo, results, out, dev, run_id, threads),
-                            daemon=True)
+        threads = threads_per_worker(self.workers)
+
+        def start(w: int):
+            # not a daemon: torch.compile's worker pool must be able to start children
+            p = ctx.Process(target=_worker, args=(todo, results, out, self._device_of(w, device),
+                                                  run_id, threads, w))
             p.start()
-            procs.append(p)
+            return p
+
+        procs = {w: start(w) for w in range(self.workers)}
         records, finished = [], 0
-        while finished < len(jobs):
-            try:
-                i, record = results.get(timeout=1.0)
-            except queue.Empty:
-                if not any(p.is_alive() for p in procs):
-                    log("all workers exited before the queue was empty")
-                    break
-                continue
-            finished += 1
-            records.append(record)
-            log(f"{_label(i, len(jobs), jobs[i - 1])} {summarize(record)}")
-        for p in procs:
-            p.join(timeout=10)
+        try:
+            while finished < len(jobs):
+                try:
+                    i, record, restart = results.get(timeout=1.0)
+                except queue.Empty:
+                    if not any(p.is_alive() for p in procs.values()):
+                        log("all workers exited before the queue was empty")
+                        break
+                    continue
+                finished += 1
+                records.append(record)
+                log(f"{_label(i, len(jobs), jobs[i - 1])} {record_line(record)}")
+                if restart is not None:
+                    procs[restart].join(timeout=30)
+                    log(f"worker {restart}: restarted after a CUDA error")
+                    todo.put(None)  # the old worker's stop marker is still queued: add one
+                    procs[restart] = start(restart)
+            for p in procs.values():
+                p.join(timeout=10)
+        finally:
+            for p in procs.values():
+                if p.is_alive():
+                    p.terminate()
         return records
 
 
-def _worker(todo, results, out: str, device: str, run_id: str, threads: int) -> None:
+def _use_device(device: str) -> None:
+    """Make a CUDA device the current one of this process (kernels land there by default)."""
+    if device.startswith("cuda:"):
+        import torch
+
+        torch.cuda.set_device(device)
+
+
+def _worker(todo, results, out: str, device: str, run_id: str, threads: int,
+            worker: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    _use_device(device)
     while True:
         item = todo.get()
         if item is None:
             return
         i, job = item
-        results.put((i, execute_job(job, out, device, run_id, progress=False)))
+        record = execute_job(job, out, device, run_id, progress=False)
+        poisoned = record.get("status") == "failed" and "cuda" in record.get("error", "").lower()
+        results.put((i, record, worker if poisoned else None))
+        if poisoned:
+            return  # a CUDA error can leave this process's context unusable: start afresh
 
 
 def _ray_execute(job: Job, out: str, device: str, run_id: str, threads: int) -> dict:
@@ -146,7 +184,7 @@ class RayExecutor:
                 except Exception as exc:  # the task itself died (worker crash, OOM kill)
                     record = {"job_id": job.job_id, "status": "failed", "error": str(exc)}
                 records.append(record)
-                log(f"{_label(i, len(jobs), job)} {summarize(record)}")
+                log(f"{_label(i, len(jobs), job)} {record_line(record)}")
         return records
 
 
@@ -217,7 +255,7 @@ class SlurmExecutor:
             except Exception as exc:
                 record = {"job_id": job.job_id, "status": "failed", "error": str(exc).splitlines()[-1]}
             records.append(record)
-            log(f"{_label(i, len(submit), job)} {summarize(record)}")
+            log(f"{_label(i, len(submit), job)} {record_line(record)}")
         return records
 
 
@@ -270,24 +308,31 @@ def make_executor(name: str, workers: int = 1, devices: str | None = None,
     raise BenchError(f"unknown executor {name!r} (local, ray, slurm)")
 
 
-def parse_devices(devices: str | None) -> list[str]:
-    """``0,1,3`` -> cuda:0, cuda:1, cuda:3; ``all`` -> every visible GPU."""
+def parse_devices(devices: str | None, device_count: int | None = None) -> list[str]:
+    """``0,1,3`` -> cuda:0, cuda:1, cuda:3; ``all`` -> every visible GPU. Indices count the
+    GPUs this process sees (after CUDA_VISIBLE_DEVICES) and must exist."""
     if not devices:
         return []
-    if devices == "all":
+    if device_count is None:
         import torch
 
-        n = torch.cuda.device_count()
-        if n == 0:
+        device_count = torch.cuda.device_count()
+    if devices == "all":
+        if device_count == 0:
             raise BenchError("--devices all: no CUDA device is visible")
-        return [f"cuda:{i}" for i in range(n)]
+        return [f"cuda:{i}" for i in range(device_count)]
     out = []
     for part in devices.split(","):
         part = part.strip()
         if not part.isdigit():
             raise BenchError(f"--devices {devices!r}: expected GPU indices like 0,1 or 'all'")
+        if int(part) >= device_count:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            raise BenchError(f"--devices {devices}: GPU {part} does not exist; this process "
+                             f"sees {device_count} GPU(s)"
+                             + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible else ""))
         out.append(f"cuda:{part}")
-    return out
+    return list(dict.fromkeys(out))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,10 @@
 """Protocols as declarative tables: which split trains, which tests, which OOD sets, labels or not.
 
-OpenOOD-style: a protocol is data, not a code path. `tasks()` expands a protocol and a data set into
-Tasks; `load_task()` turns a Task into a training set and test groups.
+OpenOOD-style: a protocol is data, not a code path. Per in-distribution set, `OOD_TABLES` names its
+OOD sets grouped as near (semantic shift with similar low-level statistics) and far (another
+domain, or noise); docs/methods.md gives the reasons. `PROTOCOL_VERSION` is written into every
+result row, so rows made under a changed table never mix with new ones. `tasks()` expands a
+protocol and a data set into Tasks; `load_task()` turns a Task into a training set and test groups.
 """
 
 from __future__ import annotations
@@ -10,9 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.datasets import ImageSet, convert_images, load_dataset
+from bench.datasets import ImageSet, convert_images, load_dataset, probe_dataset
 from bench.errors import BenchError, DataMissingError, unknown_name
-from bench.registry import DATASETS, GENERATED, OOD_ONLY
+from bench.registry import DATASETS
+
+# 1: one flat list of OOD sets per data set (rows written before the column existed);
+# 2: near / far tables; CIFAR gains the noise sets, MNIST loses the digits (same classes).
+PROTOCOL_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -37,20 +44,48 @@ PROTOCOLS = {
         description="as ood, with class labels available to the method; also reports accuracy"),
 }
 
-FIX_AND_RESIZE = ("lsun_resize", "imagenet_resize", "lsun_fix", "imagenet_fix")
 
-# In-distribution set -> its OOD sets (CSI / MCL tables); `--ood` overrides.
-DEFAULT_OOD = {
-    "cifar10": ("svhn", *FIX_AND_RESIZE, "cifar100", "interp"),
-    "cifar100": ("svhn", *FIX_AND_RESIZE, "cifar10", "interp"),
-    "cifar100-fine": ("svhn", *FIX_AND_RESIZE, "cifar10", "interp"),
-    "svhn": ("cifar10", "cifar100", *FIX_AND_RESIZE, "interp"),
-    "fashion-mnist": ("mnist", "digits", "gaussian", "uniform", "interp"),
-    "mnist": ("fashion-mnist", "digits", "gaussian", "uniform", "interp"),
-    "digits": ("gaussian", "uniform", "interp"),
-    "digits32": ("gaussian", "uniform", "interp"),
-    "synthetic": ("gaussian", "uniform", "interp"),
-    "imagenet30": ("gaussian", "uniform", "interp"),
+@dataclass(frozen=True)
+class OODTable:
+    """The OOD sets of one in-distribution set: near (semantic shift, similar low-level
+    statistics) and far (another domain, or noise)."""
+
+    near: tuple[str, ...]
+    far: tuple[str, ...]
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return self.near + self.far
+
+    def group(self, name: str) -> str:
+        """near, far, or other (an OOD set given with --ood that the table does not list)."""
+        return "near" if name in self.near else "far" if name in self.far else "other"
+
+
+NOISE = ("gaussian", "uniform")
+_CIFAR_FAR = ("svhn", "lsun_resize", "imagenet_resize", *NOISE)
+_ONLY_INTERP_NEAR = OODTable(near=("interp",), far=NOISE)
+
+OOD_TABLES = {
+    # CSI's tables; near = what CSI and OpenOOD call hard: another CIFAR, Interp. and the FIX sets
+    # (re-made without resize artefacts); far = SVHN, the resized sets (artefacts give them away)
+    # and noise
+    "cifar10": OODTable(near=("cifar100", "interp", "lsun_fix", "imagenet_fix"), far=_CIFAR_FAR),
+    "cifar100": OODTable(near=("cifar10", "interp", "lsun_fix", "imagenet_fix"), far=_CIFAR_FAR),
+    "cifar100-fine": OODTable(near=("cifar10", "interp", "lsun_fix", "imagenet_fix"),
+                              far=_CIFAR_FAR),
+    "svhn": OODTable(near=("interp",), far=("cifar10", "cifar100", "lsun_resize",
+                                            "imagenet_resize", "lsun_fix", "imagenet_fix",
+                                            *NOISE)),
+    # grey 28 px sets: only Interp. (mixtures of the set's own images) is near; the other domain
+    # (handwritten digits vs clothes) is far. sklearn's digits are the same classes as MNIST,
+    # so they are not OOD for MNIST.
+    "fashion-mnist": OODTable(near=("interp",), far=("mnist", "digits", *NOISE)),
+    "mnist": OODTable(near=("interp",), far=("fashion-mnist", *NOISE)),
+    "digits": _ONLY_INTERP_NEAR,
+    "digits32": _ONLY_INTERP_NEAR,
+    "synthetic": _ONLY_INTERP_NEAR,
+    "imagenet30": _ONLY_INTERP_NEAR,
 }
 
 
@@ -66,15 +101,6 @@ class Task:
         return "all" if self.normal_class is None else str(self.normal_class)
 
 
-@dataclass
-class TestGroup:
-    """One evaluation: in-distribution test images vs anomalies (`name` is `rest` or an OOD set)."""
-
-    name: str
-    n_normal: int
-    n_anomalous: int
-
-
 def get_protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
         raise unknown_name("protocol", name, PROTOCOLS)
@@ -82,27 +108,31 @@ def get_protocol(name: str) -> Protocol:
 
 
 def check_in_distribution(name: str) -> None:
-    if name in GENERATED:
-        raise BenchError(f"{name} is a generated OOD set; it cannot be a normal / in-distribution set")
-    DATASETS.check(name)
-    if name in OOD_ONLY:
+    entry = DATASETS.entry(name)
+    if entry.kind == "generated":
+        raise BenchError(f"{name} is a generated OOD set; it cannot be a normal / "
+                         "in-distribution set")
+    if not entry.trainable:
         raise BenchError(f"{name} is an OOD test set with no training split; "
                          "it cannot be a normal / in-distribution set")
 
 
-def check_ood_name(name: str) -> None:
-    if name not in GENERATED and name not in DATASETS:
-        raise unknown_name("OOD set", name, [*DATASETS, *GENERATED])
+def ood_group(dataset: str, ood_set: str) -> str:
+    """near / far / other for an OOD set of an in-distribution set."""
+    table = OOD_TABLES.get(dataset)
+    return table.group(ood_set) if table else "other"
 
 
 def ood_sets_for(dataset: str, override: tuple[str, ...] | None) -> tuple[str, ...]:
     if override:
         for name in override:
-            check_ood_name(name)
+            DATASETS.check(name)
+            if name == dataset:
+                raise BenchError(f"--ood {name}: the in-distribution set itself is not OOD")
         return tuple(override)
-    if dataset not in DEFAULT_OOD:
+    if dataset not in OOD_TABLES:
         raise BenchError(f"no default OOD sets for {dataset}; name them with --ood")
-    return DEFAULT_OOD[dataset]
+    return OOD_TABLES[dataset].all
 
 
 def tasks(protocol: str, dataset: str, n_classes: int, classes: tuple[int, ...] | None,
@@ -120,29 +150,28 @@ def tasks(protocol: str, dataset: str, n_classes: int, classes: tuple[int, ...] 
 
 def load_ood_set(name: str, reference: ImageSet, data_dir, download: bool) -> ImageSet:
     """An OOD set converted to the in-distribution image size and channel count."""
-    if name in GENERATED:
-        return GENERATED.load_object(name)(reference)
+    if DATASETS.entry(name).kind == "generated":
+        return DATASETS.load_object(name)(reference)
     ood = load_dataset(name, "test", data_dir, download)
     c, h, w = reference.shape
     images = convert_images(ood.images, c, (h, w))
     return ImageSet(images, ood.labels, ood.classes, name)
 
 
-def available_ood_sets(dataset: str, ood_sets: tuple[str, ...], data_dir, download: bool,
-                       strict: bool) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The OOD sets that can be loaded, and {missing set: reason}; strict makes a miss an error."""
-    reference = load_dataset(dataset, "test", data_dir, download)
+def available_ood_sets(ood_sets: tuple[str, ...], data_dir, download: bool, strict: bool
+                       ) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The OOD sets whose files are there (probed, not decoded), and {missing set: reason};
+    strict makes a miss an error."""
     ok, missing = [], {}
-    errors = []
     for name in ood_sets:
         try:
-            load_ood_set(name, reference, data_dir, download)
+            if DATASETS.entry(name).kind != "generated":
+                probe_dataset(name, "test", data_dir, download)
             ok.append(name)
         except DataMissingError as exc:
             missing[name] = str(exc)
-            errors.append(str(exc))
     if missing and strict:
-        raise BenchError("; ".join(errors) + " (--strict: missing OOD sets are errors)")
+        raise BenchError("; ".join(missing.values()) + " (--strict: missing OOD sets are errors)")
     return tuple(ok), missing
 
 

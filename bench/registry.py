@@ -1,16 +1,21 @@
-"""One lazy registry from name to ``"module:object"``; importing happens on first use."""
+"""One lazy registry from name to ``"module:object"``; importing happens on first use.
+
+Data sets carry their kind in their entry (where they come from, whether they have a training
+split), so no other module keeps lists of names.
+"""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from bench.errors import unknown_name
 
 
 class Registry:
-    def __init__(self, kind: str, entries: dict[str, str]):
+    def __init__(self, kind: str, entries: dict[str, Any]):
         self.kind = kind
         self._entries = dict(entries)
 
@@ -28,17 +33,25 @@ class Registry:
         if name not in self._entries:
             raise unknown_name(self.kind, name, self._entries)
 
-    def target(self, name: str) -> str:
+    def entry(self, name: str) -> Any:
         self.check(name)
         return self._entries[name]
 
+    def target(self, name: str) -> str:
+        entry = self.entry(name)
+        return entry if isinstance(entry, str) else entry.target
+
     def load_object(self, name: str) -> Any:
-        module, _, attr = self.target(name).partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return _load(self.target(name))
+
+
+def _load(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 METHODS = Registry("method", {
-    # classical baselines on flattened pixels (PyOD)
+    # classical baselines on flattened pixels or learned features (PyOD)
     "ocsvm": "bench.methods.classical:OCSVM",
     "iforest": "bench.methods.classical:IForest",
     "knn": "bench.methods.classical:KNN",
@@ -59,29 +72,60 @@ METHODS = Registry("method", {
     "sup-csi": "bench.methods.supervised:SupCSI",
 })
 
+
+KINDS = {
+    "embedded": "embedded, offline",
+    "download": "torchvision files, downloadable, MD5-checked",
+    "folder": "image folder from its authors' archive (not downloadable)",
+    "ood-folder": "OOD test set, image folder from its authors' archive (not downloadable)",
+    "generated": "generated OOD set (from the in-distribution test split)",
+}
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """Where a data set comes from: its loader ``module:function``, its kind (KINDS) and, for
+    sets with files, the function that checks they are there without decoding them."""
+
+    target: str
+    kind: str
+    probe: str = ""
+
+    @property
+    def trainable(self) -> bool:
+        """Has a training split: may be a normal / in-distribution set."""
+        return self.kind in ("embedded", "download", "folder")
+
+    @property
+    def offline(self) -> bool:
+        return self.kind in ("embedded", "generated")
+
+    def check_files(self, name: str, split: str, source) -> None:
+        """DataMissingError / ChecksumError if the files of `split` are not usable."""
+        if self.probe:
+            _load(self.probe)(name, split, source)
+
+
+_TV = "bench.datasets.torchvision_sets"
+_FOLDERS = "bench.datasets.folders"
 DATASETS = Registry("dataset", {
-    "digits": "bench.datasets.embedded:load_digits16",
-    "digits32": "bench.datasets.embedded:load_digits32",
-    "synthetic": "bench.datasets.embedded:load_synthetic",
-    "mnist": "bench.datasets.torchvision_sets:load_mnist",
-    "fashion-mnist": "bench.datasets.torchvision_sets:load_fashion_mnist",
-    "cifar10": "bench.datasets.torchvision_sets:load_cifar10",
-    "cifar100": "bench.datasets.torchvision_sets:load_cifar100",
-    "cifar100-fine": "bench.datasets.torchvision_sets:load_cifar100_fine",
-    "svhn": "bench.datasets.torchvision_sets:load_svhn",
-    "lsun_resize": "bench.datasets.folders:load_lsun_resize",
-    "imagenet_resize": "bench.datasets.folders:load_imagenet_resize",
-    "lsun_fix": "bench.datasets.folders:load_lsun_fix",
-    "imagenet_fix": "bench.datasets.folders:load_imagenet_fix",
-    "imagenet30": "bench.datasets.folders:load_imagenet30",
+    "digits": DatasetEntry("bench.datasets.embedded:load_digits16", "embedded"),
+    "digits32": DatasetEntry("bench.datasets.embedded:load_digits32", "embedded"),
+    "synthetic": DatasetEntry("bench.datasets.embedded:load_synthetic", "embedded"),
+    "mnist": DatasetEntry(f"{_TV}:load_mnist", "download", f"{_TV}:probe"),
+    "fashion-mnist": DatasetEntry(f"{_TV}:load_fashion_mnist", "download", f"{_TV}:probe"),
+    "cifar10": DatasetEntry(f"{_TV}:load_cifar10", "download", f"{_TV}:probe"),
+    "cifar100": DatasetEntry(f"{_TV}:load_cifar100", "download", f"{_TV}:probe"),
+    "cifar100-fine": DatasetEntry(f"{_TV}:load_cifar100_fine", "download", f"{_TV}:probe"),
+    "svhn": DatasetEntry(f"{_TV}:load_svhn", "download", f"{_TV}:probe"),
+    "lsun_resize": DatasetEntry(f"{_FOLDERS}:load_lsun_resize", "ood-folder", f"{_FOLDERS}:probe"),
+    "imagenet_resize": DatasetEntry(f"{_FOLDERS}:load_imagenet_resize", "ood-folder",
+                                    f"{_FOLDERS}:probe"),
+    "lsun_fix": DatasetEntry(f"{_FOLDERS}:load_lsun_fix", "ood-folder", f"{_FOLDERS}:probe"),
+    "imagenet_fix": DatasetEntry(f"{_FOLDERS}:load_imagenet_fix", "ood-folder",
+                                 f"{_FOLDERS}:probe"),
+    "imagenet30": DatasetEntry(f"{_FOLDERS}:load_imagenet30", "folder", f"{_FOLDERS}:probe"),
+    "interp": DatasetEntry("bench.datasets.generated:make_interp", "generated"),
+    "gaussian": DatasetEntry("bench.datasets.generated:make_gaussian", "generated"),
+    "uniform": DatasetEntry("bench.datasets.generated:make_uniform", "generated"),
 })
-
-# OOD sets made from the in-distribution test split (never training sets)
-GENERATED = Registry("generated OOD set", {
-    "interp": "bench.datasets.generated:make_interp",
-    "gaussian": "bench.datasets.generated:make_gaussian",
-    "uniform": "bench.datasets.generated:make_uniform",
-})
-
-OOD_ONLY = {"lsun_resize", "imagenet_resize", "lsun_fix", "imagenet_fix"}
-OFFLINE = {"digits", "digits32", "synthetic"}

@@ -45,18 +45,23 @@ def test_run_end_to_end_on_synthetic_and_skip_on_rerun(tmp_path, tiny_args):
     assert pd.read_csv(out / "results.csv").equals(rows)
 
 
-def test_failed_job_is_recorded_and_the_run_goes_on(tmp_path, capsys):
+def test_failed_job_is_recorded_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
+    from bench.methods.classical import IForest
+
+    def broken_fit(self, x, seed):
+        raise ValueError("the detector could not fit")
+
+    monkeypatch.setattr(IForest, "fit_array", broken_fit)
     out = tmp_path / "runs"
-    code, stdout, err = run_cli(["run", "--methods", "knn,deepsvdd", "--datasets", "synthetic",
-                                 "--classes", "0", "--out", str(out),
-                                 "--set", "deepsvdd.hidden_neurons=x"], capsys)
+    code, stdout, err = run_cli(["run", "--methods", "knn,iforest", "--datasets", "synthetic",
+                                 "--classes", "0", "--out", str(out)], capsys)
     assert code == 1
     assert "1 of 2 jobs failed" in err
     records = [json.loads((d / "record.json").read_text()) for d in (out / "jobs").iterdir()]
     status = {r["method"]: r for r in records}
     assert status["knn"]["status"] == "done"
-    assert status["deepsvdd"]["status"] == "failed"
-    assert "ValueError" in status["deepsvdd"]["error"]
+    assert status["iforest"]["status"] == "failed"
+    assert "ValueError: the detector could not fit" in status["iforest"]["error"]
     assert set(pd.read_csv(out / "results.csv")["method"]) == {"knn"}
 
 
@@ -68,6 +73,7 @@ def test_failed_job_is_recorded_and_the_run_goes_on(tmp_path, capsys):
     (["--set", "knn.n_neighbors"], "expected key=value"),
     (["--set", "knn.n_neighbours=3"], "did you mean 'n_neighbors'"),
     (["--set", "knn.n_neighbors=three"], "knn.n_neighbors=three: expected int"),
+    (["--set", "mcl.optimizer=lamb", "--methods", "mcl"], "expected one of 'sgd', 'lars', 'adam'"),
     (["--classes", "0,12"], "has classes 0..3"),
     (["--seeds", "a"], "--seeds 'a': expected integers"),
     (["--datasets", "interp"], "generated OOD set"),

@@ -98,7 +98,7 @@ def test_sigkill_during_training_then_resume(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "resuming MCL from epoch" in again.stderr
     rows = pd.read_csv(out / "results.csv")
-    assert set(rows["score"]) == {"knn", "sei"} and len(rows) == 2 * 4
+    assert set(rows["score"]) == {"cosnorm", "sei"} and len(rows) == 2 * 4
     assert not list(out.glob("models/*/checkpoint.pt"))  # superseded by model.pt
     assert list(out.glob("models/*/model.pt"))
 

@@ -33,7 +33,19 @@ def test_tasks_expand_classes():
 
 
 def test_ood_lists():
-    assert ood_sets_for("cifar10", None)[0] == "svhn"
+    assert ood_sets_for("cifar10", None)[:2] == ("cifar100", "interp")
+    assert set(ood_sets_for("cifar10", None)) >= {"svhn", "gaussian", "uniform"}
     assert ood_sets_for("digits", ("uniform",)) == ("uniform",)
-    with pytest.raises(BenchError, match="unknown OOD set"):
+    with pytest.raises(BenchError, match="unknown dataset 'nosuch'"):
         ood_sets_for("digits", ("nosuch",))
+    with pytest.raises(BenchError, match="in-distribution set itself"):
+        ood_sets_for("digits", ("digits",))
+
+
+def test_near_and_far_groups():
+    from bench.protocols import ood_group
+
+    assert ood_group("cifar10", "cifar100") == "near" and ood_group("cifar10", "svhn") == "far"
+    assert ood_group("fashion-mnist", "interp") == "near"
+    assert ood_group("fashion-mnist", "mnist") == "far"
+    assert ood_group("digits", "svhn") == "other"

@@ -4,15 +4,15 @@ import pytest
 from bench.datasets import load_dataset
 from bench.errors import BenchError
 from bench.methods.base import FitContext
-from bench.protocols import DEFAULT_OOD, check_ood_name
-from bench.registry import DATASETS, GENERATED, METHODS
+from bench.protocols import OOD_TABLES
+from bench.registry import DATASETS, KINDS, METHODS
 from helpers import tiny
 
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_imports_fits_and_scores(name):
     cls = METHODS.load_object(name)
-    labeled = "ood-labeled" in cls.protocols and "one-class" not in cls.protocols
+    labeled = cls.needs_labels
     train = load_dataset("synthetic", "train")
     if not labeled:
         train = train.subset(train.labels == 0)
@@ -33,17 +33,24 @@ def test_every_method_imports_fits_and_scores(name):
         assert det.predict(test.images).shape == (len(test),)
 
 
-@pytest.mark.parametrize("name", DATASETS.names() + GENERATED.names())
+@pytest.mark.parametrize("name", DATASETS.names())
 def test_every_dataset_entry_resolves(name):
-    registry = GENERATED if name in GENERATED else DATASETS
-    assert callable(registry.load_object(name))
+    entry = DATASETS.entry(name)
+    assert callable(DATASETS.load_object(name)) and entry.kind in KINDS
+    if entry.probe:
+        entry.check_files  # noqa: B018
+        from bench.registry import _load
+
+        assert callable(_load(entry.probe))
 
 
-def test_every_default_ood_list_resolves_to_registered_sets():
-    for dataset, sets in DEFAULT_OOD.items():
-        assert dataset in DATASETS
-        for name in sets:
-            check_ood_name(name)
+def test_every_ood_table_names_registered_sets_near_and_far_apart():
+    for dataset, table in OOD_TABLES.items():
+        assert DATASETS.entry(dataset).trainable
+        assert not set(table.near) & set(table.far)
+        assert dataset not in table.all
+        for name in table.all:
+            DATASETS.check(name)
 
 
 def test_unknown_name_suggests():

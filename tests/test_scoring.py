@@ -94,12 +94,14 @@ def test_simclr_score_is_cosine_times_norm_of_the_ensemble_mean():
     torch.manual_seed(7)
     z = det.mean_projection(test).numpy()
     torch.manual_seed(7)
-    got = det.score(test)["knn"]
+    scores = det.score(test)
+    got, cos_only = scores["cosnorm"], scores["cos"]
     bank = det.bank_.numpy()
     assert np.allclose(np.linalg.norm(bank, axis=1), 1, atol=1e-5)
     for i in range(len(test)):
         cos = bank @ z[i] / np.linalg.norm(z[i])
         assert got[i] == pytest.approx(-cos.max() * np.linalg.norm(z[i]), rel=1e-5)
+        assert cos_only[i] == pytest.approx(-cos.max(), rel=1e-5)
     torch.manual_seed(7)
     single = det.forward(test, lambda u8: u8.float() / 255)["z"]
     assert not torch.allclose(single, torch.tensor(z), atol=1e-4)  # the views are augmented

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,7 +21,6 @@ class ImageSet:
     labels: torch.Tensor
     classes: tuple[str, ...]
     name: str
-    meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -67,17 +66,38 @@ def _load_cached(name: str, split: str, data_dir: str, download: bool) -> ImageS
     return loader(split, DataSource(Path(data_dir), download))
 
 
+def _check_split(name: str, split: str):
+    from bench.registry import DATASETS
+
+    entry = DATASETS.entry(name)
+    if split not in ("train", "test"):
+        raise BenchError(f"unknown split {split!r} (train or test)")
+    if entry.kind == "generated":
+        raise BenchError(f"{name} is generated from an in-distribution test split; "
+                         "it has no splits of its own")
+    if split == "train" and not entry.trainable:
+        raise BenchError(f"{name} is an OOD test set; it has no train split")
+    return entry
+
+
+def _directory(data_dir: Path | str | None) -> Path:
+    return Path(data_dir).expanduser() if data_dir else default_data_dir()
+
+
 def load_dataset(
     name: str, split: str, data_dir: Path | str | None = None, download: bool = True
 ) -> ImageSet:
     """Load split ``train`` or ``test`` of a registered data set (cached per process)."""
-    from bench.registry import DATASETS
+    _check_split(name, split)
+    return _load_cached(name, split, str(_directory(data_dir)), download)
 
-    DATASETS.check(name)
-    if split not in ("train", "test"):
-        raise BenchError(f"unknown split {split!r} (train or test)")
-    directory = Path(data_dir).expanduser() if data_dir else default_data_dir()
-    return _load_cached(name, split, str(directory), download)
+
+def probe_dataset(name: str, split: str, data_dir: Path | str | None = None,
+                  download: bool = True) -> None:
+    """Check that a data set's files are there and intact (downloading them if allowed) without
+    decoding its images: DataMissingError (with where the files go) or ChecksumError if not."""
+    entry = _check_split(name, split)
+    entry.check_files(name, split, DataSource(_directory(data_dir), download))
 
 
 def convert_images(images: torch.Tensor, channels: int, size: tuple[int, int]) -> torch.Tensor:

@@ -50,17 +50,37 @@ def _find_folder(name: str, source: DataSource) -> Path:
     )
 
 
-def _decode(paths: list[Path], size: int) -> torch.Tensor:
+def _not_an_image(name: str, path: Path, exc: Exception) -> BenchError:
+    return BenchError(f"{name}: {path} is not a readable image ({type(exc).__name__}: {exc}); "
+                      "remove it or replace it with the file from the original archive")
+
+
+def _decode(name: str, paths: list[Path], size: int) -> torch.Tensor:
     from PIL import Image
 
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
-            out[i] = np.asarray(img)
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+                if img.size != (size, size):
+                    img = img.resize((size, size), Image.BILINEAR)
+                out[i] = np.asarray(img)
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for bad files
+            raise _not_an_image(name, path, exc) from None
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _check_headers(name: str, paths: list[Path]) -> None:
+    """Every file opens as an image (its header is read, its pixels are not decoded)."""
+    from PIL import Image
+
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img.size  # noqa: B018 - the header is parsed on open
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise _not_an_image(name, path, exc) from None
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -70,11 +90,8 @@ def _images_under(folder: Path) -> list[Path]:
 def _ood_folder(name: str, split: str, source: DataSource) -> ImageSet:
     if split != "test":
         raise BenchError(f"{name} is an OOD test set; it has no {split} split")
-    folder = _find_folder(name, source)
-    paths = _images_under(folder)
-    if not paths:
-        raise DataMissingError(name, f"{name}: no images under {folder}")
-    images = _decode(paths, FOLDER_SETS[name][1])
+    paths = _ood_paths(name, source)
+    images = _decode(name, paths, FOLDER_SETS[name][1])
     return ImageSet(images, torch.zeros(len(paths), dtype=torch.int64), ("ood",), name)
 
 
@@ -94,8 +111,7 @@ def load_imagenet_fix(split: str, source: DataSource) -> ImageSet:
     return _ood_folder("imagenet_fix", split, source)
 
 
-def load_imagenet30(split: str, source: DataSource) -> ImageSet:
-    """ImageNet-30: class sub-folders under one_class_train / one_class_test."""
+def _imagenet30_files(split: str, source: DataSource) -> tuple[list[Path], list[int], list[str]]:
     root = _find_folder("imagenet30", source)
     split_dir = root / ("one_class_train" if split == "train" else "one_class_test")
     if not split_dir.is_dir():
@@ -106,5 +122,30 @@ def load_imagenet30(split: str, source: DataSource) -> ImageSet:
         found = _images_under(split_dir / cls)
         paths += found
         labels += [label] * len(found)
-    images = _decode(paths, FOLDER_SETS["imagenet30"][1])
+    if not paths:
+        raise DataMissingError("imagenet30", f"imagenet30: no images under {split_dir}")
+    return paths, labels, classes
+
+
+def load_imagenet30(split: str, source: DataSource) -> ImageSet:
+    """ImageNet-30: class sub-folders under one_class_train / one_class_test."""
+    paths, labels, classes = _imagenet30_files(split, source)
+    images = _decode("imagenet30", paths, FOLDER_SETS["imagenet30"][1])
     return ImageSet(images, torch.tensor(labels, dtype=torch.int64), tuple(classes), "imagenet30")
+
+
+def _ood_paths(name: str, source: DataSource) -> list[Path]:
+    folder = _find_folder(name, source)
+    paths = _images_under(folder)
+    if not paths:
+        raise DataMissingError(name, f"{name}: no images under {folder}")
+    return paths
+
+
+def probe(name: str, split: str, source: DataSource) -> None:
+    """The folder is there, holds images, and every image file opens (headers only)."""
+    if name == "imagenet30":
+        paths = _imagenet30_files(split, source)[0]
+    else:
+        paths = _ood_paths(name, source)
+    _check_headers(name, paths)

@@ -20,6 +20,9 @@ from bench.datasets import DataSource, ImageSet
 from bench.errors import BenchError, ChecksumError, DataMissingError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+_DEBIAN_HINT = {"fashion-mnist": " (or install the Debian package dataset-fashion-mnist)"}
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot")
@@ -104,16 +107,18 @@ def _verify(name: str, path: Path, expected: str) -> None:
         )
 
 
-def _download(name: str, fn, *args, **kwargs) -> None:
+def _download(name: str, where: str, fn, *args, **kwargs) -> None:
     try:
         fn(*args, **kwargs)
     except Exception as exc:  # network errors come in many types; report one line
-        raise BenchError(f"{name}: download failed ({type(exc).__name__}: {exc})") from None
+        raise BenchError(f"{name}: download failed ({type(exc).__name__}: {exc}); without "
+                         f"internet, {where}") from None
 
 
 # --- IDX (MNIST, Fashion-MNIST) -------------------------------------------------------------
 
-def _read_idx(name: str, path: Path, gz_md5: str, payload_md5: str | None) -> np.ndarray:
+def _check_idx_sum(name: str, path: Path, gz_md5: str, payload_md5: str | None) -> bytes:
+    """The decompressed payload of an IDX .gz file whose archive or payload MD5 matches."""
     try:
         with gzip.open(path, "rb") as f:
             data = f.read()
@@ -127,13 +132,19 @@ def _read_idx(name: str, path: Path, gz_md5: str, payload_md5: str | None) -> np
             + (f" or {payload_md5} of its contents" if payload_md5 else "")
             + "); delete it and run again with --download"
         )
+    return data
+
+
+def _read_idx(name: str, path: Path, gz_md5: str, payload_md5: str | None) -> np.ndarray:
+    data = _check_idx_sum(name, path, gz_md5, payload_md5)
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def _idx_set(name: str, split: str, source: DataSource, classes: tuple[str, ...]) -> ImageSet:
-    folder, mirrors, gz_sums, payload_sums = _IDX_SETS[name]
+def _idx_files(name: str, split: str, source: DataSource) -> tuple[Path, list[str]]:
+    """The folder holding the split's two IDX files (downloaded there if missing and allowed)."""
+    folder, mirrors, gz_sums, _ = _IDX_SETS[name]
     prefix = "train" if split == "train" else "t10k"
     files = [f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz"]
     raw = source.data_dir / folder / "raw"
@@ -141,10 +152,10 @@ def _idx_set(name: str, split: str, source: DataSource, classes: tuple[str, ...]
     found = next((d for d in candidates if all((d / f).exists() for f in files)), None)
     if found is None:
         if not source.download:
-            debian = " (or install the Debian package dataset-fashion-mnist)" if name == "fashion-mnist" else ""
             raise DataMissingError(
                 name, f"{name}: {', '.join(files)} not found under {raw} and downloads are off "
-                f"(--no-download); run with --download, or put the files there{debian}"
+                f"(--no-download); run with --download, or put the files there"
+                + _DEBIAN_HINT.get(name, "")
             )
         from torchvision.datasets.utils import download_url
 
@@ -159,13 +170,21 @@ def _idx_set(name: str, split: str, source: DataSource, classes: tuple[str, ...]
                 except Exception as exc:
                     errors.append(f"{mirror}: {exc}")
             else:
-                raise BenchError(f"{name}: download of {f} failed ({'; '.join(errors)})")
+                raise BenchError(f"{name}: download of {f} failed ({'; '.join(errors)}); "
+                                 f"without internet, put {', '.join(files)} in {raw}"
+                                 + _DEBIAN_HINT.get(name, ""))
         found = raw
+    return found, files
+
+
+def _idx_set(name: str, split: str, source: DataSource, classes: tuple[str, ...]) -> ImageSet:
+    _, _, gz_sums, payload_sums = _IDX_SETS[name]
+    found, files = _idx_files(name, split, source)
     images = _read_idx(name, found / files[0], gz_sums[files[0]], payload_sums.get(files[0]))
     labels = _read_idx(name, found / files[1], gz_sums[files[1]], payload_sums.get(files[1]))
     return ImageSet(
         torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
-        classes, name, meta={"source": str(found)},
+        classes, name,
     )
 
 
@@ -192,8 +211,9 @@ def _cifar_files(name: str, source: DataSource) -> tuple[Path, dict]:
             )
         from torchvision.datasets.utils import download_and_extract_archive
 
-        _download(name, download_and_extract_archive, spec["url"], str(source.data_dir),
-                  md5=spec["tgz_md5"])
+        _download(name, f"extract {spec['url'].rsplit('/', 1)[1]} ({spec['url']}) into "
+                  f"{source.data_dir}", download_and_extract_archive, spec["url"],
+                  str(source.data_dir), md5=spec["tgz_md5"])
     return root, spec
 
 
@@ -234,7 +254,7 @@ def load_cifar100_fine(split: str, source: DataSource) -> ImageSet:
 
 # --- SVHN -----------------------------------------------------------------------------------
 
-def load_svhn(split: str, source: DataSource) -> ImageSet:
+def _svhn_file(split: str, source: DataSource) -> Path:
     url, filename, md5 = _SVHN[split]
     root = source.data_dir / "svhn"
     path = root / filename
@@ -246,8 +266,14 @@ def load_svhn(split: str, source: DataSource) -> ImageSet:
             )
         from torchvision.datasets.utils import download_url
 
-        _download("svhn", download_url, url, str(root), filename=filename, md5=md5)
+        _download("svhn", f"put {filename} ({url}) in {root}", download_url, url, str(root),
+                  filename=filename, md5=md5)
     _verify("svhn", path, md5)
+    return path
+
+
+def load_svhn(split: str, source: DataSource) -> ImageSet:
+    path = _svhn_file(split, source)
     from scipy.io import loadmat
 
     mat = loadmat(str(path))
@@ -255,3 +281,21 @@ def load_svhn(split: str, source: DataSource) -> ImageSet:
     labels = mat["y"].astype(np.int64).ravel() % 10  # the .mat stores digit 0 as label 10
     return ImageSet(torch.from_numpy(images), torch.from_numpy(labels),
                     tuple(str(d) for d in range(10)), "svhn")
+
+
+# --- probes: files present and intact, nothing decoded ----------------------------------------
+
+def probe(name: str, split: str, source: DataSource) -> None:
+    """Check (and, if allowed, download) the files of `split` and their MD5 sums."""
+    if name in _IDX_SETS:
+        _, _, gz_sums, payload_sums = _IDX_SETS[name]
+        found, files = _idx_files(name, split, source)
+        for f in files:
+            _check_idx_sum(name, found / f, gz_sums[f], payload_sums.get(f))
+    elif name == "svhn":
+        _svhn_file(split, source)
+    else:
+        family = "cifar10" if name == "cifar10" else "cifar100"
+        root, spec = _cifar_files(family, source)
+        for f, md5 in spec[split] + [spec["meta"]]:
+            _verify(name, root / f, md5)

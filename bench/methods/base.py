@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from bench.datasets import ImageSet
-from bench.store import atomic_torch_save
+from bench.nn.precision import FP32, Precision
+from bench.store import atomic_torch_save, load_torch_file
 
 
 def _stderr(message: str) -> None:
@@ -22,7 +23,8 @@ def _stderr(message: str) -> None:
 
 @dataclass
 class FitContext:
-    """Where and how a detector trains: device, seed, its model folder, labels, progress, log."""
+    """Where and how a detector trains: device, precision, seed, its model folder, labels,
+    progress, log."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
@@ -30,18 +32,28 @@ class FitContext:
     labeled: bool = False
     progress: bool = True
     compile: bool = False  # torch.compile the network (in place: state_dict keys unchanged)
+    precision: Precision = FP32
     log: Callable[[str], None] = _stderr
     on_epoch_end: Callable[[int], None] | None = None
 
     def cached(self, tag: str, images: torch.Tensor,
                compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Features of `images` under `tag`, kept in the model folder for later score-only runs."""
+        """Features of `images` under `tag`, kept in the model folder for later score-only runs.
+
+        The file name carries the precision and device type the features were computed with
+        (a bf16 bank is not an fp32 one); an unreadable file is computed again.
+        """
         if self.model_dir is None:
             return compute()
         digest = hashlib.sha1(images.contiguous().cpu().numpy().tobytes()).hexdigest()[:12]
-        path = Path(self.model_dir) / f"features-{tag}-{digest}.pt"
+        how = f"{self.precision.name}-{self.device.type}"
+        path = Path(self.model_dir) / f"features-{tag}-{how}-{digest}.pt"
         if path.exists():
-            return torch.load(path, map_location=self.device, weights_only=True)
+            stored = load_torch_file(path)
+            if isinstance(stored, dict) and stored and all(
+                    isinstance(v, torch.Tensor) for v in stored.values()):
+                return {k: v.to(self.device) for k, v in stored.items()}
+            self.log(f"bench: warning: {path} is damaged; computing the features again")
         out = compute()
         atomic_torch_save({k: v.cpu() for k, v in out.items()}, path)
         return out
@@ -52,11 +64,17 @@ class Detector:
     array per score variant, higher = more anomalous."""
 
     Config: ClassVar[type]
-    protocols: ClassVar[tuple[str, ...]] = ("one-class", "ood")
+    needs_labels: ClassVar[bool] = False  # runs only where class labels are given
+    uses_labels: ClassVar[bool] = False  # runs with or without labels (and uses them if given)
     predicts_classes: ClassVar[bool] = False  # labeled methods report accuracy
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def runs_in(cls, labeled: bool) -> bool:
+        """Whether the method runs in a protocol with (or without) class labels."""
+        return (cls.needs_labels or cls.uses_labels) if labeled else not cls.needs_labels
 
     def fit(self, train: ImageSet, ctx: FitContext) -> Detector:
         raise NotImplementedError

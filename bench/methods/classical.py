@@ -1,18 +1,24 @@
-"""Classical baselines from PyOD on flattened pixels, optionally PCA-reduced.
+"""Classical baselines from PyOD, on flattened pixels (optionally PCA-reduced) or on the
+embeddings of a trained self-supervised encoder (`OnFeatures`, ``bench run --features mcl``).
 
 Every detector gets ``random_state`` from the job seed where PyOD takes one; scores are PyOD's
-``decision_function`` (higher = more anomalous), reported as the score variant ``pixel``.
+``decision_function`` (higher = more anomalous), reported as the score variant ``pixel``, or
+``<encoder>-feat`` on learned features. A config's own fields (after `PixelConfig`'s) are PyOD's
+keyword arguments of the same names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
+from bench.config import Config, param
 from bench.datasets import ImageSet
 from bench.methods.base import Detector, FitContext
 
@@ -22,175 +28,185 @@ def flatten(images: torch.Tensor) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class PixelConfig:
-    pca_components: int = 0  # 0: raw pixels; n > 0: project on the first n principal components
+class PixelConfig(Config):
+    pca_components: int = param(
+        0, "0: raw inputs; n > 0: project on the first n principal components", ge=0)
 
 
 class PyODDetector(Detector):
-    """Fit a PyOD model on the (optionally PCA-reduced) pixels of the training images."""
+    """Fit a PyOD model on rows of numbers: pixels here, or learned features (`OnFeatures`)."""
 
     pyod_model: ClassVar[str]  # "module:Class" inside pyod.models
 
-    def _params(self, n_features: int, seed: int) -> dict[str, Any]:
-        return {}
+    def _params(self, n_features: int) -> dict[str, Any]:
+        """PyOD's keyword arguments: the config's own fields (hook for the odd ones out)."""
+        own = {f.name for f in dataclasses.fields(PixelConfig)}
+        return {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)
+                if f.name not in own}
 
-    def fit(self, train: ImageSet, ctx: FitContext) -> PyODDetector:
-        x = flatten(train.images)
+    def fit_array(self, x: np.ndarray, seed: int) -> PyODDetector:
         self.pca_ = None
         if self.config.pca_components > 0:
             from sklearn.decomposition import PCA
 
             k = min(self.config.pca_components, x.shape[0], x.shape[1])
-            self.pca_ = PCA(n_components=k, random_state=ctx.seed).fit(x)
+            self.pca_ = PCA(n_components=k, random_state=seed).fit(x)
             x = self.pca_.transform(x)
         module, _, name = self.pyod_model.partition(":")
         cls = getattr(importlib.import_module(f"pyod.models.{module}"), name)
-        self.model_ = cls(**self._params(x.shape[1], ctx.seed))
+        params = self._params(x.shape[1])
+        if "random_state" in inspect.signature(cls).parameters:
+            params["random_state"] = seed
+        self.model_ = cls(**params)
         self.model_.fit(x)
         return self
 
-    def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        x = flatten(images)
+    def score_array(self, x: np.ndarray) -> np.ndarray:
         if self.pca_ is not None:
             x = self.pca_.transform(x)
-        return {"pixel": np.asarray(self.model_.decision_function(x), dtype=np.float64)}
+        return np.asarray(self.model_.decision_function(x), dtype=np.float64)
+
+    def fit(self, train: ImageSet, ctx: FitContext) -> PyODDetector:
+        return self.fit_array(flatten(train.images), ctx.seed)
+
+    def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        return {"pixel": self.score_array(flatten(images))}
+
+
+class OnFeatures(Detector):
+    """A classical detector on the L2-normalised penultimate features of a trained encoder: the
+    encoder is loaded from its own model folder (trained first if it is not there)."""
+
+    def __init__(self, classical: PyODDetector, encoder, encoder_name: str, encoder_ctx):
+        self.config = classical.config
+        self.classical, self.encoder = classical, encoder
+        self.encoder_name, self.encoder_ctx = encoder_name, encoder_ctx
+
+    def fit(self, train: ImageSet, ctx: FitContext) -> OnFeatures:
+        self.encoder.fit_encoder(train, self.encoder_ctx)
+        self.classical.fit_array(self.encoder.embed(train.images), ctx.seed)
+        return self
+
+    def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        return {f"{self.encoder_name}-feat": self.classical.score_array(self.encoder.embed(images))}
+
+    @property
+    def backbone(self) -> str:
+        return self.encoder.backbone
+
+    @property
+    def epochs(self) -> int:
+        return self.encoder.epochs
 
 
 @dataclass(frozen=True)
 class OCSVMConfig(PixelConfig):
-    kernel: str = "rbf"
-    nu: float = 0.1
-    gamma: str = "scale"  # "scale", "auto" or a number
+    kernel: Literal["rbf", "linear", "poly", "sigmoid"] = param("rbf", "kernel")
+    nu: float = param(0.1, "upper bound on the fraction of training outliers", gt=0, le=1)
+    gamma: Literal["scale", "auto"] | float = param(
+        "scale", "kernel coefficient: scale, auto or a number", gt=0)
 
 
 class OCSVM(PyODDetector):
-    """One-class SVM (Schoelkopf et al. 2001) on pixels."""
+    """One-class SVM (Schoelkopf et al. 2001)."""
 
     Config = OCSVMConfig
     pyod_model = "ocsvm:OCSVM"
 
-    def _params(self, n_features, seed):
-        c = self.config
-        gamma: Any = c.gamma if c.gamma in ("scale", "auto") else float(c.gamma)
-        return dict(kernel=c.kernel, nu=c.nu, gamma=gamma)
-
 
 @dataclass(frozen=True)
 class IForestConfig(PixelConfig):
-    n_estimators: int = 100
+    n_estimators: int = param(100, "number of trees", ge=1)
 
 
 class IForest(PyODDetector):
-    """Isolation Forest (Liu et al. 2008) on pixels."""
+    """Isolation Forest (Liu et al. 2008)."""
 
     Config = IForestConfig
     pyod_model = "iforest:IForest"
 
-    def _params(self, n_features, seed):
-        return dict(n_estimators=self.config.n_estimators, random_state=seed)
-
 
 @dataclass(frozen=True)
 class KNNConfig(PixelConfig):
-    n_neighbors: int = 5
-    method: Literal["largest", "mean", "median"] = "largest"
+    n_neighbors: int = param(5, "k", ge=1)
+    method: Literal["largest", "mean", "median"] = param(
+        "largest", "distance to the k-th neighbour, or the mean / median of the k")
 
 
 class KNN(PyODDetector):
-    """k-nearest-neighbour distance (Ramaswamy et al. 2000) on pixels."""
+    """k-nearest-neighbour distance (Ramaswamy et al. 2000)."""
 
     Config = KNNConfig
     pyod_model = "knn:KNN"
 
-    def _params(self, n_features, seed):
-        return dict(n_neighbors=self.config.n_neighbors, method=self.config.method)
-
 
 @dataclass(frozen=True)
 class LOFConfig(PixelConfig):
-    n_neighbors: int = 20
+    n_neighbors: int = param(20, "neighbourhood size", ge=1)
 
 
 class LOF(PyODDetector):
-    """Local outlier factor (Breunig et al. 2000) on pixels."""
+    """Local outlier factor (Breunig et al. 2000)."""
 
     Config = LOFConfig
     pyod_model = "lof:LOF"
 
-    def _params(self, n_features, seed):
-        return dict(n_neighbors=self.config.n_neighbors)
-
 
 @dataclass(frozen=True)
 class PCAConfig(PixelConfig):
-    n_components: int = 0  # 0: PyOD's default (all components)
+    n_components: int = param(0, "components kept (0: PyOD's default, all)", ge=0)
 
 
 class PCA(PyODDetector):
-    """PCA reconstruction error (Shyu et al. 2003) on pixels."""
+    """PCA reconstruction error (Shyu et al. 2003)."""
 
     Config = PCAConfig
     pyod_model = "pca:PCA"
 
-    def _params(self, n_features, seed):
-        k = self.config.n_components or None
-        return dict(n_components=k, random_state=seed)
-
-
-@dataclass(frozen=True)
-class ECODConfig(PixelConfig):
-    pass
+    def _params(self, n_features):
+        return {"n_components": self.config.n_components or None}
 
 
 class ECOD(PyODDetector):
-    """Empirical-CDF outlier detection (Li et al. 2022) on pixels."""
+    """Empirical-CDF outlier detection (Li et al. 2022)."""
 
-    Config = ECODConfig
+    Config = PixelConfig
     pyod_model = "ecod:ECOD"
 
 
-@dataclass(frozen=True)
-class COPODConfig(PixelConfig):
-    pass
-
-
 class COPOD(PyODDetector):
-    """Copula-based outlier detection (Li et al. 2020) on pixels."""
+    """Copula-based outlier detection (Li et al. 2020)."""
 
-    Config = COPODConfig
+    Config = PixelConfig
     pyod_model = "copod:COPOD"
 
 
 @dataclass(frozen=True)
 class KDEConfig(PixelConfig):
-    bandwidth: float = 1.0
+    bandwidth: float = param(1.0, "kernel bandwidth", gt=0)
 
 
 class KDE(PyODDetector):
-    """Kernel density estimate on pixels."""
+    """Kernel density estimate."""
 
     Config = KDEConfig
     pyod_model = "kde:KDE"
 
-    def _params(self, n_features, seed):
-        return dict(bandwidth=self.config.bandwidth)
-
 
 @dataclass(frozen=True)
 class DeepSVDDConfig(PixelConfig):
-    epochs: int = 100
-    batch_size: int = 32
-    hidden_neurons: str = "64,32"  # comma-separated widths of the MLP
+    epochs: int = param(150, "training epochs", ge=1)
+    batch_size: int = param(32, "batch size", ge=1)
+    hidden_neurons: tuple[int, ...] = param((64, 32), "widths of PyOD's MLP, e.g. 64,32", ge=1)
 
 
 class DeepSVDD(PyODDetector):
-    """Deep SVDD (Ruff et al. 2018), PyOD's MLP, on pixels."""
+    """Deep SVDD (Ruff et al. 2018), PyOD's MLP, on the CPU (PyOD does not take a device)."""
 
     Config = DeepSVDDConfig
     pyod_model = "deep_svdd:DeepSVDD"
 
-    def _params(self, n_features, seed):
+    def _params(self, n_features):
         c = self.config
-        hidden = [int(h) for h in c.hidden_neurons.split(",") if h.strip()]
         return dict(n_features=n_features, epochs=c.epochs, batch_size=c.batch_size,
-                    hidden_neurons=hidden, random_state=seed, verbose=0)
+                    hidden_neurons=list(c.hidden_neurons), verbose=0)

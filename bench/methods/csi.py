@@ -8,24 +8,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.config import score_field
+from bench.config import param
 from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
-from bench.methods.ssl_base import SSLConfig, SSLDetector
+from bench.methods.ssl_base import EnsembleScoreConfig, SSLConfig, SSLDetector
 from bench.nn.augment import SHIFTED_VIEW, ViewAugment, random_hflip, to_float
 from bench.nn.backbones import ContrastiveNet
 from bench.nn.losses import nt_xent
 from bench.nn.scoring import csi_scores
 from bench.nn.shifts import N_SHIFTS, all_rotations, rotate
-from bench.nn.train import as_input
 
 
 @dataclass(frozen=True)
-class CSIConfig(SSLConfig):
-    temperature: float = 0.5
-    shift_weight: float = 1.0  # weight of the shift-classification loss
-    ens_samples: int = score_field(10, "T augmented samples per image and rotation (CSI-ens)")
-    test_crop_area: float = score_field(0.54, "fixed crop area of the scoring augmentation")
+class CSIConfig(SSLConfig, EnsembleScoreConfig):
+    shift_weight: float = param(1.0, "weight of the shift-classification loss", ge=0)
 
 
 class CSI(SSLDetector):
@@ -36,13 +32,13 @@ class CSI(SSLDetector):
     def build_model(self, train: ImageSet) -> ContrastiveNet:
         c = self.config
         return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, c.proj_dim,
-                              n_shifts=N_SHIFTS)
+                              n_shifts=N_SHIFTS, init=c.init)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         v1, v2 = random_hflip(to_float(x).repeat(2, 1, 1, 1)).chunk(2)  # flip, then rotate
         s1, shift = all_rotations(v1)
         s2, _ = all_rotations(v2)
-        out = self.model_(as_input(SHIFTED_VIEW(torch.cat([s1, s2]))))
+        out = self.model_(self.input(SHIFTED_VIEW(torch.cat([s1, s2]))))
         z1, z2 = out["z"].chunk(2)
         loss_sim = nt_xent(z1, z2, self.config.temperature)  # other rotations are negatives
         loss_shift = F.cross_entropy(out["shift_logits"].float(), torch.cat([shift, shift]))

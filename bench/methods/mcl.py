@@ -10,56 +10,66 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.config import score_field
+from bench.config import param, score_field
 from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
 from bench.methods.ssl_base import SSLConfig, SSLDetector
 from bench.nn.augment import SHIFTED_VIEW, random_hflip, to_float
-from bench.nn.backbones import ContrastiveNet
+from bench.nn.backbones import BackboneName, ContrastiveNet
 from bench.nn.losses import masked_contrastive_loss, stochastic_positive_attraction_loss
 from bench.nn.scoring import fit_gaussians, mahalanobis, max_cosine_times_norm, sei_combine
 from bench.nn.shifts import N_SHIFTS, all_rotations, rotate, rotate_each
-from bench.nn.train import as_input
 
 
 @dataclass(frozen=True)
 class MCLConfig(SSLConfig):
-    backbone: str = "resnet34"
+    backbone: BackboneName = "resnet34"
+    init: Literal["torch", "mcl"] = "mcl"
+    epochs: int = 400
     batch_size: int = 256  # images; x 4 rotations = 1,024 shifted instances, as the code's config
-    optimizer: str = "sgd"
+    optimizer: Literal["sgd", "lars", "adam"] = "sgd"
     lr: float = 1.2  # 0.3 x 1,024 / 256 (the code's linear scaling)
     nesterov: bool = True
+    schedule: Literal["csi", "cosine"] = "cosine"
     warmup_epochs: int = 0
     final_lr_fraction: float = 5e-4
     proj_hidden: int = 2048
     temperature: float = 0.2
-    alpha: float = 0.05  # same class, same rotation
-    beta: float = 2.0  # same class, other rotation
-    clamp_negative: bool = True  # official code: cosines clamped below at 1e-7
-    spa_weight: float = 1.0
-    group_rotations: bool = True  # a batch holds all 4 rotations of each image (SEI_shuffle)
-    # One-class / unlabeled: what CCM and SPA treat as the class. "rotation": the rotation is the
-    # pseudo-class (the official loss fed y = rotation): other rotations are other classes,
-    # weight 1/tau. "single": one class, so other rotations weigh beta (collapses at the quick
-    # preset, docs/methods.md).
-    pseudo_class: Literal["rotation", "single"] = "rotation"
-    sei_views: Literal[4, 8] = score_field(8, "4: rotations; 8: rotations x horizontal flip")
+    alpha: float = param(0.05, "CCM weight of the same class at the same rotation", ge=0)
+    beta: float = param(2.0, "CCM weight of the same class at another rotation", ge=0)
+    clamp_negative: bool = param(True, "clamp cosines below at 1e-7 before weighting (code)")
+    spa_weight: float = param(1.0, "weight of the SPA loss", ge=0)
+    group_rotations: bool = param(
+        True, "a batch holds all 4 rotations of each image (the code's SEI_shuffle loader)")
+    # What CCM and SPA treat as the class without labels. The official rule y = class + C x
+    # rotation, applied to one normal class, makes other rotations "same class, other rotation"
+    # (weight beta): that is "single", equal to the official loss to 1e-6. "rotation" (other
+    # rotations are other classes, repelled at 1/tau) is this project's choice: "single"
+    # collapses on some classes at the quick budget (docs/methods.md).
+    pseudo_class: Literal["rotation", "single"] = param(
+        "rotation", "without labels: rotation = rotations as classes (ours); single = one class, "
+                    "the official rule")
+    sei_views: Literal[1, 4, 8] = score_field(
+        8, "SEI views: 1 (rotation 0 only), 4 rotations, or 8 (x horizontal flip)")
     sei_combine: Literal["wa", "mean", "min"] = score_field("wa", "how SEI combines views")
-    sei_ridge: float = score_field(0.01, "ridge added to each covariance, x its mean variance")
-    sei_fit_fraction: float = score_field(1.0, "fraction of training images for the Gaussians "
-                                                "(official code: 0.2)")
+    sei_ridge: float = score_field(1e-9, "ridge added to each covariance's diagonal", ge=0)
+    sei_ridge_kind: Literal["absolute", "relative"] = score_field(
+        "absolute", "absolute: the ridge itself (code: 1e-9); relative: x the mean variance")
+    sei_fit_fraction: float = score_field(
+        0.4, "fraction of the training images the Gaussians are fitted on (code: first 40%)",
+        gt=0, le=1)
 
 
 class MCL(SSLDetector):
-    """MCL: CCM + SPA over rotation-shifted views; scores knn and sei (self-ensemble inference)."""
+    """MCL: CCM + SPA over rotation-shifted views; scores sei (self-ensemble inference), cosnorm."""
 
     Config = MCLConfig
-    protocols = ("one-class", "ood", "ood-labeled")
+    uses_labels = True
     predicts_classes = True
 
     def build_model(self, train: ImageSet) -> ContrastiveNet:
         c = self.config
-        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, c.proj_dim)
+        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, c.proj_dim, init=c.init)
 
     def _classes(self, y: torch.Tensor) -> torch.Tensor:
         """Class part of the Gaussians' joint label: the class when labeled, else 0."""
@@ -86,15 +96,15 @@ class MCL(SSLDetector):
             shift = torch.randint(0, N_SHIFTS, (x.shape[0],), device=x.device)
             s1, s2 = rotate_each(v1, shift), rotate_each(v2, shift)
         classes, shift = self._loss_labels(y, shift)
-        z1, z2 = self.model_(as_input(SHIFTED_VIEW(torch.cat([s1, s2]))))["z"].chunk(2)
+        z1, z2 = self.model_(self.input(SHIFTED_VIEW(torch.cat([s1, s2]))))["z"].chunk(2)
         args = (z1, z2, classes, shift, c.temperature, c.alpha, c.beta, c.clamp_negative)
         return masked_contrastive_loss(*args) + c.spa_weight * stochastic_positive_attraction_loss(*args)
 
     def _views(self, images: torch.Tensor, n_views: int) -> tuple[torch.Tensor, list[int]]:
-        """L2-normalised projections of each view [V, N, d] and the rotation of each view."""
+        """Projections of each view [V, N, d] (normalised where used) and each view's rotation."""
         flips = (False, True) if n_views == 8 else (False,)
         zs, rots = [], []
-        for k in range(N_SHIFTS):
+        for k in range(N_SHIFTS if n_views > 1 else 1):
             for flip in flips:
                 def view(u8, k=k, flip=flip):
                     x = to_float(u8)
@@ -114,10 +124,13 @@ class MCL(SSLDetector):
         cls = self._classes(train.labels[:n_fit].to(self.ctx_.device))
         z = F.normalize(feats, dim=2).reshape(-1, feats.shape[2])  # rotation-major
         joint = torch.cat([cls + self.n_joint_classes_ * k for k in range(N_SHIFTS)])
-        means, whiteners = fit_gaussians(z, joint, self.n_joint_classes_ * N_SHIFTS, c.sei_ridge)
+        means, whiteners = fit_gaussians(
+            z, joint, self.n_joint_classes_ * N_SHIFTS, c.sei_ridge,
+            relative=c.sei_ridge_kind == "relative",
+            on_fallback=lambda msg: self.ctx_.log(f"bench: warning: SEI: {msg}"))
         # scored in the features' precision (see `mahalanobis`): cast once here, not per view
         self.means_, self.whiteners_ = means.to(z.dtype), whiteners.to(z.dtype)
-        self.bank_ = F.normalize(feats[0], dim=1)  # rotation-0 projections for the knn score
+        self.bank_ = F.normalize(feats[0], dim=1)  # rotation-0 projections for cosnorm
 
     def _sei(self, images: torch.Tensor, z_views: torch.Tensor | None = None, rots=None):
         if z_views is None:
@@ -132,8 +145,8 @@ class MCL(SSLDetector):
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         z_views, rots = self._views(images, self.config.sei_views)
         sei, _ = self._sei(images, z_views, rots)
-        knn = -max_cosine_times_norm(z_views[0], self.bank_)
-        return {"knn": to_numpy(knn), "sei": to_numpy(sei)}
+        cosnorm = -max_cosine_times_norm(z_views[0], self.bank_)
+        return {"cosnorm": to_numpy(cosnorm), "sei": to_numpy(sei)}
 
     def predict(self, images: torch.Tensor) -> np.ndarray:
         """The SEI class: argmin over classes of the combined distance."""

@@ -10,21 +10,15 @@ import torch.nn.functional as F
 
 from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
-from bench.methods.ssl_base import SSLConfig, SSLDetector
+from bench.methods.ssl_base import ClassifierConfig, SSLDetector
 from bench.nn.augment import ROT_VIEW, random_hflip, to_float
 from bench.nn.backbones import ContrastiveNet
 from bench.nn.shifts import N_SHIFTS, all_rotations, rotate
-from bench.nn.train import as_input
 
 
 @dataclass(frozen=True)
-class RotNetConfig(SSLConfig):
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 0
-    proj_dim: int = 0  # no projection head
+class RotNetConfig(ClassifierConfig):
+    epochs: int = 100
 
 
 class RotNet(SSLDetector):
@@ -34,11 +28,12 @@ class RotNet(SSLDetector):
 
     def build_model(self, train: ImageSet) -> ContrastiveNet:
         c = self.config
-        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, 0, n_shifts=N_SHIFTS)
+        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, 0, n_shifts=N_SHIFTS,
+                              init=c.init)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         shifted, shift_labels = all_rotations(random_hflip(to_float(x)))  # flip, then rotate
-        logits = self.model_(as_input(ROT_VIEW(shifted)))["shift_logits"]
+        logits = self.model_(self.input(ROT_VIEW(shifted)))["shift_logits"]
         return F.cross_entropy(logits.float(), shift_labels)
 
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:

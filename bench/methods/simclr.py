@@ -1,4 +1,5 @@
-"""SimCLR (Chen et al. 2020) as a detector: NT-Xent on two views; CSI's cosine-times-norm score."""
+"""SimCLR (Chen et al. 2020) as a detector: NT-Xent on two views; CSI's cosine-times-norm score
+and the cosine alone."""
 
 from __future__ import annotations
 
@@ -8,37 +9,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.config import score_field
 from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
-from bench.methods.ssl_base import SSLConfig, SSLDetector
+from bench.methods.ssl_base import EnsembleScoreConfig, SSLConfig, SSLDetector
 from bench.nn.augment import SIMCLR_VIEW, ViewAugment, to_float
 from bench.nn.backbones import ContrastiveNet
 from bench.nn.losses import nt_xent
-from bench.nn.scoring import max_cosine_times_norm
-from bench.nn.train import as_input
+from bench.nn.scoring import max_cosine, max_cosine_times_norm
 
 
 @dataclass(frozen=True)
-class SimCLRConfig(SSLConfig):
-    temperature: float = 0.5
-    ens_samples: int = score_field(10, "T augmented samples averaged per image (CSI's ensemble)")
-    test_crop_area: float = score_field(0.54, "fixed crop area of the scoring augmentation")
+class SimCLRConfig(SSLConfig, EnsembleScoreConfig):
+    pass
 
 
 class SimCLR(SSLDetector):
-    """SimCLR: NT-Xent over 2B views; score knn = max cosine to the training bank x norm."""
+    """SimCLR: NT-Xent over 2B views; scores cosnorm (CSI's max cosine x norm) and cos."""
 
     Config = SimCLRConfig
 
     def build_model(self, train: ImageSet) -> ContrastiveNet:
         c = self.config
-        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, c.proj_dim)
+        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, c.proj_dim, init=c.init)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = to_float(x)
         views = torch.cat([SIMCLR_VIEW(x), SIMCLR_VIEW(x)])
-        z1, z2 = self.model_(as_input(views))["z"].chunk(2)
+        z1, z2 = self.model_(self.input(views))["z"].chunk(2)
         return nt_xent(z1, z2, self.config.temperature)
 
     def mean_projection(self, images: torch.Tensor) -> torch.Tensor:
@@ -60,5 +57,8 @@ class SimCLR(SSLDetector):
         self.bank_ = F.normalize(z.to(self.ctx_.device), dim=1)
 
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        """cosnorm: CSI's score, max cosine to the bank x the norm; cos: the max cosine alone
+        (what the network learned, without the norm factor: docs/methods.md)."""
         z = self.mean_projection(images)
-        return {"knn": -to_numpy(max_cosine_times_norm(z, self.bank_))}
+        return {"cosnorm": -to_numpy(max_cosine_times_norm(z, self.bank_)),
+                "cos": -to_numpy(max_cosine(z, self.bank_))}

@@ -2,6 +2,8 @@
 
 A method subclasses `SSLDetector`, builds its network in `build_model`, writes its loss for one
 batch in `training_loss` (its training loop, readable on one screen) and its scores in `score`.
+The defaults of `SSLConfig` are CSI's paper settings; a method's config overrides what its own
+paper does differently (the `paper` preset is the defaults).
 """
 
 from __future__ import annotations
@@ -12,32 +14,69 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from bench.config import score_field
+from bench.config import Config, param, score_field
 from bench.datasets import ImageSet
 from bench.methods.base import Detector, FitContext, to_numpy
 from bench.nn import train as engine
-from bench.nn.backbones import ContrastiveNet
+from bench.nn.augment import to_float
+from bench.nn.backbones import BackboneName, ContrastiveNet
 
 
 @dataclass(frozen=True)
-class SSLConfig:
-    backbone: str = "resnet18"
-    epochs: int = 100
-    batch_size: int = 128  # source images per step (before views and shifts)
-    optimizer: Literal["sgd", "lars", "adam"] = "lars"
+class SSLConfig(Config):
+    backbone: BackboneName = param(
+        "resnet18", "network: CIFAR ResNet-18/34 (paper), resnet-small (quick), resnet-tiny (tests)")
+    init: Literal["torch", "mcl"] = param(
+        "torch", "weight init: PyTorch's defaults, or MCL's code (kaiming-normal fan-out convs)")
+    epochs: int = param(1000, "training epochs", ge=1)
+    batch_size: int = param(128, "source images per step (before views and shifts)", ge=1)
+    optimizer: Literal["sgd", "lars", "adam"] = param("lars", "optimiser (lars: torchlars' rule)")
+    lr: float = param(1.0, "peak learning rate", gt=0)
+    momentum: float = param(0.9, "SGD / LARS momentum", ge=0, lt=1)
+    weight_decay: float = param(1e-6, "weight decay", ge=0)
+    nesterov: bool = param(False, "Nesterov momentum")
+    lars_exclude_1d: bool = param(
+        False, "LARS: leave biases and BatchNorm (1-d) unscaled and undecayed (SimCLR's LARS; "
+               "torchlars and CSI scale every parameter)")
+    schedule: Literal["csi", "cosine"] = param(
+        "csi", "lr schedule: csi = warm-up from lr/10 then cosine, as CSI's code; cosine = "
+               "linear warm-up from 0, then cosine to lr x final_lr_fraction")
+    warmup_epochs: int = param(10, "warm-up epochs", ge=0)
+    final_lr_fraction: float = param(0.0, "cosine schedule: where it ends, as a fraction of lr",
+                                     ge=0, le=1)
+    proj_hidden: int = param(512, "hidden width of the projection head", ge=1)
+    proj_dim: int = param(128, "projection dimension (0: no projection head)", ge=0)
+    temperature: float = param(0.5, "softmax temperature of the contrastive loss", gt=0)
+    checkpoint_every: int = param(10, "epochs between checkpoints", ge=1)
+    max_train_samples: int = param(
+        0, "train on a seeded random subset of this many images (0: all); scores use all", ge=0)
+    score_batch_size: int = score_field(1024, "images per forward pass when scoring", ge=1)
+
+
+@dataclass(frozen=True)
+class EnsembleScoreConfig:
+    """CSI's test-time ensemble, shared by CSI's and SimCLR's scores."""
+
+    ens_samples: int = score_field(10, "T augmented samples averaged per image (and rotation)",
+                                   ge=1)
+    test_crop_area: float = score_field(0.54, "fixed crop area of the scoring augmentation",
+                                        gt=0, le=1)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig(SSLConfig):
+    """Networks trained with cross-entropy (rotation prediction, the CE baseline): Hendrycks et
+    al.'s SGD settings, no projection head."""
+
+    optimizer: Literal["sgd", "lars", "adam"] = "sgd"
     lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-6
-    nesterov: bool = False
-    warmup_epochs: int = 10
-    final_lr_fraction: float = 0.0  # cosine schedule ends at lr * this
-    proj_hidden: int = 512
-    proj_dim: int = 128
-    temperature: float = 0.5
-    checkpoint_every: int = 10  # epochs
-    max_train_samples: int = 0  # 0: all; n: train on a seeded random subset of n images
-    score_batch_size: int = score_field(1024, "images per forward pass when scoring")
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: Literal["csi", "cosine"] = "cosine"
+    warmup_epochs: int = 0
+    proj_dim: int = 0
 
 
 class SSLDetector(Detector):
@@ -57,10 +96,18 @@ class SSLDetector(Detector):
         """Features of the training set that scoring needs (banks, Gaussians)."""
 
     def fit(self, train: ImageSet, ctx: FitContext) -> SSLDetector:
+        """Train (or load) the network, then the training-set features its scores need."""
+        self.fit_encoder(train, ctx)
+        engine.reseed(ctx.seed, "train-features")  # same bank after training or loading
+        self.after_fit(train)
+        return self
+
+    def fit_encoder(self, train: ImageSet, ctx: FitContext) -> SSLDetector:
+        """Train the network, or load it from ctx.model_dir; no scoring state."""
         c = self.config
         self.ctx_ = ctx
         self.n_classes_ = len(train.classes)
-        self.model_ = engine.prepare_model(self.build_model(train), ctx.device)
+        self.model_ = engine.prepare_model(self.build_model(train), ctx.device, ctx.precision)
         if ctx.compile:
             self.model_.compile()  # in place, so checkpoints and saved models keep their keys
         subset = train
@@ -72,11 +119,8 @@ class SSLDetector(Detector):
         batch = min(c.batch_size, len(subset))
 
         def fit_model() -> list[dict[str, float]]:
-            opt = engine.make_optimizer(self.model_.parameters(), c.optimizer, c.lr, c.momentum,
-                                        c.weight_decay, c.nesterov)
-            per_epoch = engine.steps_per_epoch(len(subset), batch)
-            sched = engine.cosine_schedule(opt, c.epochs * per_epoch, c.warmup_epochs * per_epoch,
-                                           c.final_lr_fraction)
+            opt = engine.make_optimizer(self.model_.parameters(), c)
+            sched = engine.make_schedule(opt, c, engine.steps_per_epoch(len(subset), batch))
             history = engine.train(
                 self.model_, lambda idx: self.training_loss(images[idx], labels[idx]), len(subset),
                 epochs=c.epochs, batch_size=batch, optimizer=opt, scheduler=sched, ctx=ctx,
@@ -86,14 +130,17 @@ class SSLDetector(Detector):
 
         self.history = engine.train_or_load(self.model_, ctx, fit_model)
         self.model_.eval()
-        engine.reseed(ctx.seed, "train-features")  # same bank after training or loading
-        self.after_fit(train)
         return self
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        """A float batch laid out for the network under the run's precision policy."""
+        return engine.as_input(x, self.ctx_.precision)
 
     def forward(self, images: torch.Tensor, transform, keys=("z",)) -> dict[str, torch.Tensor]:
         """Model outputs for uint8 `images` (any device) under `transform` of the float batch."""
         return engine.batched_forward(self.model_, images, transform, self.config.score_batch_size,
-                                      self.ctx_.device, keys, progress=self.ctx_.progress)
+                                      self.ctx_.device, keys, progress=self.ctx_.progress,
+                                      precision=self.ctx_.precision)
 
     def ensemble_mean(self, n_samples: int, sample: Callable[[], dict[str, torch.Tensor]]
                       ) -> dict[str, torch.Tensor]:
@@ -106,7 +153,7 @@ class SSLDetector(Detector):
         return {key: value / n_samples for key, value in total.items()}
 
     def embed(self, images: torch.Tensor) -> np.ndarray:
-        """Backbone features of un-augmented images (t-SNE, linear probes)."""
-        from bench.nn.augment import to_float
-
-        return to_numpy(self.forward(images, to_float, ("features",))["features"])
+        """Penultimate (backbone) features of un-augmented images, L2-normalised as papers do for
+        k-NN, OC-SVM and t-SNE on learned features."""
+        feats = self.forward(images, to_float, ("features",))["features"]
+        return to_numpy(F.normalize(feats, dim=1))

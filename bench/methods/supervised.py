@@ -9,18 +9,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.config import score_field
+from bench.config import param, score_field
 from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
-from bench.methods.ssl_base import SSLConfig, SSLDetector
+from bench.methods.ssl_base import ClassifierConfig, SSLConfig, SSLDetector
 from bench.nn.augment import CLASSIFIER_VIEW, SHIFTED_VIEW, SIMCLR_VIEW, random_hflip, to_float
 from bench.nn.backbones import ContrastiveNet
 from bench.nn.losses import supervised_contrastive_loss
 from bench.nn.shifts import N_SHIFTS, all_rotations, rotate
-from bench.nn.train import as_input, autocast
-
-LABELED = ("ood-labeled",)
-
 
 # --- scores of a classifier, pure functions of a model and a batch ---------------------------
 
@@ -47,7 +43,8 @@ def odin_score(logits_fn, x: torch.Tensor, temperature: float, epsilon: float) -
 
 def tied_gaussians(features: torch.Tensor, labels: torch.Tensor, n_classes: int
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class means [C, d] and the precision of the shared covariance (Lee et al. 2018)."""
+    """Class means [C, d] and the precision of the shared covariance (Lee et al. 2018; the
+    pseudo-inverse, as scikit-learn's EmpiricalCovariance that their code uses)."""
     f = features.double()
     means = torch.stack([f[labels == c].mean(0) for c in range(n_classes)])
     centred = f - means[labels]
@@ -55,12 +52,20 @@ def tied_gaussians(features: torch.Tensor, labels: torch.Tensor, n_classes: int
     return means, torch.linalg.pinv(cov, hermitian=True)
 
 
-def mahalanobis_score(features: torch.Tensor, means: torch.Tensor, precision: torch.Tensor
-                      ) -> torch.Tensor:
-    """Anomaly score: min over classes of the squared Mahalanobis distance (shared covariance)."""
-    f = features.double()
-    diff = f[:, None, :] - means[None]  # N x C x d
-    return torch.einsum("ncd,de,nce->nc", diff, precision, diff).min(1).values
+def mahalanobis_score(features: torch.Tensor, means: torch.Tensor, precision: torch.Tensor,
+                      chunk: int = 1024) -> torch.Tensor:
+    """Anomaly score: min over classes of the squared Mahalanobis distance (shared covariance).
+
+    Chunks of `chunk` rows and one class at a time: memory stays at chunk x d (the N x C x d
+    tensor of a one-shot einsum is gigabytes for CIFAR-100)."""
+    out = []
+    for part in features.double().split(chunk):
+        best = torch.full((part.shape[0],), float("inf"), dtype=torch.float64, device=part.device)
+        for mu in means:
+            diff = part - mu
+            best = torch.minimum(best, ((diff @ precision) * diff).sum(1))
+        out.append(best)
+    return torch.cat(out)
 
 
 def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, n_out: int, epochs: int,
@@ -77,32 +82,39 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, n_out: int, ep
 
 # --- cross-entropy classifier ----------------------------------------------------------------
 
-@dataclass(frozen=True)
-class CEConfig(SSLConfig):
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 0
-    proj_dim: int = 0
-    odin_temperature: float = score_field(1000.0, "ODIN's softmax temperature")
-    odin_epsilon: float = score_field(0.0014, "ODIN's input perturbation size")
+class LabeledDetector(SSLDetector):
+    """A network with a class head on its features (`class_heads` outputs per class)."""
 
-
-class CrossEntropy(SSLDetector):
-    """Cross-entropy classifier; scores msp, odin, mahalanobis, energy; reports accuracy."""
-
-    Config = CEConfig
-    protocols = LABELED
+    needs_labels = True
     predicts_classes = True
+    class_heads = 1  # outputs per class (sup-CSI: one per class and rotation)
+    has_projection = True
 
     def build_model(self, train: ImageSet) -> ContrastiveNet:
         c = self.config
-        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, 0,
-                              n_classes=len(train.classes))
+        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden,
+                              c.proj_dim if self.has_projection else 0,
+                              n_classes=self.class_heads * len(train.classes), init=c.init)
+
+
+@dataclass(frozen=True)
+class CEConfig(ClassifierConfig):
+    epochs: int = 200
+    odin_temperature: float = score_field(1000.0, "ODIN's softmax temperature", gt=0)
+    odin_epsilon: float = score_field(0.0014, "ODIN's input perturbation size", ge=0)
+
+
+ODIN_CHUNK = 256  # images per ODIN backward pass (bounds its activation memory)
+
+
+class CrossEntropy(LabeledDetector):
+    """Cross-entropy classifier; scores msp, odin, mahalanobis, energy; reports accuracy."""
+
+    Config = CEConfig
+    has_projection = False
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = self.model_(as_input(CLASSIFIER_VIEW(to_float(x))))["class_logits"]
+        logits = self.model_(self.input(CLASSIFIER_VIEW(to_float(x))))["class_logits"]
         return F.cross_entropy(logits.float(), y)
 
     def after_fit(self, train: ImageSet) -> None:
@@ -114,11 +126,15 @@ class CrossEntropy(SSLDetector):
         out = self.forward(images, to_float, ("class_logits", "features"))
         logits = out["class_logits"]
         c = self.config
-        odin = []
-        for start in range(0, images.shape[0], c.score_batch_size):
-            x = to_float(images[start:start + c.score_batch_size].to(self.ctx_.device))
-            odin.append(odin_score(lambda v: self.model_(as_input(v))["class_logits"], x,
-                                   c.odin_temperature, c.odin_epsilon))
+        odin, device = [], self.ctx_.device
+        for start in range(0, images.shape[0], ODIN_CHUNK):
+            x = to_float(images[start:start + ODIN_CHUNK].to(device))
+
+            def logits_of(v: torch.Tensor) -> torch.Tensor:
+                with self.ctx_.precision.autocast(device):
+                    return self.model_(self.input(v))["class_logits"].float()
+
+            odin.append(odin_score(logits_of, x, c.odin_temperature, c.odin_epsilon))
         return {"msp": to_numpy(msp_score(logits)), "odin": to_numpy(torch.cat(odin)),
                 "mahalanobis": to_numpy(mahalanobis_score(out["features"], self.means_,
                                                           self.precision_)),
@@ -132,25 +148,20 @@ class CrossEntropy(SSLDetector):
 
 @dataclass(frozen=True)
 class SupCLRConfig(SSLConfig):
+    epochs: int = 700
     temperature: float = 0.07
-    head_epochs: int = 200  # full-batch Adam epochs of the linear head(s) on frozen features
+    head_epochs: int = param(200, "full-batch Adam epochs of the linear head(s) on frozen "
+                                  "features", ge=1)
 
 
-class SupCLR(SSLDetector):
+class SupCLR(LabeledDetector):
     """SupCLR (Khosla et al. 2020): supervised contrastive; linear head; score msp."""
 
     Config = SupCLRConfig
-    protocols = LABELED
-    predicts_classes = True
-
-    def build_model(self, train: ImageSet) -> ContrastiveNet:
-        c = self.config
-        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, c.proj_dim,
-                              n_classes=len(train.classes))
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = to_float(x)
-        z1, z2 = self.model_(as_input(torch.cat([SIMCLR_VIEW(x), SIMCLR_VIEW(x)])))["z"].chunk(2)
+        z1, z2 = self.model_(self.input(torch.cat([SIMCLR_VIEW(x), SIMCLR_VIEW(x)])))["z"].chunk(2)
         return supervised_contrastive_loss(z1, z2, y, self.config.temperature)
 
     def finish_training(self, train: ImageSet) -> None:
@@ -174,17 +185,13 @@ class SupCSI(SupCLR):
     a joint linear head; score msp of the head marginalised over rotations."""
 
     Config = SupCLRConfig
-
-    def build_model(self, train: ImageSet) -> ContrastiveNet:
-        c = self.config
-        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, c.proj_dim,
-                              n_classes=N_SHIFTS * len(train.classes))
+    class_heads = N_SHIFTS
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         v1, v2 = random_hflip(to_float(x).repeat(2, 1, 1, 1)).chunk(2)
         (s1, shift), (s2, _) = all_rotations(v1), all_rotations(v2)
         joint = y.repeat(N_SHIFTS) + self.n_classes_ * shift
-        z1, z2 = self.model_(as_input(SHIFTED_VIEW(torch.cat([s1, s2]))))["z"].chunk(2)
+        z1, z2 = self.model_(self.input(SHIFTED_VIEW(torch.cat([s1, s2]))))["z"].chunk(2)
         return supervised_contrastive_loss(z1, z2, joint, self.config.temperature)
 
     def finish_training(self, train: ImageSet) -> None:
@@ -208,5 +215,3 @@ class SupCSI(SupCLR):
             total = total + joint[:, k * C:(k + 1) * C]
         return total / N_SHIFTS
 
-
-__all__ = ["CrossEntropy", "SupCLR", "SupCSI", "autocast"]

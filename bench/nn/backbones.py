@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -48,8 +50,9 @@ class ResNet(nn.Module):
         self.out_dim = in_planes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layers(self.stem(x))
-        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        # the mean over H and W: the same global average pool as adaptive_avg_pool2d, with a
+        # deterministic backward on CUDA (adaptive_avg_pool2d's uses atomic adds)
+        return self.layers(self.stem(x)).mean(dim=(2, 3))
 
 
 BACKBONES = {
@@ -61,11 +64,35 @@ BACKBONES = {
 }
 
 
-def build_backbone(name: str, in_channels: int) -> ResNet:
+BackboneName = Literal["resnet18", "resnet34", "resnet-small", "resnet-tiny"]
+INITS = ("torch", "mcl")
+
+
+def build_backbone(name: str, in_channels: int, init: str = "torch") -> ResNet:
+    """A backbone by name; ``init="mcl"`` initialises it as MCL's code does (`mcl_init`)."""
     if name not in BACKBONES:
         raise unknown_name("backbone", name, BACKBONES)
     blocks, widths = BACKBONES[name]
-    return ResNet(blocks, widths, in_channels)
+    net = ResNet(blocks, widths, in_channels)
+    if init == "mcl":
+        mcl_init(net)
+    elif init != "torch":
+        raise unknown_name("init", init, INITS)
+    return net
+
+
+def mcl_init(net: ResNet) -> None:
+    """MCL's initialisation (torchvision's ResNet, which its code builds on): every convolution
+    kaiming-normal (fan_out, relu), BatchNorm weight 1 and bias 0. The stem convolution keeps
+    PyTorch's default init: MCL's code replaces torchvision's 7x7 stem with a fresh 3x3
+    `nn.Conv2d` *after* the ResNet initialised itself."""
+    stem = net.stem[0]
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d) and m is not stem:
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
 
 
 def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -82,9 +109,9 @@ class ContrastiveNet(nn.Module):
     """
 
     def __init__(self, backbone: str, in_channels: int, proj_hidden: int, proj_dim: int,
-                 n_shifts: int = 0, n_classes: int = 0):
+                 n_shifts: int = 0, n_classes: int = 0, init: str = "torch"):
         super().__init__()
-        self.backbone = build_backbone(backbone, in_channels)
+        self.backbone = build_backbone(backbone, in_channels, init)
         d = self.backbone.out_dim
         self.projector = mlp_head(d, proj_hidden, proj_dim) if proj_dim > 0 else None
         self.shift_head = nn.Linear(d, n_shifts) if n_shifts else None

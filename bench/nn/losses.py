@@ -10,13 +10,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bench.nn.precision import fp32_region
+
 MASKED = -1e9  # logit of the anchor itself: excluded from every softmax
 JOINT_STRIDE = 1 << 16  # joint label = class * stride + shift (shift < stride)
 
 
 def _cosines(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    return z @ z.t()
+    """Cosines of every pair of the 2N views, in fp32 even inside autocast (a `.float()` alone
+    would not stop autocast from running the matmul in bf16: cosines to ~0.004, logits / tau to
+    ~0.06)."""
+    with fp32_region(z1):
+        z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+        return z @ z.t()
+
+
+def _partner_mask(n: int, device: torch.device) -> torch.Tensor:
+    """2N x 2N, True at (a, other view of a)."""
+    return torch.eye(2 * n, dtype=torch.bool, device=device).roll(n, dims=1)
 
 
 def _partner_index(n: int, device: torch.device) -> torch.Tensor:
@@ -45,13 +56,9 @@ def mcl_pair_weights(class_labels: torch.Tensor, shift_labels: torch.Tensor, tem
     s = torch.cat([shift_labels, shift_labels])
     same_class = c[:, None] == c[None, :]
     same_shift = s[:, None] == s[None, :]
-    w = torch.full(same_class.shape, 1.0 / temperature, device=c.device)
-    w = torch.where(same_class & ~same_shift, torch.full_like(w, beta), w)
-    w = torch.where(same_class & same_shift, torch.full_like(w, alpha), w)
-    n = class_labels.shape[0]
-    partner = _partner_index(n, c.device)
-    w[torch.arange(2 * n, device=c.device), partner] = 1.0 / temperature
-    return w
+    inv_tau = 1.0 / temperature
+    w = torch.where(same_class, torch.where(same_shift, alpha, beta), inv_tau)
+    return torch.where(_partner_mask(class_labels.shape[0], c.device), inv_tau, w).float()
 
 
 def _weighted_logits(z1, z2, weights, clamp_negative: bool) -> torch.Tensor:
@@ -103,11 +110,10 @@ def stochastic_positive_attraction_loss(
     n = z1.shape[0]
     joint = class_labels * JOINT_STRIDE + shift_labels
     partner, has = partners if partners is not None else draw_partners(joint, generator)
-    rows = torch.arange(2 * n, device=z1.device)
     target = torch.cat([partner, partner + n])  # view 1 -> view 1 of p(i), view 2 -> view 2
     w = mcl_pair_weights(class_labels, shift_labels, temperature, alpha, beta)
-    w[rows, _partner_index(n, z1.device)] = 0.0
-    w[rows, target] = 1.0 / temperature
+    w = torch.where(_partner_mask(n, z1.device), 0.0, w)
+    w = torch.where(F.one_hot(target, 2 * n).bool(), 1.0 / temperature, w)
     logits = _weighted_logits(z1, z2, w, clamp_negative)
     keep = torch.cat([has, has]).float()
     per_view = F.cross_entropy(logits, target, reduction="none")

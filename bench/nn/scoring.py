@@ -5,6 +5,7 @@ All matrix work on the device in chunks; never a Python loop over samples.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -27,6 +28,13 @@ def max_cosine_times_norm(z_test: torch.Tensor, bank: torch.Tensor) -> torch.Ten
         cos = torch.mm(F.normalize(part, dim=1), bank_t)
         out.append(cos.amax(1) * part.norm(dim=1))
     return torch.cat(out)
+
+
+def max_cosine(z_test: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """max over the (L2-normalised) bank of cos(z_test, bank): normality, the norm left out."""
+    bank_t = bank.t().contiguous()
+    return torch.cat([torch.mm(F.normalize(part, dim=1), bank_t).amax(1)
+                      for part in z_test.split(CHUNK)])
 
 
 def max_inner_product(z: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
@@ -57,14 +65,18 @@ def csi_scores(test_z: torch.Tensor, test_shift: torch.Tensor, train_z: torch.Te
     return (sim_total + shi_total) / k_shifts, sim_total / k_shifts
 
 
-def fit_gaussians(z: torch.Tensor, labels: torch.Tensor, n_labels: int, ridge: float
+def fit_gaussians(z: torch.Tensor, labels: torch.Tensor, n_labels: int, ridge: float,
+                  relative: bool = True, on_fallback: Callable[[str], None] | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """One Gaussian per label: means [L, d] and whitening matrices [L, d, d] (float64).
 
-    The covariance is the unbiased sample covariance (numpy.cov) plus ridge * mean variance on the
-    diagonal, which keeps it positive definite when a label has fewer samples than dimensions.
-    It is factored once here, Sigma = L L^T, and the whitener is W = L^-T, so the precision is
-    W W^T and the Mahalanobis distance is ||(z - mu) W||: scoring needs one matmul per Gaussian.
+    The covariance is the unbiased sample covariance (numpy.cov) plus a ridge on the diagonal:
+    `ridge` itself (``relative=False``; MCL's code adds 1e-9) or `ridge` x the mean variance
+    (``relative=True``), which keeps it positive definite when a label has fewer samples than
+    dimensions. Where the Cholesky factorisation still fails, the ridge grows tenfold until it
+    succeeds and `on_fallback` is told. It is factored once here, Sigma = L L^T, and the whitener
+    is W = L^-T, so the precision is W W^T and the Mahalanobis distance is ||(z - mu) W||:
+    scoring needs one matmul per Gaussian.
     """
     d = z.shape[1]
     means = torch.zeros(n_labels, d, dtype=torch.float64, device=z.device)
@@ -77,8 +89,16 @@ def fit_gaussians(z: torch.Tensor, labels: torch.Tensor, n_labels: int, ridge: f
         mu = x.mean(0)
         centred = x - mu
         cov = centred.t() @ centred / (x.shape[0] - 1)
-        cov = cov + ridge * cov.diagonal().mean().clamp_min(1e-12) * eye
-        chol = torch.linalg.cholesky(cov)  # positive definite by the ridge
+        scale = cov.diagonal().mean().clamp_min(1e-12) if relative else 1.0
+        added = ridge * scale
+        chol, info = torch.linalg.cholesky_ex(cov + added * eye)
+        while int(info) != 0:  # not positive definite at this ridge: grow it tenfold
+            added = max(10 * float(added), 1e-12)
+            chol, info = torch.linalg.cholesky_ex(cov + added * eye)
+            if int(info) == 0 and on_fallback is not None:
+                on_fallback(f"the covariance of label {label} ({x.shape[0]} samples, {d} "
+                            f"dimensions) needed a ridge of {added:.3g} instead of "
+                            f"{float(ridge * scale):.3g} to be positive definite")
         means[label] = mu
         whiteners[label] = torch.linalg.solve_triangular(chol, eye, upper=False).t()
     return means, whiteners

@@ -1,14 +1,14 @@
-"""Shared training helpers: device data, batches by index, optimisers, schedule, checkpoints.
+"""Shared training helpers: device data, batches by index, optimisers, schedules, checkpoints.
 
 A method's file writes only its loss for one batch of indices (readable on one screen); `train`
-runs the epochs: data stays on the device as uint8, bf16 autocast and channels_last on CUDA, a NaN
-guard that syncs only every `log_every` steps, an atomic checkpoint every `checkpoint_every`
-epochs and a resume from the last one, and a progress bar with loss and images/s.
+runs the epochs: data stays on the device as uint8, the network runs under the precision policy
+(`bench/nn/precision.py`), a NaN guard syncs only every `log_every` steps, an atomic checkpoint
+every `checkpoint_every` epochs and a resume from the last good one, and a progress bar with loss
+and images/s on a terminal (a line every `LOG_SECONDS` in a log).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import random
@@ -22,10 +22,13 @@ import numpy as np
 import torch
 from torch.optim import Optimizer
 
-from bench.store import atomic_torch_save, file_lock
+from bench.nn.precision import FP32, Precision
+from bench.store import atomic_torch_save, file_lock, load_torch_file
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 TRAINED = "model.pt"
+LOG_SECONDS = 60.0  # progress line interval when stderr is not a terminal
 
 
 class TrainingDiverged(RuntimeError):
@@ -39,16 +42,10 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision on CPU (CPU bf16 is slower on most machines)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def prepare_model(model: torch.nn.Module, device: torch.device,
+                  precision: Precision = FP32) -> torch.nn.Module:
     model = model.to(device)
-    if device.type == "cuda":
+    if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -58,39 +55,43 @@ def device_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device, non_blocking=True).contiguous()
 
 
-def as_input(x: torch.Tensor) -> torch.Tensor:
-    """A float batch laid out for the model (channels_last on CUDA)."""
-    return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
+def as_input(x: torch.Tensor, precision: Precision | None = None) -> torch.Tensor:
+    """A float batch laid out for the model (channels_last where the policy says so; without a
+    policy, channels_last on CUDA)."""
+    channels_last = x.is_cuda if precision is None else precision.channels_last
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 class LARS(Optimizer):
-    """SGD with layer-wise adaptive rate scaling (You et al. 2017), as CSI uses (torchlars).
+    """LARS (You et al. 2017) exactly as torchlars wraps SGD in CSI's code.
 
-    Each parameter's step is scaled by trust_coef * ||w|| / (||g|| + wd * ||w||); biases and
-    BatchNorm weights (1-d parameters) are excluded from adaptation and weight decay, as in
-    SimCLR's LARS.
+    For every parameter with a gradient: adaptive = trust_coef * ||w|| / (||g|| + wd * ||w|| +
+    eps) (1 when ||w|| or ||g|| is 0); g <- (g + wd * w) * adaptive; then SGD's momentum step with
+    its own weight decay off. ``exclude_1d=True`` leaves biases and BatchNorm parameters (1-d)
+    unscaled and undecayed, as SimCLR's LARS does (not CSI's).
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 1e-6,
-                 trust_coef: float = 0.001, nesterov: bool = False):
+                 trust_coef: float = 0.001, eps: float = 1e-8, nesterov: bool = False,
+                 exclude_1d: bool = False):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                        trust_coef=trust_coef, nesterov=nesterov)
+                        trust_coef=trust_coef, eps=eps, nesterov=nesterov, exclude_1d=exclude_1d)
         super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
+            wd, trust, eps = group["weight_decay"], group["trust_coef"], group["eps"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 g = p.grad
-                if p.ndim > 1:
-                    g = g.add(p, alpha=group["weight_decay"])
+                if not (group["exclude_1d"] and p.ndim <= 1):
                     w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(g)
-                    trust = torch.where((w_norm > 0) & (g_norm > 0),
-                                        group["trust_coef"] * w_norm / g_norm,
-                                        torch.ones_like(w_norm))
-                    g = g * trust
+                    adaptive = torch.where((w_norm > 0) & (g_norm > 0),
+                                           trust * w_norm / (g_norm + wd * w_norm + eps),
+                                           torch.ones_like(w_norm))
+                    g = g.add(p, alpha=wd).mul_(adaptive)
                 state = self.state[p]
                 buf = state.get("momentum_buffer")
                 if buf is None:
@@ -101,28 +102,62 @@ class LARS(Optimizer):
                 p.add_(update, alpha=-group["lr"])
 
 
-def make_optimizer(params, name: str, lr: float, momentum: float, weight_decay: float,
-                   nesterov: bool) -> Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                               nesterov=nesterov)
-    if name == "lars":
-        return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r} (sgd, lars, adam)")
+def make_optimizer(params, config) -> Optimizer:
+    """The optimiser a config names (its optimizer, lr, momentum, weight_decay, nesterov)."""
+    c = config
+    if c.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                               nesterov=c.nesterov)
+    if c.optimizer == "lars":
+        return LARS(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                    nesterov=c.nesterov, exclude_1d=getattr(c, "lars_exclude_1d", False))
+    if c.optimizer == "adam":
+        return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+    raise ValueError(f"unknown optimizer {c.optimizer!r} (sgd, lars, adam)")
 
 
-def cosine_schedule(optimizer: Optimizer, total_steps: int, warmup_steps: int,
-                    final_fraction: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step factor: linear warm-up from 1/warmup to 1, then cosine down to final_fraction."""
+def cosine_factor(step: int, total_steps: int, warmup_steps: int, final_fraction: float) -> float:
+    """Linear warm-up from 1/warmup to 1, then cosine down to final_fraction (per step)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
+CSI_WARMUP_MULTIPLIER = 10.0  # CSI: lr_init warmed up x10 (GradualWarmupScheduler multiplier)
+
+
+def csi_factor(step: int, steps_per_epoch: int, epochs: int, warmup_epochs: int) -> float:
+    """CSI's lr at optimiser step `step` (0-based) as a fraction of the peak lr.
+
+    CSI steps GradualWarmupScheduler(multiplier 10, total_epoch=warmup) around
+    CosineAnnealingLR(T_max=epochs) *after* each optimiser step with the fractional epoch
+    e - 1 + n / L of the step just taken, so step t runs at the value set by u = (t - 1) / L
+    (u = 0 for the first two steps): lr_init (1 + 9 u / W) while u <= W; the cosine's base
+    lr_init x 10 on the first step past the warm-up; then lr_init x 10 x (1 + cos(pi (u - W) /
+    epochs)) / 2, which never quite reaches 0 (the cosine spans `epochs` from the warm-up's end).
+    """
+    m, w, per = CSI_WARMUP_MULTIPLIER, warmup_epochs, steps_per_epoch
+    u = max(0, step - 1) / per
+    if w > 0 and u <= w:
+        return (1 + (m - 1) * u / w) / m
+    previous = max(0, step - 2) / per
+    if w > 0 and step >= 1 and previous <= w:  # the cosine's first call returns its base lr
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * (u - w) / epochs))
+
+
+def make_schedule(optimizer: Optimizer, config, steps_per_epoch: int
+                  ) -> torch.optim.lr_scheduler.LambdaLR:
+    """The per-step learning-rate factor of a config's `schedule` (peak lr = config.lr)."""
+    c = config
+    if c.schedule == "csi":
+        def factor(step: int) -> float:
+            return csi_factor(step, steps_per_epoch, c.epochs, c.warmup_epochs)
+    else:
+        def factor(step: int) -> float:
+            return cosine_factor(step, c.epochs * steps_per_epoch,
+                                 c.warmup_epochs * steps_per_epoch, c.final_lr_fraction)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -131,20 +166,24 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, n // batch_size)
 
 
-def _rng_state() -> dict[str, Any]:
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """CPU, NumPy and Python states, and the CUDA state of this job's device only."""
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
              "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type == "cuda" and "cuda" in state:
+        cuda = state["cuda"]
+        if isinstance(cuda, (list, tuple)):  # written by an older version: every visible GPU
+            cuda = cuda[0]
+        torch.cuda.set_rng_state(cuda.cpu(), device)
 
 
 def seed_everything(seed: int) -> None:
@@ -161,6 +200,30 @@ def reseed(seed: int, stream: str) -> None:
     seed_everything(int.from_bytes(digest[:4], "little"))
 
 
+def _load_checkpoint(model_dir: Path, log: Callable[[str], None]) -> dict | None:
+    """The newest readable checkpoint (current, else the previous one), or None; a damaged
+    file is named in the log and set aside, never fatal."""
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+        path = model_dir / name
+        if not path.exists():
+            continue
+        state = load_torch_file(path)
+        if state is not None and {"model", "optimizer", "epoch"} <= set(state):
+            return state
+        log(f"bench: warning: {path} is damaged (unreadable); "
+            + ("trying the previous checkpoint" if name == CHECKPOINT else "training from scratch"))
+        path.replace(path.with_name(path.name + ".damaged"))
+    return None
+
+
+def _save_checkpoint(model_dir: Path, state: dict) -> None:
+    """Keep the last good checkpoint as the previous one, then write the new one atomically."""
+    current = model_dir / CHECKPOINT
+    if current.exists():
+        current.replace(model_dir / PREVIOUS_CHECKPOINT)
+    atomic_torch_save(state, current)
+
+
 def train(model: torch.nn.Module, step: Callable[[torch.Tensor], torch.Tensor], n: int, *,
           epochs: int, batch_size: int, optimizer: Optimizer,
           scheduler: torch.optim.lr_scheduler.LRScheduler, ctx, desc: str,
@@ -168,33 +231,44 @@ def train(model: torch.nn.Module, step: Callable[[torch.Tensor], torch.Tensor], 
     """Run `epochs` epochs of `step(batch_indices) -> loss` over n items; returns the history.
 
     Resumes from ``ctx.model_dir/checkpoint.pt`` when present (model, optimiser, schedule, RNG
-    states and history), so an interrupted run ends with the same weights as an uninterrupted one.
+    states and history), so an interrupted run ends with the same weights as an uninterrupted one
+    (bit for bit on CPU; on CUDA only under --deterministic).
     """
     device = ctx.device
-    ckpt_path = Path(ctx.model_dir) / CHECKPOINT if ctx.model_dir else None
+    precision: Precision = getattr(ctx, "precision", FP32)
+    model_dir = Path(ctx.model_dir) if ctx.model_dir else None
+    scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler() else None
     history: list[dict[str, float]] = []
     start = 0
-    if ckpt_path is not None and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    state = _load_checkpoint(model_dir, ctx.log) if model_dir is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(state["optimizer"])  # moves its tensors to the params' device
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"], device)
         history, start = state["history"], state["epoch"]
         ctx.log(f"resuming {desc} from epoch {start} of {epochs}")
     per_epoch = steps_per_epoch(n, batch_size)
-    bar = _progress(ctx, total=epochs * per_epoch, initial=start * per_epoch, desc=desc)
+    bar = progress_bar(ctx, total=epochs * per_epoch, initial=start * per_epoch, desc=desc,
+                       unit="step")
     model.train()
     for epoch in range(start, epochs):
         t0, total = time.perf_counter(), torch.zeros((), device=device)
         order = torch.randperm(n, device=device)
         for i in range(per_epoch):
             index = order[i * batch_size:(i + 1) * batch_size]
-            with autocast(device):
+            with precision.autocast(device):
                 loss = step(index)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             scheduler.step()
             total += loss.detach().float()
             if (i + 1) % log_every == 0 or i + 1 == per_epoch:  # the only host syncs
@@ -209,10 +283,13 @@ def train(model: torch.nn.Module, step: Callable[[torch.Tensor], torch.Tensor], 
                         "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
                         "images_per_second": per_epoch * min(batch_size, n) / seconds})
         done = epoch + 1 == epochs
-        if ckpt_path is not None and ((epoch + 1) % checkpoint_every == 0 or done):
-            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-                               "history": history, "epoch": epoch + 1}, ckpt_path)
+        if model_dir is not None and ((epoch + 1) % checkpoint_every == 0 or done):
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "rng": _rng_state(device),
+                     "history": history, "epoch": epoch + 1}
+            if scaler is not None:
+                state["scaler"] = scaler.state_dict()
+            _save_checkpoint(model_dir, state)
         if getattr(ctx, "on_epoch_end", None) is not None:
             ctx.on_epoch_end(epoch + 1)
     bar.close()
@@ -220,12 +297,47 @@ def train(model: torch.nn.Module, step: Callable[[torch.Tensor], torch.Tensor], 
     return history
 
 
-def _progress(ctx, total: int, initial: int, desc: str):
-    from tqdm.auto import tqdm
+class _LogLines:
+    """A tqdm stand-in for logs: one line every LOG_SECONDS with the step count and postfix."""
 
-    show = bool(getattr(ctx, "progress", True)) and sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, desc=desc, disable=not show, leave=False,
-                unit="step", dynamic_ncols=True)
+    def __init__(self, log: Callable[[str], None], total: int, initial: int, desc: str, unit: str):
+        self.log, self.total, self.n, self.desc, self.unit = log, total, initial, desc, unit
+        self.postfix: dict[str, str] = {}
+        self.started = self.last = time.monotonic()
+
+    def set_postfix(self, refresh: bool = False, **kwargs) -> None:
+        self.postfix.update(kwargs)
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        now = time.monotonic()
+        if now - self.last >= LOG_SECONDS:
+            self.last = now
+            extra = " ".join(f"{k}={v}" for k, v in self.postfix.items())
+            self.log(f"{self.desc}: {self.n}/{self.total} {self.unit}s "
+                     f"({100 * self.n / max(1, self.total):.0f}%, {now - self.started:.0f}s) "
+                     + extra)
+
+    def close(self) -> None:
+        pass
+
+    def __iter__(self):  # pragma: no cover - not used as an iterator
+        raise TypeError
+
+
+def progress_bar(ctx, total: int, initial: int, desc: str, unit: str):
+    """A tqdm bar on a terminal; in a log (stderr not a terminal) a line every LOG_SECONDS;
+    nothing when the context turns progress off."""
+    if not getattr(ctx, "progress", True):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, disable=True)
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, desc=desc, leave=False, unit=unit,
+                    dynamic_ncols=True)
+    return _LogLines(getattr(ctx, "log", print), total, initial, desc, unit)
 
 
 def train_or_load(model: torch.nn.Module, ctx, fit: Callable[[], list[dict[str, float]]]
@@ -233,7 +345,8 @@ def train_or_load(model: torch.nn.Module, ctx, fit: Callable[[], list[dict[str, 
     """Load the trained weights kept with the job, or train (resuming) and keep them.
 
     A job that differs only in score options shares the model folder and does not retrain; a lock
-    keeps two workers from training the same model at once.
+    keeps two workers from training the same model at once. A damaged model.pt is set aside and
+    the model is trained again (from the last good checkpoint if one is left).
     """
     if ctx.model_dir is None:
         return fit()
@@ -242,27 +355,30 @@ def train_or_load(model: torch.nn.Module, ctx, fit: Callable[[], list[dict[str, 
     with file_lock(model_dir / ".lock"):
         trained = model_dir / TRAINED
         if trained.exists():
-            state = torch.load(trained, map_location=ctx.device, weights_only=False)
-            model.load_state_dict(state["model"])
-            model.eval()
-            ctx.log(f"using the trained model in {model_dir}")
-            return state["history"]
+            state = load_torch_file(trained)
+            if state is not None and "model" in state:
+                model.load_state_dict(state["model"])
+                model.eval()
+                ctx.log(f"using the trained model in {model_dir}")
+                return state["history"]
+            ctx.log(f"bench: warning: {trained} is damaged (unreadable); training it again")
+            trained.replace(trained.with_name(TRAINED + ".damaged"))
         for stale in model_dir.glob("features-*.pt"):  # features of some earlier weights
             stale.unlink()
         history = fit()
         atomic_torch_save({"model": model.state_dict(), "history": history}, trained)
-        (model_dir / CHECKPOINT).unlink(missing_ok=True)  # the trained weights supersede it
+        for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):  # the trained weights supersede them
+            (model_dir / name).unlink(missing_ok=True)
         return history
 
 
 @torch.no_grad()
 def batched_forward(model: torch.nn.Module, images: torch.Tensor, transform: Callable,
                     batch_size: int, device: torch.device, keys: tuple[str, ...] = ("z",),
-                    progress: bool = False) -> dict[str, torch.Tensor]:
-    """Run `model(transform(uint8 batch))` over all images; returns the outputs, float32, on device.
-
-    A progress bar (features) shows on a terminal when `progress` is set.
-    """
+                    progress: bool = False, precision: Precision = FP32
+                    ) -> dict[str, torch.Tensor]:
+    """Run `model(transform(uint8 batch))` over all images under the precision policy; returns
+    the outputs as float32 on the device (scores are computed from them in fp32)."""
     from tqdm.auto import tqdm
 
     model.eval()
@@ -271,8 +387,9 @@ def batched_forward(model: torch.nn.Module, images: torch.Tensor, transform: Cal
     show = progress and sys.stderr.isatty() and len(starts) > 4
     for start in tqdm(starts, desc="features", unit="batch", leave=False, disable=not show):
         x = images[start:start + batch_size].to(device, non_blocking=True)
-        with autocast(device):
-            out = model(as_input(transform(x)))
+        x = transform(x)
+        with precision.autocast(device):
+            out = model(as_input(x, precision))
         for k in keys:
             outs[k].append(out[k].float())
     return {k: torch.cat(v) if v else torch.empty(0) for k, v in outs.items()}

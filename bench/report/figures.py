@@ -1,12 +1,18 @@
-"""Paper figures from run directories, as PNG and PDF, readable in print.
+"""Paper figures from tidy rows and run directories, as PNG and PDF, sized for a column (3.3 in)
+or a page (6.9 in).
 
-Per-class AUROC bars, OOD heat maps, ROC curves and score histograms of one job, training-loss
-curves, the critical-difference diagram, and a t-SNE of a trained encoder's test embeddings.
+Per-class AUROC dot plots (self-supervised and classical apart, one colour per method), OOD heat
+maps on a scale centred at chance, ROC curves and score histograms of a job, training-loss curves,
+the critical-difference diagram, ablation curves of a --set sweep, and a t-SNE of the test
+embeddings a job kept. Figures read only what jobs wrote: nothing here trains a model or loads a
+data set. A figure that cannot be drawn is skipped with the reason (`draw_all`).
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -18,18 +24,41 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.report.leaderboard import column_key, entry_label  # noqa: E402
-from bench.report.stats import blocks_table, cliques, wilcoxon_holm  # noqa: E402
+from bench.report.stats import blocks_table, wilcoxon_holm  # noqa: E402
 
-sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
 plt.rcParams.update({"figure.dpi": 100, "savefig.bbox": "tight", "pdf.fonttype": 42,
-                     "figure.constrained_layout.use": True})
+                     "ps.fonttype": 42, "figure.constrained_layout.use": True})
+
+WIDTHS = {"column": 3.3, "page": 6.9}  # inches
+CLASSICAL = {"ocsvm", "iforest", "knn", "lof", "pca", "ecod", "copod", "kde", "deepsvdd"}
+METHOD_ORDER = ["mcl", "csi", "rotnet", "simclr", "ce", "supclr", "sup-csi",
+                "knn", "ocsvm", "iforest", "lof", "pca", "ecod", "copod", "kde", "deepsvdd"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+LINESTYLES = ["-", "--", ":", "-."]
+
+
+class NotDrawn(Exception):
+    """A figure these rows cannot make; the message says why."""
+
+
+def class_names(dataset: str) -> tuple[str, ...] | None:
+    """Names of a data set's classes for axis labels (None when they are just numbers)."""
+    from bench.datasets.torchvision_sets import CIFAR10_CLASSES, FASHION_CLASSES
+
+    return {"fashion-mnist": FASHION_CLASSES, "cifar10": CIFAR10_CLASSES}.get(dataset)
+
+
+def method_colours() -> dict[str, tuple]:
+    palette = sns.color_palette("tab20", len(METHOD_ORDER))
+    return dict(zip(METHOD_ORDER, palette))
 
 
 def save(fig, out: Path, stem: str) -> list[Path]:
-    """Write `stem`.png (200 dpi) and `stem`.pdf under `out`; deterministic PDF metadata."""
+    """Write `stem`.png (300 dpi) and `stem`.pdf (fonts embedded) under `out`; deterministic."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=200, metadata={"Software": None})
+    fig.savefig(paths[0], dpi=300, metadata={"Software": None})
     fig.savefig(paths[1], metadata={"CreationDate": None, "Creator": None, "Producer": None})
     plt.close(fig)
     return paths
@@ -41,190 +70,312 @@ def _auroc(rows: pd.DataFrame) -> pd.DataFrame:
                        percent=100 * part["value"])
 
 
-def auroc_bars(rows: pd.DataFrame, out: Path) -> list[Path]:
-    """One-class: AUROC per normal class, one bar per method/score (mean over seeds, sd bars)."""
+def _entry_method(entry: str) -> str:
+    return entry.split("/", 1)[0]
+
+
+def _class_order(columns) -> list[str]:
+    return sorted(columns, key=lambda c: (0, int(c), "") if c.isdigit() else (1, 0, c))
+
+
+def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
+    """One-class: AUROC per normal class, self-supervised and classical in two panels; one
+    colour per method, one marker per score; bars are +-1 std over seeds (none for one seed)."""
     paths = []
     part = _auroc(rows[rows["protocol"] == "one-class"])
+    if part.empty:
+        raise NotDrawn("no one-class rows")
+    colours = method_colours()
     for dataset, d in part.groupby("dataset"):
-        order = d.groupby("entry")["percent"].mean().sort_values(ascending=False).index
-        classes = sorted(d["column"].unique(), key=lambda c: int(c) if c.isdigit() else c)
-        fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(classes) + 0.25 * len(order)), 4.2))
-        sns.barplot(data=d, x="column", y="percent", hue="entry", hue_order=order, order=classes,
-                    errorbar="sd", ax=ax, palette="tab20", err_kws={"linewidth": 0.8})
-        lo = max(0.0, d["percent"].min() - 5)
-        ax.set(xlabel="normal class", ylabel="AUROC (%)", ylim=(lo, 100.5),
-               title=f"One-class {dataset}: AUROC per normal class")
-        ax.axhline(50, color="grey", lw=0.8, ls="--")
-        ax.legend(title="method/score", bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
+        per_seed = d.groupby(["entry", "column", "seed"])["percent"].mean().reset_index()
+        stats = per_seed.groupby(["entry", "column"])["percent"].agg(["mean", "std", "count"])
+        stats = stats.reset_index()
+        classes = _class_order(d["column"].unique())
+        names = class_names(dataset)
+        labels = [names[int(c)] if names and c.isdigit() and int(c) < len(names) else c
+                  for c in classes]
+        entries = d.groupby("entry")["percent"].mean().sort_values(ascending=False).index
+        panels = [("self-supervised (own network)",
+                   [e for e in entries if _entry_method(e) not in CLASSICAL]),
+                  ("classical (pixels or learned features)",
+                   [e for e in entries if _entry_method(e) in CLASSICAL])]
+        panels = [(t, e) for t, e in panels if e]
+        width = WIDTHS[size]
+        fig, axes = plt.subplots(len(panels), 1, figsize=(width, 2.5 * len(panels) + 0.4),
+                                 squeeze=False, sharex=True)
+        for ax, (title, chosen) in zip(axes[:, 0], panels):
+            n = len(chosen)
+            scores_of: dict[str, int] = {}
+            for j, entry in enumerate(chosen):
+                method = _entry_method(entry)
+                marker = MARKERS[scores_of.setdefault(method, 0) % len(MARKERS)]
+                scores_of[method] += 1
+                s = stats[stats["entry"] == entry].set_index("column").reindex(classes)
+                x = np.arange(len(classes)) + (j - (n - 1) / 2) * min(0.8 / max(n, 1), 0.12)
+                yerr = s["std"].where(s["count"] > 1).fillna(0).to_numpy()
+                ax.errorbar(x, s["mean"], yerr=yerr if yerr.any() else None, fmt=marker, ms=3.5,
+                            lw=0.8, capsize=1.5, color=colours.get(method, "grey"), label=entry)
+            ax.axhline(50, color="grey", lw=0.7, ls="--")
+            ax.set(ylabel="AUROC (%)", title=title)
+            ax.set_ylim(max(0, np.nanmin(d["percent"]) - 5), 100.5)
+            ax.legend(fontsize=6, ncol=2 if n > 6 else 1, bbox_to_anchor=(1.01, 1),
+                      loc="upper left", title="method/score", title_fontsize=6)
+        bottom = axes[-1, 0]
+        bottom.set_xticks(np.arange(len(classes)), labels, rotation=30, ha="right")
+        bottom.set_xlabel("normal class")
+        fig.suptitle(f"One-class {dataset}: AUROC per normal class (mean over seeds, "
+                     "bars: +-1 std)")
         paths += save(fig, out, f"auroc_bars_{dataset}")
     return paths
 
 
-def ood_heatmaps(rows: pd.DataFrame, out: Path) -> list[Path]:
-    """OOD protocols: AUROC (%) of each method/score against each OOD set."""
+def ood_heatmaps(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
+    """OOD protocols: AUROC (%) of each method/score against each OOD set, on a diverging scale
+    centred at chance (50): below-chance cells are red, not the colour of 50."""
+    from bench.protocols import ood_group
+
     paths = []
     part = _auroc(rows[rows["protocol"] != "one-class"])
+    if part.empty:
+        raise NotDrawn("no OOD rows")
     for (protocol, dataset), d in part.groupby(["protocol", "dataset"]):
         table = d.pivot_table(index="entry", columns="column", values="percent", aggfunc="mean")
+        order = sorted(table.columns, key=lambda c: ({"near": 0, "far": 1}.get(
+            ood_group(dataset, c), 2), c))
+        table = table[order]
+        table.columns = [f"{c} ({ood_group(dataset, c)})" for c in order]
         table = table.loc[table.mean(axis=1).sort_values(ascending=False).index]
-        fig, ax = plt.subplots(figsize=(1.2 * table.shape[1] + 3, 0.45 * table.shape[0] + 1.5))
-        sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis", vmin=50, vmax=100, ax=ax,
-                    cbar_kws={"label": "AUROC (%)"})
-        ax.set(xlabel="OOD set", ylabel="method/score",
+        width = WIDTHS[size]
+        fig, ax = plt.subplots(figsize=(width, 0.28 * table.shape[0] + 1.6))
+        sns.heatmap(table, annot=True, fmt=".1f", cmap="RdBu", center=50, vmin=0, vmax=100,
+                    ax=ax, annot_kws={"fontsize": 6}, cbar_kws={"label": "AUROC (%), 50 = chance"})
+        ax.set(xlabel="OOD set (group)", ylabel="method/score",
                title=f"{protocol}: {dataset} (in-distribution) vs OOD sets")
-        ax.tick_params(axis="y", rotation=0)  # seaborn turns short labels vertical
+        ax.tick_params(axis="y", rotation=0)
+        ax.tick_params(axis="x", rotation=30)
         paths += save(fig, out, f"ood_heatmap_{protocol}_{dataset}")
     return paths
 
 
 def _job_scores(job_dir: Path) -> tuple[dict, dict]:
     record = json.loads((job_dir / "record.json").read_text())
-    with np.load(job_dir / "scores.npz") as npz:
+    path = job_dir / "scores.npz"
+    if not path.exists():
+        raise NotDrawn(f"{path} is missing; `bench run` with the same arguments redoes the job")
+    with np.load(path) as npz:
         arrays = {k: npz[k] for k in npz.files}
     return record, arrays
 
 
-def roc_and_histograms(job_dir: Path, out: Path) -> list[Path]:
-    """ROC curves (every score variant and test group) and anomaly-score histograms of one job."""
-    from sklearn.metrics import roc_curve
+def _job_title(record: dict) -> str:
+    where = (f"class {record['normal_class']}" if record.get("normal_class") is not None
+             else "all classes")
+    return (f"{record['method']} on {record['dataset']} ({record['protocol']}, {where}, "
+            f"seed {record['seed']})")
+
+
+def roc_and_histograms(job_dir: Path, out: Path, size: str = "page") -> list[Path]:
+    """ROC curves (every score variant and test group; AUROC in the legend, line styles per
+    score) and anomaly-score histograms of one job."""
+    from sklearn.metrics import roc_auc_score, roc_curve
 
     record, arrays = _job_scores(job_dir)
     groups = sorted({k.split("/")[0] for k in arrays})
     scores = sorted({k.split("/", 1)[1] for k in arrays if not k.endswith("/is_anomaly")})
-    title = (f"{record['method']} on {record['dataset']} ({record['protocol']}, "
-             f"{'class ' + str(record['normal_class']) if record['normal_class'] is not None else 'all'}"
-             f", seed {record['seed']})")
-    fig, ax = plt.subplots(figsize=(5.2, 5))
-    for g in groups:
+    title = _job_title(record)
+    width = WIDTHS[size]
+    fig, ax = plt.subplots(figsize=(min(width, 4.2), min(width, 4.2)))
+    colours = sns.color_palette("colorblind", len(groups))
+    for gi, g in enumerate(groups):
         y = arrays[f"{g}/is_anomaly"].astype(bool)
-        for s in scores:
-            fpr, tpr, _ = roc_curve(y, arrays[f"{g}/{s}"])
-            ax.plot(fpr, tpr, lw=1.4, label=f"{s} vs {g}")
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="chance")
+        for si, s in enumerate(scores):
+            v = arrays[f"{g}/{s}"]
+            fpr, tpr, _ = roc_curve(y, v)
+            ax.plot(fpr, tpr, lw=1.2, ls=LINESTYLES[si % len(LINESTYLES)], color=colours[gi],
+                    label=f"{s} vs {g} (AUROC {100 * roc_auc_score(y, v):.1f})",
+                    zorder=3 + si)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.7, ls="--", label="chance (50.0)")
     ax.set(xlabel="false positive rate (normal flagged)", ylabel="true positive rate (anomalies)",
            title="ROC: " + title)
-    ax.legend(fontsize=8)
+    ax.title.set_fontsize(7)
+    ax.legend(fontsize=6, loc="lower right")
     paths = save(fig, out, f"roc_{job_dir.name}")
 
-    fig, axes = plt.subplots(len(groups), len(scores), figsize=(4.2 * len(scores), 3 * len(groups)),
-                             squeeze=False)
-    for i, g in enumerate(groups):
+    ncols = min(len(scores), 4)
+    nrows = len(groups) * math.ceil(len(scores) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 1.9 * nrows + 0.5), squeeze=False)
+    cells = [(g, s) for g in groups for s in scores]
+    for ax, (g, s) in zip(axes.flat, cells):
         y = arrays[f"{g}/is_anomaly"].astype(bool)
-        for j, s in enumerate(scores):
-            v = arrays[f"{g}/{s}"]
-            ax = axes[i][j]
-            heavy_tail = v.min() > 0 and v.max() > 20 * np.median(v)  # e.g. Mahalanobis distances
-            bins = (np.geomspace(v.min(), v.max(), 41) if heavy_tail
-                    else np.histogram_bin_edges(v, bins=40))
-            ax.hist(v[~y], bins=bins, alpha=0.6, density=True, label="normal / in-distribution")
-            ax.hist(v[y], bins=bins, alpha=0.6, density=True, label=f"anomalous ({g})")
-            if heavy_tail:
-                ax.set_xscale("log")
-            ax.set(xlabel=f"anomaly score '{s}'" + (" (log scale)" if heavy_tail else ""),
-                   ylabel="density")
-            ax.legend(fontsize=7)
-    fig.suptitle("Score histograms (higher = more anomalous): " + title)
+        v = arrays[f"{g}/{s}"]
+        heavy_tail = v.min() > 0 and v.max() > 20 * np.median(v)  # e.g. Mahalanobis distances
+        bins = (np.geomspace(v.min(), v.max(), 41) if heavy_tail
+                else np.histogram_bin_edges(v, bins=40))
+        ax.hist(v[~y], bins=bins, alpha=0.6, density=True, label="normal")
+        ax.hist(v[y], bins=bins, alpha=0.6, density=True, label=f"anomalous ({g})")
+        if heavy_tail:
+            ax.set_xscale("log")
+        ax.set(xlabel=f"anomaly score '{s}'" + (" (log)" if heavy_tail else ""),
+               ylabel="density")
+        ax.legend(fontsize=5)
+    for ax in list(axes.flat)[len(cells):]:
+        ax.axis("off")
+    fig.suptitle("Score histograms (higher = more anomalous): " + title, fontsize=8)
     return paths + save(fig, out, f"score_hist_{job_dir.name}")
 
 
-def training_curves(records: list[dict], out: Path) -> list[Path]:
-    """Training loss per epoch, one panel per method (mean over jobs, band = min..max)."""
+def training_curves(records: list[dict], out: Path, size: str = "page") -> list[Path]:
+    """Training loss per epoch, one panel per method in a grid of at most 4 columns (mean over
+    jobs; band = min to max)."""
     rows = [{"method": r["method"], "dataset": r["dataset"], "epoch": h["epoch"], "loss": h["loss"]}
-            for r in records if r.get("status") == "done" for h in r.get("history") or []]
+            for r in records if r.get("status") == "done" and r.get("features", "pixel") == "pixel"
+            for h in r.get("history") or []]
     if not rows:
-        return []
+        raise NotDrawn("no job kept a training history (classical methods do not train)")
     frame = pd.DataFrame(rows)
     paths = []
     for dataset, d in frame.groupby("dataset"):
         methods = sorted(d["method"].unique())
-        fig, axes = plt.subplots(1, len(methods), figsize=(3.4 * len(methods), 3), squeeze=False)
-        for ax, m in zip(axes[0], methods):
+        ncols = min(4, len(methods))
+        nrows = math.ceil(len(methods) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTHS[size], 1.8 * nrows + 0.5),
+                                 squeeze=False)
+        for ax, m in zip(axes.flat, methods):
             g = d[d["method"] == m].groupby("epoch")["loss"]
-            ax.plot(g.mean().index, g.mean().values, lw=1.5)
+            ax.plot(g.mean().index, g.mean().values, lw=1.2)
             ax.fill_between(g.min().index, g.min().values, g.max().values, alpha=0.25)
             ax.set(title=m, xlabel="epoch", ylabel="training loss")
+        for ax in list(axes.flat)[len(methods):]:
+            ax.axis("off")
         fig.suptitle(f"Training loss on {dataset} (line: mean over jobs; band: min to max)")
         paths += save(fig, out, f"training_loss_{dataset}")
     return paths
 
 
-def cd_diagram(rows: pd.DataFrame, out: Path, alpha: float = 0.05) -> list[Path]:
-    """Critical-difference diagram: average ranks over blocks (data set x class or OOD set), bars
-    joining entries whose pairwise Wilcoxon-Holm tests are not significant."""
-    table = blocks_table(rows)
-    if table.shape[1] < 2 or table.shape[0] < 5:
-        return []
+def cd_diagram(rows: pd.DataFrame, out: Path, alpha: float = 0.05, size: str = "page"
+               ) -> list[Path]:
+    """Critical-difference diagram (scikit-posthocs' layout): average ranks over blocks (data set
+    x class or OOD set), bars joining entries whose Wilcoxon-Holm tests are not significant;
+    the caption names the entries left out for not running on every block."""
+    import scikit_posthocs as sp
+
+    table, dropped = blocks_table(rows, with_dropped=True)
+    if table.shape[1] < 3:
+        raise NotDrawn(f"needs 3 entries run on the same blocks ({table.shape[1]} here)")
+    if table.shape[0] < 5:
+        raise NotDrawn(f"needs 5 blocks (classes or OOD sets) or more ({table.shape[0]} here)")
     ranks, same = wilcoxon_holm(table, alpha)
-    groups = cliques(ranks, same)
-    k = len(ranks)
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.28 * k))
-    ax.set_xlim(1, k)
-    ax.invert_xaxis()
-    ax.set_ylim(0, 1)
-    ax.axis("off")
-    ax.hlines(0.9, 1, k, color="black", lw=1)
-    for r in range(1, k + 1):
-        ax.vlines(r, 0.88, 0.92, color="black", lw=1)
-        ax.text(r, 0.95, str(r), ha="center", va="bottom", fontsize=9)
-    half = (k + 1) / 2
-    step = 0.8 / max(1, int(np.ceil(k / 2)))
-    left = [m for m in ranks.index if ranks[m] <= half]
-    right = [m for m in ranks.index if ranks[m] > half][::-1]
-    for i, m in enumerate(left):
-        y = 0.8 - i * step
-        ax.plot([ranks[m], ranks[m], 0.95], [0.9, y, y], color="black", lw=0.8)
-        ax.text(0.9, y, f"{m} ({ranks[m]:.2f})", ha="left", va="center", fontsize=8)
-    for i, m in enumerate(right):
-        y = 0.8 - i * step
-        ax.plot([ranks[m], ranks[m], k + 0.05], [0.9, y, y], color="black", lw=0.8)
-        ax.text(k + 0.1, y, f"({ranks[m]:.2f}) {m}", ha="right", va="center", fontsize=8)
-    for i, group in enumerate(groups):
-        y = 0.86 - 0.03 * i
-        ax.hlines(y, ranks[group[0]] - 0.03, ranks[group[-1]] + 0.03, color="tab:red", lw=3)
+    entries = list(ranks.index)
+    sig = pd.DataFrame(0.0, index=entries, columns=entries)
+    for a, b in same:
+        sig.loc[a, b] = sig.loc[b, a] = 1.0
+    for e in entries:
+        sig.loc[e, e] = 1.0
+    fig, ax = plt.subplots(figsize=(WIDTHS[size], 0.6 + 0.16 * len(entries)))
+    sp.critical_difference_diagram(ranks, sig, alpha=alpha, ax=ax,
+                                   label_props={"fontsize": 6},
+                                   label_fmt_left="{label} ({rank:.2f})",
+                                   label_fmt_right="({rank:.2f}) {label}",
+                                   crossbar_props={"color": "tab:red", "linewidth": 2.5})
     sets = sorted({b.rsplit("/", 1)[0] for b in table.index})
-    ax.set_title(f"Average rank over {table.shape[0]} blocks ({', '.join(sets)}; 1 = best "
-                 f"AUROC)\nred bars: no significant difference (Wilcoxon-Holm, alpha={alpha})",
-                 fontsize=9)
+    caption = (f"Average rank over {table.shape[0]} blocks ({', '.join(sets)}; 1 = best AUROC). "
+               f"Red bars: no significant difference (Wilcoxon-Holm, alpha={alpha}).")
+    if dropped:
+        caption += f" Left out (not run on every block): {', '.join(dropped)}."
+    ax.set_title("\n".join(_wrap(caption, 130 if size == "page" else 60)), fontsize=6)
     return save(fig, out, "critical_difference")
 
 
-def tsne(run_dir: Path, job_id: str, out: Path, max_points: int = 2000) -> list[Path]:
-    """t-SNE of the trained encoder's backbone features on the test split (normal vs anomalous)."""
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width)
+
+
+def ablation(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
+    """AUROC against the value of a --set sweep (variants `key=value`), per method/score, mean
+    over classes with a 95% interval over seeds; a figure, a CSV and a Markdown table per
+    (protocol, data set, swept field)."""
+    from bench.report.stats import seed_summary
+
+    part = _auroc(rows)
+    part = part[part["variant"].astype(str).str.fullmatch(r"[A-Za-z_]+=[^,]+")]
+    if part.empty:
+        raise NotDrawn("no --set sweep among the rows (variants like alpha=0.05)")
+    part = part.assign(key=part["variant"].str.split("=").str[0],
+                       value_text=part["variant"].str.split("=", n=1).str[1])
+    part = part.assign(base=part["method"] + "/" + part["score"])
+    paths = []
+    for (protocol, dataset, key), d in part.groupby(["protocol", "dataset", "key"]):
+        if d["value_text"].nunique() < 2:
+            continue
+        per_seed = d.groupby(["base", "value_text", "seed"])["percent"].mean().reset_index()
+        lines = []
+        for (base, value_text), g in per_seed.groupby(["base", "value_text"]):
+            s = seed_summary(g["percent"].to_numpy())
+            lines.append({"method/score": base, key: value_text, "mean": s.mean,
+                          "low": s.low, "high": s.high, "seeds": s.n})
+        table = pd.DataFrame(lines)
+        numeric = pd.to_numeric(table[key], errors="coerce")
+        table = table.assign(_x=numeric).sort_values(["method/score", "_x", key])
+        fig, ax = plt.subplots(figsize=(min(WIDTHS[size], 4.6), 2.8))
+        for i, (base, g) in enumerate(table.groupby("method/score")):
+            x = g["_x"] if g["_x"].notna().all() else np.arange(len(g))
+            ax.plot(x, g["mean"], marker=MARKERS[i % len(MARKERS)], lw=1.2, ms=4, label=base)
+            if g["low"].notna().any():
+                ax.fill_between(x, g["low"], g["high"], alpha=0.2)
+        if numeric.notna().all() and numeric.min() > 0 and numeric.max() / numeric.min() >= 10:
+            ax.set_xscale("log")
+        values = table.drop_duplicates(key)
+        ax.set_xticks(values["_x"] if values["_x"].notna().all() else np.arange(len(values)),
+                      values[key])
+        ax.minorticks_off()
+        ax.set(xlabel=key, ylabel="mean AUROC (%)",
+               title=f"{protocol} / {dataset}: {key} (band: 95% interval over seeds)")
+        ax.title.set_fontsize(7)
+        ax.legend(fontsize=6)
+        stem = f"ablation_{protocol}_{dataset}_{key}"
+        paths += save(fig, out, stem)
+        shown = table.drop(columns="_x").round({"mean": 1, "low": 1, "high": 1})
+        from bench.store import atomic_write_csv, atomic_write_text
+
+        atomic_write_csv(out / f"{stem}.csv", shown)
+        md = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
+        md += "".join("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |\n"
+                      for row in shown.itertuples(index=False))
+        atomic_write_text(out / f"{stem}.md", f"### {protocol} / {dataset}: AUROC (%) against "
+                          f"{key}, mean over classes; low/high: 95% interval over seeds\n\n" + md)
+        paths += [out / f"{stem}.csv", out / f"{stem}.md"]
+    if not paths:
+        raise NotDrawn("no swept field with two values or more")
+    return paths
+
+
+def tsne(job_dir: Path, out: Path, size: str = "page", max_points: int = 2000) -> list[Path]:
+    """t-SNE of the penultimate features the job kept of its test images (embedding.npz)."""
     from sklearn.manifold import TSNE
 
-    from bench.methods.base import FitContext
-    from bench.protocols import Task, load_task
-    from bench.registry import METHODS
-    from bench.store import RunStore
-
-    store = RunStore(run_dir)
-    record = store.record(job_id)
-    cls = METHODS.load_object(record["method"])
-    detector = cls(cls.Config(**record["config"]))
-    if not hasattr(detector, "embed"):
-        return []
-    task = Task(record["protocol"], record["dataset"], record["normal_class"],
-                tuple(record.get("ood_sets", ())))
-    data = load_task(task, None, False)
-    detector.fit(data.train, FitContext(model_dir=store.model_dir(record["train_id"]),
-                                        labeled=record["protocol"] == "ood-labeled", progress=False,
-                                        log=lambda m: None))
-    images = data.test.images
-    is_anomaly = data.test_is_anomaly.numpy() if data.test_is_anomaly is not None else \
-        np.zeros(len(images), bool)
-    rng = np.random.default_rng(0)
-    keep = np.sort(rng.choice(len(images), min(max_points, len(images)), replace=False))
-    feats = detector.embed(images[keep])
-    xy = TSNE(n_components=2, init="pca", random_state=0, perplexity=30).fit_transform(feats)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    labels = np.where(is_anomaly[keep], "anomalous", "normal")
-    sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=labels, hue_order=["normal", "anomalous"], s=9,
+    record = json.loads((job_dir / "record.json").read_text())
+    path = job_dir / "embedding.npz"
+    if not path.exists():
+        raise NotDrawn(f"{job_dir.name} kept no embeddings (classical methods, or a job from an "
+                       "older version: `bench run --retry-failed` does not redo it; delete its "
+                       "folder and run again)")
+    with np.load(path) as npz:
+        feats, groups = npz["features"], npz["group"].astype(str)
+    keep = np.arange(len(feats))[:max_points * 2]
+    xy = TSNE(n_components=2, init="pca", random_state=0,
+              perplexity=min(30, len(keep) - 1)).fit_transform(feats[keep])
+    width = min(WIDTHS[size], 4.2)
+    fig, ax = plt.subplots(figsize=(width, width * 0.9))
+    order = list(dict.fromkeys(groups[keep]))
+    sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=groups[keep], hue_order=order, s=5,
                     linewidth=0, alpha=0.7, ax=ax)
     ax.set(xlabel="t-SNE 1", ylabel="t-SNE 2",
-           title=f"t-SNE of {record['method']} features: {record['dataset']} test split "
-                 f"(normal class {record['normal_class']})")
-    ax.legend(title="test sample")
-    return save(fig, out, f"tsne_{job_id}")
+           title=f"t-SNE of {record['method']} features: " + _job_title(record))
+    ax.title.set_fontsize(7)
+    ax.legend(title="test sample", fontsize=6, title_fontsize=6)
+    return save(fig, out, f"tsne_{job_dir.name}")
 
 
 def pick_job(records: list[dict], method_order=("mcl", "csi", "simclr", "rotnet")) -> str | None:
@@ -232,6 +383,43 @@ def pick_job(records: list[dict], method_order=("mcl", "csi", "simclr", "rotnet"
     done = [r for r in records if r.get("status") == "done"]
     for m in method_order:
         for r in done:
-            if r["method"] == m:
+            if r["method"] == m and r.get("features", "pixel") == "pixel":
                 return r["job_id"]
     return done[0]["job_id"] if done else None
+
+
+def draw_all(rows: pd.DataFrame, records: list[dict], runs: list[str], out: Path,
+             job_ids: list[str], with_tsne: bool = True, size: str = "page"
+             ) -> tuple[list[Path], list[str]]:
+    """Every figure the rows and run directories allow: (paths written, one line per figure
+    not drawn and why)."""
+    from bench.errors import BenchError
+    from bench.store import RunStore
+
+    steps: list[tuple[str, Callable[[], list[Path]]]] = [
+        ("AUROC per class", lambda: auroc_dots(rows, out, size)),
+        ("OOD heat maps", lambda: ood_heatmaps(rows, out, size)),
+        ("training curves", lambda: training_curves(records, out, size)),
+        ("critical-difference diagram", lambda: cd_diagram(rows, out, size=size)),
+        ("ablation", lambda: ablation(rows, out, size)),
+    ]
+    chosen = list(job_ids) or [j for j in [pick_job(records)] if j]
+    for job_id in chosen:
+        home = next((d for d in runs if RunStore(d).record(job_id)), None)
+        if home is None:
+            raise BenchError(f"--job {job_id}: no such job in {', '.join(runs) or 'the runs'}")
+        job_dir = RunStore(home).job_dir(job_id)
+        steps.append((f"ROC and histograms of {job_id}",
+                      lambda d=job_dir: roc_and_histograms(d, out, size)))
+        if with_tsne:
+            steps.append((f"t-SNE of {job_id}", lambda d=job_dir: tsne(d, out, size)))
+    paths, skipped = [], []
+    for name, draw in steps:
+        try:
+            paths += draw()
+        except NotDrawn as exc:
+            skipped.append(f"{name}: not drawn ({exc})")
+        except Exception as exc:  # noqa: BLE001 - one figure's failure must not stop the rest
+            plt.close("all")
+            skipped.append(f"{name}: not drawn ({type(exc).__name__}: {exc})")
+    return paths, skipped

@@ -1,41 +1,55 @@
 """Leaderboards from tidy rows: one table per (protocol, dataset), percent with one decimal.
 
 Rows of a table are method/score entries; columns are normal classes (one-class) or OOD sets,
-each the mean over seeds; then `mean` (over columns, averaged over seeds), `std` (over seeds of
-the per-seed mean; blank for one seed) and `seeds`. A seed that misses some of its entry's columns
-is left out (and named by `incomplete_seeds`). The same rows always give the same bytes.
+each the mean over seeds; OOD tables add the `near` and `far` means (the protocol's groups); then
+`mean` (over columns, averaged over seeds), `std` (over seeds of the per-seed mean; blank for one
+seed) and `seeds`. A seed that misses some of its entry's columns is left out; an entry that ran
+on fewer columns than the table has is listed after the complete ones, its mean marked `*`.
+Rows of an older protocol version are left out (the OOD tables changed). The same rows always
+give the same bytes.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench.store import RunStore, atomic_write_csv, atomic_write_text
+from bench.store import RunStore, atomic_write_csv, atomic_write_text, read_rows, sort_rows
 
 DEDUP_KEYS = ["job_id", "score", "ood_dataset", "metric"]
+LOWER_IS_BETTER = {"fpr95"}
+
+
+def load_rows(runs: list[str | Path], rows_files: list[str | Path] = (),
+              problems: list[str] | None = None) -> pd.DataFrame:
+    """Rows of every finished job under the run directories and of the rows files, duplicates
+    (the same job's same measurement) dropped."""
+    frames = [RunStore(r).rows(problems) for r in runs] + [read_rows(Path(f)) for f in rows_files]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return sort_rows(pd.DataFrame())
+    rows = pd.concat(frames, ignore_index=True)
+    return sort_rows(rows.drop_duplicates(DEDUP_KEYS, keep="first"))
 
 
 def load_runs(runs: list[str | Path]) -> pd.DataFrame:
-    """Rows of every finished job under the given run directories (duplicates dropped)."""
-    frames = [RunStore(r).rows() for r in runs]
-    frames = [f for f in frames if not f.empty]
-    if not frames:
-        return RunStore(runs[0] if runs else ".").rows()
-    rows = pd.concat(frames, ignore_index=True)
-    return rows.drop_duplicates(DEDUP_KEYS, keep="first").reset_index(drop=True)
+    return load_rows(runs)
 
 
 def entry_label(frame: pd.DataFrame) -> pd.Series:
-    """``method/score``; a method run with several configs on one (protocol, data set) gets
-    ``@<config hash>`` appended there (its labeled jobs may carry another config than its
-    one-class jobs without splitting either entry)."""
+    """``method/score``, with `` [variant]`` for a --set config; a label still shared by several
+    configs within one (protocol, data set) gets ``@<config hash>``."""
     label = frame["method"].astype(str) + "/" + frame["score"].astype(str)
-    keys = [k for k in ("protocol", "dataset") if k in frame.columns] + ["method"]
-    n_configs = frame.groupby(keys)["config_hash"].transform("nunique")
+    if "variant" in frame.columns:
+        variant = frame["variant"].fillna("").astype(str)
+        label = label + np.where(variant != "", " [" + variant + "]", "")
+    keys = [k for k in ("protocol", "dataset") if k in frame.columns]
+    n_configs = frame.assign(_label=label).groupby(keys + ["_label"])["config_hash"] \
+        .transform("nunique")
     suffix = np.where(n_configs > 1, "@" + frame["config_hash"].astype(str).str[:6], "")
     return label + suffix
 
@@ -52,14 +66,14 @@ def _sort_columns(columns) -> list:
     return sorted(columns, key=key)
 
 
-def _per_seed_tables(rows: pd.DataFrame, metric: str):
-    """(protocol, dataset, per-seed table [entry, seed] x column, its sorted columns) per table."""
-    picked = rows[rows["metric"] == metric]
-    for (protocol, dataset), part in picked.groupby(["protocol", "dataset"], sort=True):
-        part = part.assign(entry=entry_label(part), column=column_key(part))
-        per_seed = part.pivot_table(index=["entry", "seed"], columns="column", values="value",
-                                    aggfunc="mean")
-        yield protocol, dataset, per_seed, _sort_columns(per_seed.columns)
+def _newest_version(part: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    versions = sorted(part["protocol_version"].astype(str).unique(), key=lambda v: (len(v), v))
+    if len(versions) < 2:
+        return part, []
+    keep = part[part["protocol_version"].astype(str) == versions[-1]]
+    old = part[part["protocol_version"].astype(str) != versions[-1]]
+    return keep, [f"rows of protocol version {', '.join(versions[:-1])} left out "
+                  f"({old['job_id'].nunique()} jobs; the protocol's tables changed since)"]
 
 
 def _complete(per_seed: pd.DataFrame) -> pd.Series:
@@ -73,92 +87,133 @@ def _complete(per_seed: pd.DataFrame) -> pd.Series:
     return complete | ~complete.groupby(level="entry").transform("any")
 
 
-def _left_out_notes(protocol: str, dataset: str, per_seed: pd.DataFrame,
-                    complete: pd.Series) -> list[str]:
+def _left_out_notes(where: str, per_seed: pd.DataFrame, complete: pd.Series) -> list[str]:
     notes = []
     for (entry, seed), ok in complete.items():
         if not ok:
             have = int(per_seed.loc[(entry, seed)].notna().sum())
             total = int(per_seed.loc[entry].notna().any().sum())
-            notes.append(f"{protocol} / {dataset}: {entry} seed {seed} left out "
-                         f"({have} of {total} columns)")
+            notes.append(f"{where}: {entry} seed {seed} left out ({have} of {total} columns)")
     return notes
 
 
-def _table(per_seed: pd.DataFrame, columns: list) -> pd.DataFrame:
+def _table(per_seed: pd.DataFrame, columns: list, groups: dict[str, list], metric: str
+           ) -> tuple[pd.DataFrame, dict[str, list]]:
+    """The table, complete entries ranked first; and {entry: columns it misses}."""
     table = per_seed.groupby(level="entry").mean()[columns]
+    for name, members in groups.items():
+        present = [c for c in members if c in columns]
+        if present:
+            table[name] = per_seed[present].mean(axis=1).groupby(level="entry").mean()
     seed_means = per_seed[columns].mean(axis=1).groupby(level="entry")
     table["mean"] = seed_means.mean()
     table["std"] = seed_means.std(ddof=1)
     table["seeds"] = seed_means.count()
-    table = table.reset_index().sort_values(["mean", "entry"], ascending=[False, True])
-    return table.set_index("entry")
+    missing = {e: [c for c in columns if pd.isna(table.loc[e, c])] for e in table.index}
+    missing = {e: m for e, m in missing.items() if m}
+    ascending = metric in LOWER_IS_BETTER
+    table = table.reset_index().assign(_partial=lambda t: t["entry"].isin(list(missing)))
+    table = table.sort_values(["_partial", "mean", "entry"],
+                              ascending=[True, ascending, True]).drop(columns="_partial")
+    return table.set_index("entry"), missing
 
 
 @dataclass
 class Summary:
-    """The leaderboard tables of one metric and what to say under them."""
+    """The leaderboard tables of one metric and what to say under each."""
 
     metric: str = "auroc"
     tables: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
+    partial: dict[tuple[str, str], dict[str, list]] = field(default_factory=dict)
+    table_notes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)  # seeds that miss some columns
     below_chance: list[str] = field(default_factory=list)  # AUROC entries with mean < 50%
 
     @property
     def notes(self) -> list[str]:
-        return self.left_out + self.below_chance
+        return [n for key in self.tables for n in self.table_notes.get(key, [])]
+
+
+def _ood_groups(protocol: str, dataset: str, columns: list) -> dict[str, list]:
+    if protocol == "one-class":
+        return {}
+    from bench.protocols import ood_group
+
+    groups: dict[str, list] = {"near": [], "far": []}
+    for c in columns:
+        g = ood_group(dataset, str(c))
+        if g in groups:
+            groups[g].append(c)
+    return {k: v for k, v in groups.items() if v}
 
 
 def summarise(rows: pd.DataFrame, metric: str = "auroc") -> Summary:
-    """The tables of `pivot` and the notes under them, from one pass over the rows: the seeds
-    left out (`incomplete_seeds`) and, for AUROC, the entries whose mean is below chance (an
-    inverted score is a finding to read about in docs/methods.md, not a number to rank)."""
+    """Every table of one metric and the notes under it, from one pass over the rows."""
     out = Summary(metric)
-    for protocol, dataset, per_seed, columns in _per_seed_tables(rows, metric):
+    picked = rows[rows["metric"] == metric]
+    for (protocol, dataset), part in picked.groupby(["protocol", "dataset"], sort=True):
+        where = f"{protocol} / {dataset}"
+        part, version_notes = _newest_version(part)
+        part = part.assign(entry=entry_label(part), column=column_key(part))
+        per_seed = part.pivot_table(index=["entry", "seed"], columns="column", values="value",
+                                    aggfunc="mean")
+        columns = _sort_columns(per_seed.columns)
         complete = _complete(per_seed)
-        out.left_out += _left_out_notes(protocol, dataset, per_seed, complete)
-        table = _table(per_seed[complete], columns)
-        out.tables[(protocol, dataset)] = table
+        left_out = _left_out_notes(where, per_seed, complete)
+        table, missing = _table(per_seed[complete], columns,
+                                _ood_groups(protocol, dataset, columns), metric)
+        key = (protocol, dataset)
+        out.tables[key], out.partial[key] = table, missing
+        partial_notes = [f"{where}: {e} ran on {len(columns) - len(m)} of {len(columns)} "
+                         f"columns (missing {', '.join(map(str, m))}); its mean (*) is not "
+                         "comparable and it is listed after the complete entries"
+                         for e, m in missing.items()]
+        below = []
         if metric == "auroc":
-            out.below_chance += [f"{protocol} / {dataset}: {entry} is below chance "
-                                 f"(mean AUROC {100 * mean:.1f}%)"
-                                 for entry, mean in table["mean"].items() if mean < 0.5]
+            below = [f"{where}: {entry} is below chance (mean AUROC {100 * mean:.1f}%)"
+                     for entry, mean in table["mean"].items() if mean < 0.5]
+        out.left_out += left_out
+        out.below_chance += below
+        out.table_notes[key] = [f"{where}: {n}" for n in version_notes] + left_out \
+            + partial_notes + below
     return out
 
 
 def incomplete_seeds(rows: pd.DataFrame, metric: str = "auroc") -> list[str]:
-    """One line per seed the leaderboard leaves out because it misses some of its entry's columns
-    (a killed run, a `--classes` subset): the table would otherwise mix unequal seeds."""
+    """One line per seed the leaderboard leaves out because it misses some of its entry's
+    columns (a killed run, a `--classes` subset): the table would otherwise mix unequal seeds."""
     return summarise(rows, metric).left_out
 
 
 def pivot(rows: pd.DataFrame, metric: str = "auroc") -> dict[tuple[str, str], pd.DataFrame]:
-    """{(protocol, dataset): table of fractions} with columns, mean, std, seeds.
-
-    Only seeds that cover every column of their entry count (see `incomplete_seeds`), so each
-    cell, the mean and the std are over the same seeds.
-    """
+    """{(protocol, dataset): table of fractions} with columns, (near, far,) mean, std, seeds."""
     return summarise(rows, metric).tables
 
 
-def _percent(table: pd.DataFrame) -> pd.DataFrame:
+def _percent(table: pd.DataFrame, missing: dict[str, list] | None = None) -> pd.DataFrame:
     shown = table.copy()
     for col in shown.columns:
         if col == "seeds":
             shown[col] = shown[col].astype(int).astype(str)
         else:
             shown[col] = [("" if pd.isna(v) else f"{100 * v:.1f}") for v in shown[col]]
+    for entry in missing or {}:
+        shown.loc[entry, "mean"] = shown.loc[entry, "mean"] + " *"
     shown.index.name = "method/score"
     shown.columns = [str(c) for c in shown.columns]
     return shown
 
 
-def to_markdown(table: pd.DataFrame, title: str) -> str:
-    shown = _percent(table).reset_index()
+def to_markdown(table: pd.DataFrame, title: str, missing: dict[str, list] | None = None,
+                notes: list[str] = ()) -> str:
+    shown = _percent(table, missing).reset_index()
     header = "| " + " | ".join(shown.columns) + " |"
     rule = "|" + "|".join("---" for _ in shown.columns) + "|"
     lines = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
-    return f"### {title}\n\n" + "\n".join([header, rule, *lines]) + "\n"
+    text = f"### {title}\n\n" + "\n".join([header, rule, *lines]) + "\n"
+    if notes:
+        text += "\n" + "".join(f"- {line}\n" for line in notes)
+    return text
 
 
 def console_table(rows: pd.DataFrame, metric: str = "auroc") -> str:
@@ -166,28 +221,23 @@ def console_table(rows: pd.DataFrame, metric: str = "auroc") -> str:
     return console_text(summarise(rows, metric))
 
 
+def _title(summary: Summary, key: tuple[str, str]) -> str:
+    best = "lower is better" if summary.metric in LOWER_IS_BETTER else "higher is better"
+    return f"{key[0]} / {key[1]} ({summary.metric.upper()} %, mean over seeds; {best})"
+
+
 def console_text(summary: Summary) -> str:
     """`console_table` of rows already summarised."""
     if not summary.tables:
         return "(no results)"
     blocks = []
-    for (protocol, dataset), table in summary.tables.items():
-        shown = _percent(table)
+    for key, table in summary.tables.items():
+        shown = _percent(table, summary.partial.get(key))
         shown.index.name = None
-        title = (f"{protocol} / {dataset}: {summary.metric.upper()} (%), "
-                 "columns averaged over seeds")
-        blocks.append(title + "\n" + shown.to_string())
+        blocks.append(_title(summary, key) + "\n" + shown.to_string())
     if summary.notes:
         blocks.append("\n".join(f"note: {line}" for line in summary.notes))
     return "\n\n".join(blocks)
-
-
-def _notes_markdown(summary: Summary) -> str:
-    out = ""
-    for title, lines in (("Left out", summary.left_out), ("Below chance", summary.below_chance)):
-        if lines:
-            out += f"\n### {title}\n\n" + "".join(f"- {line}\n" for line in lines)
-    return out
 
 
 def write_leaderboards(rows: pd.DataFrame, out: str | Path, metric: str = "auroc") -> list[Path]:
@@ -195,23 +245,42 @@ def write_leaderboards(rows: pd.DataFrame, out: str | Path, metric: str = "auroc
     return write_summary(summarise(rows, metric), out)
 
 
-def write_summary(summary: Summary, out: str | Path) -> list[Path]:
-    """`write_leaderboards` of rows already summarised."""
+SECTION = re.compile(r"^### (\S+) / (\S+) \(", re.MULTILINE)
+
+
+def _readme_sections(text: str) -> dict[tuple[str, str], str]:
+    """The per-table sections of an existing leaderboard README, by (protocol, dataset)."""
+    starts = list(SECTION.finditer(text))
+    sections = {}
+    for i, m in enumerate(starts):
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
+        sections[(m.group(1), m.group(2))] = text[m.start():end].rstrip("\n") + "\n"
+    return sections
+
+
+def write_summary(summary: Summary, out: str | Path, keep_other_sections: bool = True
+                  ) -> list[Path]:
+    """`write_leaderboards` of rows already summarised. README.md keeps the sections of tables
+    these rows do not make (other runs' tables), unless `keep_other_sections` is False."""
     out = Path(out)
     metric = summary.metric
-    written, sections = [], []
-    for (protocol, dataset), table in summary.tables.items():
+    written, sections = [], {}
+    for key, table in summary.tables.items():
+        protocol, dataset = key
         stem = f"{protocol}_{dataset}" + ("" if metric == "auroc" else f"_{metric}")
-        shown = _percent(table).reset_index()
+        missing = summary.partial.get(key)
+        shown = _percent(table, missing).reset_index()
         atomic_write_csv(out / f"{stem}.csv", shown)
-        title = f"{protocol} / {dataset} ({metric.upper()} %, mean over seeds)"
-        md = to_markdown(table, title)
+        md = to_markdown(table, _title(summary, key), missing, summary.table_notes.get(key, []))
         atomic_write_text(out / f"{stem}.md", md)
         written += [out / f"{stem}.csv", out / f"{stem}.md"]
-        sections.append(md)
+        sections[key] = md
     if sections:
         readme = out / ("README.md" if metric == "auroc" else f"README_{metric}.md")
-        atomic_write_text(readme, "# Leaderboards\n\n" + "\n".join(sections)
-                          + _notes_markdown(summary))
+        if keep_other_sections and readme.exists():
+            kept = _readme_sections(readme.read_text())
+            sections = {**{k: v for k, v in kept.items() if k not in sections}, **sections}
+        body = "\n".join(sections[k] for k in sorted(sections))
+        atomic_write_text(readme, "# Leaderboards\n\n" + body)
         written.append(readme)
     return written

@@ -1,8 +1,12 @@
-"""Published numbers (results/reference/*.csv) and their comparison with ours, cell by cell.
+"""Published numbers and their comparison with ours, cell by cell, like with like.
 
-A reference row names, in its `ours` column, the entry of this suite it is compared with (e.g.
-GEOM -> rotnet/rot, the closest transformation-prediction detector here). Cells are normal classes,
-OOD sets, or `mean` (the mean over classes, compared with our per-seed mean over classes).
+The tables ship with the package (`bench/reference/*.csv`; the repository's results/reference
+is the editable copy, kept identical by a test); ``--reference-dir`` reads another folder. A
+reference row names, in its `ours` column, the entry of this suite it is compared with (e.g.
+GEOM -> rotnet/rot, the closest transformation-prediction detector here). Cells are normal
+classes, OOD sets, or `mean`: the mean over classes is compared only over the same classes (the
+published per-class values averaged over the classes we ran when we ran a subset; skipped where
+only the published mean exists).
 """
 
 from __future__ import annotations
@@ -16,14 +20,23 @@ from bench.errors import BenchError, unknown_name
 from bench.report.leaderboard import column_key, entry_label
 from bench.report.stats import seed_summary
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
+
+def packaged_reference_dir() -> Path:
+    """The reference tables installed with the package."""
+    from importlib import resources
+
+    return Path(str(resources.files("bench.reference")))
 
 
-def reference_names(directory: Path = REFERENCE_DIR) -> list[str]:
-    return sorted(p.stem for p in Path(directory).glob("*.csv"))
+def reference_names(directory: Path | str | None = None) -> list[str]:
+    return sorted(p.stem for p in Path(directory or packaged_reference_dir()).glob("*.csv"))
 
 
-def load_reference(names: list[str] | None = None, directory: Path = REFERENCE_DIR) -> pd.DataFrame:
+def load_reference(names: list[str] | None = None, directory: Path | str | None = None
+                   ) -> pd.DataFrame:
+    directory = Path(directory) if directory else packaged_reference_dir()
+    if not directory.is_dir():
+        raise BenchError(f"--reference-dir {directory}: not a folder")
     available = reference_names(directory)
     if not available:
         raise BenchError(f"no reference tables in {directory}")
@@ -36,15 +49,30 @@ def load_reference(names: list[str] | None = None, directory: Path = REFERENCE_D
 
 
 def _our_cells(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per (protocol, dataset, entry, cell, seed) values, plus a `mean` cell over classes."""
+    """Per (protocol, dataset, entry, cell, seed) values."""
     picked = rows[rows["metric"] == metric]
     if picked.empty:
         return pd.DataFrame(columns=["protocol", "dataset", "entry", "cell", "seed", "value"])
     picked = picked.assign(entry=entry_label(picked), cell=column_key(picked).astype(str))
-    cells = picked.groupby(["protocol", "dataset", "entry", "cell", "seed"], as_index=False)["value"].mean()
-    one_class = cells[cells["protocol"] == "one-class"]
-    means = one_class.groupby(["protocol", "dataset", "entry", "seed"], as_index=False)["value"].mean()
-    return pd.concat([cells, means.assign(cell="mean")], ignore_index=True)
+    return picked.groupby(["protocol", "dataset", "entry", "cell", "seed"],
+                          as_index=False)["value"].mean()
+
+
+def _mean_cell(ours: pd.DataFrame, refs: pd.DataFrame) -> tuple[pd.Series, float, str] | None:
+    """Our per-seed means over our classes, the published mean over the same classes, and the
+    cell's name; None when the two cannot be compared like with like."""
+    classes = sorted(set(ours["cell"]), key=lambda c: (len(c), c))
+    per_seed = ours.groupby("seed")["value"].mean()
+    published = refs[refs["normal_class"] != "mean"].set_index("normal_class")["value"]
+    stated = refs[refs["normal_class"] == "mean"]["value"]
+    if set(classes) >= set(published.index) and not stated.empty:
+        return per_seed, float(stated.iloc[0]), "mean"
+    if set(classes) <= set(published.index) and classes:
+        same = float(published.loc[classes].mean())
+        if set(classes) == set(published.index):
+            return per_seed, same, "mean"
+        return per_seed, same, f"mean of {','.join(classes)}"
+    return None
 
 
 def compare(rows: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
@@ -53,24 +81,37 @@ def compare(rows: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     out = []
     for metric, refs in reference.groupby("metric"):
         cells = _our_cells(rows, metric)
-        for ref in refs.itertuples(index=False):
-            cell = ref.normal_class if ref.normal_class != "all" else ref.ood_dataset
-            if ref.metric == "accuracy":
-                cell = ref.ood_dataset
-            ours = cells[(cells["protocol"] == ref.protocol) & (cells["dataset"] == ref.dataset)
-                         & (cells["entry"] == ref.ours) & (cells["cell"] == str(cell))]
-            if not ref.ours or ours.empty:
+        keys = ["protocol", "dataset", "paper", "method", "ours"]
+        for (protocol, dataset, paper, method, entry), group in refs.groupby(keys, sort=False):
+            mine = cells[(cells["protocol"] == protocol) & (cells["dataset"] == dataset)
+                         & (cells["entry"] == entry)]
+            if not entry or mine.empty:
                 continue
-            s = seed_summary(ours["value"].to_numpy())
-            outside = (not np.isnan(s.low)) and not (s.low <= ref.value <= s.high)
-            out.append({
-                "protocol": ref.protocol, "dataset": ref.dataset, "cell": str(cell),
-                "metric": metric, "published_method": ref.method, "paper": ref.paper,
-                "published": ref.value, "confirmed": ref.confirmed, "ours": ref.ours,
-                "ours_mean": s.mean, "ours_low": s.low, "ours_high": s.high, "seeds": s.n,
-                "difference": s.mean - ref.value, "outside_interval": outside,
-            })
+            first = group.iloc[0]
+            base = {"protocol": protocol, "dataset": dataset, "metric": metric,
+                    "published_method": method, "paper": paper, "confirmed": first.confirmed,
+                    "ours": entry}
+            for ref in group.itertuples(index=False):
+                if ref.normal_class == "mean":
+                    continue
+                cell = ref.normal_class if ref.normal_class != "all" else ref.ood_dataset
+                values = mine[mine["cell"] == str(cell)]["value"].to_numpy()
+                if values.size:
+                    out.append(_row(base, str(cell), ref.value, ref.confirmed, values))
+            if protocol == "one-class":
+                found = _mean_cell(mine, group)
+                if found is not None:
+                    per_seed, published, name = found
+                    out.append(_row(base, name, published, first.confirmed, per_seed.to_numpy()))
     return pd.DataFrame(out)
+
+
+def _row(base: dict, cell: str, published: float, confirmed, values: np.ndarray) -> dict:
+    s = seed_summary(values)
+    outside = (not np.isnan(s.low)) and not (s.low <= published <= s.high)
+    return {**base, "cell": cell, "published": published, "confirmed": confirmed,
+            "ours_mean": s.mean, "ours_low": s.low, "ours_high": s.high, "seeds": s.n,
+            "difference": s.mean - published, "outside_interval": outside}
 
 
 def format_comparison(table: pd.DataFrame) -> str:
@@ -82,7 +123,8 @@ def format_comparison(table: pd.DataFrame) -> str:
         return "" if pd.isna(v) else f"{100 * v:.1f}"
 
     def cell_order(c):
-        return (0, int(c), "") if str(c).isdigit() else (1 if c != "mean" else 2, 0, str(c))
+        c = str(c)
+        return (0, int(c), "") if c.isdigit() else (2 if c.startswith("mean") else 1, 0, c)
 
     blocks = []
     keys = ["protocol", "dataset", "published_method", "ours"]
@@ -100,5 +142,6 @@ def format_comparison(table: pd.DataFrame) -> str:
                          f"{interval:>16}{r.seeds:>7}{100 * r.difference:>+8.1f}{mark}")
         blocks.append("\n".join(lines))
     note = ("* the published value lies outside our seeds' 95% interval "
-            "(intervals need two seeds or more)")
+            "(intervals need two seeds or more). Means compare the same classes: "
+            "'mean of 0,3' averages the published per-class values of the classes we ran.")
     return "\n\n".join(blocks) + "\n\n" + note

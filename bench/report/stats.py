@@ -102,8 +102,9 @@ def cliques(ranks: pd.Series, same: list[tuple]) -> list[list[str]]:
     return out
 
 
-def blocks_table(rows: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
-    """Blocks (dataset, class or OOD set; seeds averaged) x method/score entries."""
+def blocks_table(rows: pd.DataFrame, metric: str = "auroc", with_dropped: bool = False):
+    """Blocks (dataset, class or OOD set; seeds averaged) x method/score entries; with
+    `with_dropped`, also the entries left out because they did not run on every block kept."""
     from bench.report.leaderboard import column_key, entry_label
 
     picked = rows[rows["metric"] == metric]
@@ -113,6 +114,9 @@ def blocks_table(rows: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
     coverage = table.notna().sum()
     full = coverage == len(table)
     if full.sum() >= 3:  # the entries run on every block: the most blocks to rank over
-        return table.loc[:, full]
-    table = table.loc[:, coverage >= coverage.max() / 2]  # else entries run on most blocks
-    return table.dropna(axis=0, how="any")
+        kept = table.loc[:, full]
+    else:  # else entries run on most blocks
+        kept = table.loc[:, coverage >= coverage.max() / 2].dropna(axis=0, how="any")
+    if with_dropped:
+        return kept, sorted(set(table.columns) - set(kept.columns))
+    return kept

@@ -1,0 +1,325 @@
+"""A Job (one method, config, data set, task and seed), its identity, and `execute_job`, which
+runs it in whichever process an executor chose and writes its folder atomically.
+
+Rows are built from scores by a pure function (`rows_from_scores`). This module imports neither
+the runner nor the executors: both import it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import bench
+from bench.config import as_dict, stable_hash, training_dict
+from bench.metrics import accuracy, detection_metrics
+from bench.protocols import PROTOCOL_VERSION, Task, get_protocol, load_task
+from bench.registry import METHODS
+from bench.store import RunStore, file_lock
+
+EMBEDDING_POINTS = 2000  # test images whose embeddings a job keeps for figures (t-SNE)
+PIXEL = "pixel"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (method, config, data set, task, seed): trains one model and scores its test groups.
+
+    A classical method on learned features names the encoder (`features`), its config and the
+    folder of its trained model (`encoder_train_id`), shared with the encoder's own jobs.
+    """
+
+    job_id: str
+    train_id: str
+    method: str
+    config: Any
+    config_hash: str
+    protocol: str
+    dataset: str
+    normal_class: int | None
+    ood_sets: tuple[str, ...]
+    seed: int
+    preset: str
+    data_dir: str
+    download: bool
+    variant: str = ""  # the --set assignments that made this config ('' for none)
+    features: str = PIXEL  # classical methods: "pixel" or the encoder's method name
+    encoder_config: Any = None
+    encoder_train_id: str = ""
+    compile: bool = False  # how it runs, not what it computes: not part of the identity
+    precision: str = "auto"  # likewise (recorded in every row)
+    deterministic: bool = False  # likewise
+
+    def describe(self) -> str:
+        where = f"class {self.normal_class}" if self.normal_class is not None else "all classes"
+        on = f" on {self.features} features" if self.features != PIXEL else ""
+        variant = f" [{self.variant}]" if self.variant else ""
+        return f"{self.method}{on}{variant} {self.dataset} {self.protocol} {where} seed {self.seed}"
+
+    @property
+    def task(self) -> Task:
+        return Task(self.protocol, self.dataset, self.normal_class, self.ood_sets)
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """Package version plus the git commit when running from a checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{bench.__version__}+{sha}" if sha else bench.__version__
+
+
+def train_id_of(method: str, config: Any, task: Task, seed: int) -> str:
+    """The model folder's name: everything that changes the trained weights."""
+    base = {"method": method, "protocol": task.protocol, "dataset": task.dataset,
+            "normal_class": task.normal_class, "seed": seed}
+    return f"{method}-{task.dataset}-{task.protocol}-{task.label}-s{seed}-" + stable_hash(
+        {**base, "config": training_dict(config)}, 8)
+
+
+def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_dir: str,
+             download: bool, *, variant: str = "", features: str = PIXEL,
+             encoder_config: Any = None, compile: bool = False, precision: str = "auto",
+             deterministic: bool = False) -> Job:
+    base = {"method": method, "protocol": task.protocol, "dataset": task.dataset,
+            "normal_class": task.normal_class, "seed": seed}
+    job_key = {**base, "config": as_dict(config), "ood_sets": list(task.ood_sets)}
+    encoder_train_id = ""
+    prefix = method
+    if features != PIXEL:
+        job_key["features"] = {"encoder": features, "config": training_dict(encoder_config)}
+        encoder_train_id = train_id_of(features, encoder_config, task, seed)
+        prefix = f"{method}-{features}feat"
+    job_id = f"{prefix}-{task.dataset}-{task.protocol}-{task.label}-s{seed}-" + stable_hash(
+        job_key, 8)
+    return Job(job_id=job_id, train_id=train_id_of(method, config, task, seed), method=method,
+               config=config, config_hash=stable_hash(as_dict(config)), protocol=task.protocol,
+               dataset=task.dataset, normal_class=task.normal_class, ood_sets=task.ood_sets,
+               seed=seed, preset=preset, data_dir=data_dir, download=download, variant=variant,
+               features=features, encoder_config=encoder_config,
+               encoder_train_id=encoder_train_id, compile=compile, precision=precision,
+               deterministic=deterministic)
+
+
+# --- rows from scores (pure) -------------------------------------------------------------------
+
+def row_base(job: Job, *, run_id: str, device: str, precision: str, n_train: int,
+             train_seconds: float, eval_seconds: float, backbone: str, epochs: int,
+             created_at: str, code: str) -> dict[str, Any]:
+    """The columns every row of a job shares."""
+    return {
+        "run_id": run_id, "job_id": job.job_id, "method": job.method,
+        "features": features_label(job, backbone),
+        "variant": job.variant, "protocol": job.protocol, "protocol_version": PROTOCOL_VERSION,
+        "dataset": job.dataset,
+        "normal_class": "all" if job.normal_class is None else str(job.normal_class),
+        "seed": job.seed, "n_train": n_train, "preset": job.preset, "backbone": backbone,
+        "epochs": epochs, "precision": precision, "train_seconds": round(train_seconds, 3),
+        "eval_seconds": round(eval_seconds, 3), "device": device,
+        "config_hash": job.config_hash, "code_version": code, "created_at": created_at,
+    }
+
+
+def features_label(job: Job, backbone: str) -> str:
+    """What a classical method saw: ``pixel`` or ``<encoder>:penultimate``; '' for a method that
+    scores with its own network."""
+    if job.features != PIXEL:
+        return f"{job.features}:penultimate"
+    return PIXEL if backbone == "pixels" else ""
+
+
+def rows_from_scores(base: dict[str, Any],
+                     groups: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]],
+                     acc: float | None = None) -> list[dict[str, Any]]:
+    """Tidy rows: per test group and score variant, every metric (and accuracy if given)."""
+    rows = []
+    for group, (is_anomaly, scores) in groups.items():
+        n_anom = int(is_anomaly.sum())
+        for score_name, values in scores.items():
+            counts = {"ood_dataset": group, "n_test_normal": len(is_anomaly) - n_anom,
+                      "n_test_anomalous": n_anom, "score": score_name}
+            for metric, value in detection_metrics(is_anomaly, values).items():
+                rows.append({**base, **counts, "metric": metric, "value": value})
+            if acc is not None:
+                rows.append({**base, **counts, "metric": "accuracy", "value": acc})
+    return rows
+
+
+def score_arrays(groups: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]
+                 ) -> dict[str, np.ndarray]:
+    """What scores.npz keeps: `<group>/is_anomaly` and `<group>/<score>`."""
+    arrays = {}
+    for group, (is_anomaly, scores) in groups.items():
+        arrays[f"{group}/is_anomaly"] = is_anomaly.astype(np.int8)
+        for score_name, values in scores.items():
+            arrays[f"{group}/{score_name}"] = values.astype(np.float32)
+    return arrays
+
+
+def score_groups(detector, data) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """{group: (is_anomaly, {score: values})}: `rest` for one-class, one group per OOD set."""
+    test_scores = detector.score(data.test.images)
+    if data.test_is_anomaly is not None:
+        return {"rest": (data.test_is_anomaly.numpy(), test_scores)}
+    out = {}
+    for name, ood in data.ood.items():
+        ood_scores = detector.score(ood.images)
+        is_anomaly = np.concatenate([np.zeros(len(data.test)), np.ones(len(ood))]).astype(bool)
+        out[name] = (is_anomaly, {k: np.concatenate([v, ood_scores[k]])
+                                  for k, v in test_scores.items()})
+    return out
+
+
+def embedding_sample(detector, data, seed: int = 0) -> dict[str, np.ndarray] | None:
+    """Penultimate features of up to EMBEDDING_POINTS test images (and of up to a quarter as many
+    per OOD set) with their group names: what `bench figures` draws a t-SNE from."""
+    if not hasattr(detector, "embed"):
+        return None
+    rng = np.random.default_rng(seed)
+    test = data.test.images
+    keep = np.sort(rng.choice(len(test), min(EMBEDDING_POINTS, len(test)), replace=False))
+    feats = [detector.embed(test[keep])]
+    if data.test_is_anomaly is not None:
+        groups = [np.where(data.test_is_anomaly.numpy()[keep], "anomalous", "normal")]
+    else:
+        groups = [np.full(len(keep), "in-distribution")]
+        for name, ood in data.ood.items():
+            pick = np.sort(rng.choice(len(ood), min(EMBEDDING_POINTS // 4, len(ood)),
+                                      replace=False))
+            feats.append(detector.embed(ood.images[pick]))
+            groups.append(np.full(len(pick), name))
+    return {"features": np.concatenate(feats).astype(np.float32),
+            "group": np.concatenate(groups).astype(str)}
+
+
+# --- running a job -----------------------------------------------------------------------------
+
+def build_detector(job: Job, store: RunStore, ctx):
+    """The job's detector: the method itself, or a classical method on an encoder's features."""
+    detector = METHODS.load_object(job.method)(job.config)
+    if job.features == PIXEL:
+        return detector
+    import dataclasses
+
+    from bench.methods.classical import OnFeatures
+
+    encoder = METHODS.load_object(job.features)(job.encoder_config)
+    encoder_ctx = dataclasses.replace(ctx, model_dir=store.model_dir(job.encoder_train_id),
+                                      labeled=False)
+    return OnFeatures(detector, encoder, job.features, encoder_ctx)
+
+
+def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
+                progress: bool = True) -> dict[str, Any]:
+    """Run one job and write its folder; returns its record. Errors are recorded, not raised."""
+    from bench.nn import precision as precision_policy
+    from bench.nn.train import select_device
+
+    store = RunStore(out)
+    torch_device = select_device(device)
+    record: dict[str, Any] = {
+        "job_id": job.job_id, "train_id": job.train_id, "method": job.method,
+        "features": job.features, "encoder_train_id": job.encoder_train_id,
+        "variant": job.variant, "dataset": job.dataset, "protocol": job.protocol,
+        "protocol_version": PROTOCOL_VERSION, "normal_class": job.normal_class,
+        "ood_sets": list(job.ood_sets), "seed": job.seed, "preset": job.preset,
+        "config": as_dict(job.config), "config_hash": job.config_hash,
+        "data_dir": job.data_dir, "device": str(torch_device), "code_version": code_version(),
+        "run_id": run_id, "host": os.uname().nodename if hasattr(os, "uname") else "",
+    }
+    started = time.perf_counter()
+    with file_lock(store.job_dir(job.job_id) / ".lock"):  # one worker per job, across processes
+        earlier = store.record(job.job_id)
+        if earlier and earlier.get("status") == "done" and not store.damaged_files(job.job_id):
+            return earlier  # finished by another worker meanwhile
+        try:
+            policy = precision_policy.resolve(job.precision, torch_device)
+        except Exception as exc:  # noqa: BLE001 - recorded like any failure
+            policy, record["error"] = None, f"{type(exc).__name__}: {exc}"
+        record["precision"] = policy.describe() if policy else ""
+        return _execute_locked(job, store, torch_device, policy, run_id, progress, record,
+                               started)
+
+
+def _execute_locked(job: Job, store: RunStore, torch_device, policy, run_id: str, progress: bool,
+                    record: dict[str, Any], started: float) -> dict[str, Any]:
+    from bench.console import log
+    from bench.methods.base import FitContext
+    from bench.nn.train import reseed, seed_everything
+
+    try:
+        if policy is None:
+            raise RuntimeError(record["error"])
+        if job.deterministic:
+            make_deterministic()
+        seed_everything(job.seed)
+        data = load_task(job.task, job.data_dir, job.download)
+        ctx = FitContext(device=torch_device, seed=job.seed,
+                         model_dir=store.model_dir(job.train_id),
+                         labeled=get_protocol(job.protocol).labeled, progress=progress,
+                         compile=job.compile, precision=policy, log=log)
+        detector = build_detector(job, store, ctx)
+        t0 = time.perf_counter()
+        detector.fit(data.train, ctx)
+        train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        reseed(job.seed, "score")  # a score-only re-run draws the same test augmentations
+        groups = score_groups(detector, data)
+        acc = None
+        if detector.predicts_classes and get_protocol(job.protocol).labeled:
+            acc = accuracy(data.test.labels.numpy(), detector.predict(data.test.images))
+        eval_s = time.perf_counter() - t0
+        embedding = embedding_sample(detector, data)
+        base = row_base(job, run_id=run_id, device=str(torch_device), precision=policy.name,
+                        n_train=len(data.train), train_seconds=train_s, eval_seconds=eval_s,
+                        backbone=detector.backbone, epochs=detector.epochs,
+                        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        code=code_version())
+        rows = rows_from_scores(base, groups, acc)
+        record["auroc"] = {r["ood_dataset"] + "/" + r["score"]: round(r["value"], 4)
+                           for r in rows if r["metric"] == "auroc"}
+        record.update(status="done", train_seconds=round(train_s, 3), eval_seconds=round(eval_s, 3),
+                      seconds=round(time.perf_counter() - started, 3), n_train=len(data.train),
+                      history=getattr(detector, "history", []))
+        store.write_job(job.job_id, record, pd.DataFrame(rows), score_arrays(groups), embedding)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a failing job is recorded; the run goes on
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                      error_kind=error_kind(exc), traceback=traceback.format_exc(),
+                      seconds=round(time.perf_counter() - started, 3))
+        store.write_job(job.job_id, record, None, None)
+    return record
+
+
+def make_deterministic() -> None:
+    """Deterministic kernels (cuDNN, cuBLAS workspace, torch's algorithms): with the mean-pool
+    head, a resumed CUDA run then ends with the same weights as an uninterrupted one."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def error_kind(exc: BaseException) -> str:
+    """``environment`` for failures of the machine rather than the job (no CUDA, out of memory,
+    a device error), which a later run retries by itself; ``job`` otherwise."""
+    text = f"{type(exc).__name__}: {exc}".lower()
+    markers = ("cuda", "out of memory", "no kernel image", "device-side", "cudnn", "nccl",
+               "torch not compiled", "no space left")
+    return "environment" if any(m in text for m in markers) else "job"
