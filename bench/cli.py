@@ -160,6 +160,11 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
                          "preset (quick, standard or paper)")
     resolved = resolve_preset(preset, device_type)
     notes = [f"preset auto -> {resolved} (device {device_type})"] if preset == "auto" else []
+    if not remote:
+        from bench.nn.precision import resolve as resolve_precision
+
+        notes.append(f"precision {precision} -> "
+                     f"{resolve_precision(precision, select_device(device)).describe()}")
     if workers < 1:
         raise BenchError("--workers must be at least 1")
     spec = RunSpec(
@@ -286,8 +291,10 @@ def leaderboard(runs, rows_files, out, metric, force) -> int:
     below chance. FPR95 tables sort the lowest (best) first.
     """
     from bench.report.leaderboard import console_text, summarise, write_summary
+    from bench.runner import check_writable
 
     summary = summarise(_load(runs, rows_files), metric)
+    check_writable(out)
     paths = write_summary(summary, out, keep_other_sections=not force)
     click.echo(console_text(summary))
     click.echo(f"\nwrote {len(paths)} files under {out}/")
@@ -337,8 +344,11 @@ def figures(runs, rows_files, out, job_ids, tsne, size) -> int:
     from bench.report import figures as fig
     from bench.store import RunStore
 
+    from bench.runner import check_writable
+
     chosen = _runs(runs, rows_files)
     rows = _load(runs, rows_files)
+    check_writable(out)
     records = [r for d in chosen for r in RunStore(d).records()]
     drawn, skipped = fig.draw_all(rows, records, chosen, Path(out), list(job_ids), tsne, size)
     for line in skipped:

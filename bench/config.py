@@ -135,7 +135,10 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         item = typing.get_args(tp)[0]
         parts = value if isinstance(value, (list, tuple)) else \
             [p for p in str(value).split(",") if p.strip()]
-        return tuple(coerce(p, item, where) for p in parts)
+        try:
+            return tuple(coerce(p, item, where) for p in parts)
+        except BenchError:
+            raise BenchError(f"{where}: expected {type_name(tp)}, got {value!r}") from None
     try:
         if tp is bool:
             if isinstance(value, bool):

@@ -179,11 +179,11 @@ def plan(spec: RunSpec) -> Plan:
     return Plan(expand(spec, configs, info, data_dir), skipped, warnings)
 
 
-def check_writable(out: Path) -> None:
+def check_writable(out: Path | str) -> None:
     """Fail with exit code 2 (and leave nothing behind) if `out` cannot be created or written:
     a folder is made and removed under its nearest existing ancestor to find out."""
     if not str(out).strip():
-        raise BenchError("--out is empty; name a run directory")
+        raise BenchError("--out is empty; name a directory")
     probe_dir = Path(out)
     while not probe_dir.exists():
         probe_dir = probe_dir.parent
@@ -233,8 +233,8 @@ def run(spec: RunSpec, executor=None, retry_failed: bool = False, notes: list[st
     from bench.executors import LocalExecutor
 
     the_plan = plan(spec)
+    check_writable(spec.out)
     out = Path(spec.out)
-    check_writable(out)
     for note in [*notes, *(f"bench: warning: {w}" for w in the_plan.warnings)]:
         log(note)
     for missing in the_plan.skipped.values():

@@ -1,22 +1,29 @@
-"""Images/s of one training step of CSI and MCL: our engine vs a reference-style pipeline vs the
-model alone.
+"""Images/s of one training step per method, side by side in one run: the engine under the
+precision policy (`auto`), the engine forced to fp32, a reference-style PIL pipeline, and the
+ceiling of the network alone.
 
-(a) engine: uint8 data on the device, batches by index, batched per-sample augmentation;
-(b) reference-style: per-image torchvision transforms on PIL images in a DataLoader, as the
-    official MCL code feeds its model, then the same model step;
-(c) ceiling: forward, loss and backward of the same model on ready tensors (no augmentation).
+(a) engine auto: uint8 data on the device, batches by index, batched per-sample augmentation,
+    the precision `--precision auto` chooses here (bf16 + channels_last where the CPU has bf16);
+(b) engine fp32: the same, fp32 in the default layout (the engine before the policy);
+(c) reference-style: per-image torchvision transforms on PIL images in a DataLoader, as the
+    official MCL / CSI code feeds its model, then the same loss at fp32;
+(d) ceiling: forward, loss and backward of the same network on ready tensors, the fastest of
+    {fp32, bf16} x {NCHW, channels_last}.
 
-All three in one run on one device; the last lines are `speedup_vs_reference: a/b` and
-`fraction_of_ceiling: a/c` (the mean over the methods measured).
+Every variant alternates over rounds and the fastest round counts (noisy machines). The last
+lines are `speedup_vs_fp32: a/b`, `speedup_vs_reference: a/c`, `fraction_of_ceiling: a/d`
+(means over the methods measured; per-method figures above them).
 
-    python benchmarks/train_throughput.py                       # CPU defaults, a few minutes
-    python benchmarks/train_throughput.py --device cuda           # GPU: resnet18, batch 128
-    python benchmarks/train_throughput.py --compile               # the same under torch.compile
+    python benchmarks/train_throughput.py                          # quick preset, 1 x 28 x 28
+    python benchmarks/train_throughput.py --methods mcl,csi --size 32 --channels 3
+    python benchmarks/train_throughput.py --device cuda --preset paper
+    python benchmarks/train_throughput.py --compile                # the engine compiled too
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -29,147 +36,177 @@ from torchvision import transforms
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import machine, timed  # noqa: E402
 
+from bench.config import build_method_config, load_preset  # noqa: E402
 from bench.datasets import ImageSet  # noqa: E402
 from bench.methods.base import FitContext  # noqa: E402
 from bench.nn.losses import masked_contrastive_loss, nt_xent, stochastic_positive_attraction_loss  # noqa: E402
+from bench.nn.precision import FP32, Precision, resolve  # noqa: E402
 from bench.nn.shifts import N_SHIFTS  # noqa: E402
-from bench.nn.train import as_input, autocast, prepare_model, select_device  # noqa: E402
+from bench.nn.train import as_input, prepare_model, select_device  # noqa: E402
 from bench.registry import METHODS  # noqa: E402
+
+VIEWS = {"csi": (2, N_SHIFTS), "mcl": (2, N_SHIFTS), "simclr": (2, 1), "rotnet": (1, N_SHIFTS)}
 
 
 class ReferenceViews(torch.utils.data.Dataset):
-    """Per-image PIL pipeline: 2 views x 4 rotations of each image (flip, rotate, crop, jitter)."""
+    """Per-image PIL pipeline: `copies` views x `rotations` rotations of each image."""
 
-    def __init__(self, images: np.ndarray, size: int):
-        self.images = images
-        self.view = transforms.Compose([
-            transforms.RandomResizedCrop(size),
-            transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            transforms.RandomGrayscale(p=0.2),
-            transforms.ToTensor(),
-        ])
+    def __init__(self, images: np.ndarray, size: int, copies: int, rotations: int):
+        self.images, self.copies, self.rotations = images, copies, rotations
+        colour = [transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                  transforms.RandomGrayscale(p=0.2)] if images.shape[-1] == 3 else []
+        self.view = transforms.Compose([transforms.RandomResizedCrop(size), *colour,
+                                        transforms.ToTensor()])
         self.flip = transforms.RandomHorizontalFlip()
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        img = Image.fromarray(self.images[i])
+        img = self.images[i]
+        img = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
         views = []
-        for _ in range(2):
+        for _ in range(self.copies):
             flipped = self.flip(img)
-            views += [self.view(flipped.rotate(90 * k)) for k in range(N_SHIFTS)]
-        return torch.stack(views)  # [2 x 4, C, H, W]: view-major, rotation-minor
+            views += [self.view(flipped.rotate(90 * k)) for k in range(self.rotations)]
+        return torch.stack(views)  # [copies x rotations, C, H, W]
 
 
-def reference_loss(method: str, det, x: torch.Tensor, cfg) -> torch.Tensor:
-    """The same losses as the engine, on the reference pipeline's views."""
-    b = x.shape[0]
-    views = x.view(b, 2, N_SHIFTS, *x.shape[2:]).permute(1, 2, 0, 3, 4, 5).reshape(-1, *x.shape[2:])
-    out = det.model_(as_input(views))
+def method_loss(method: str, det, views: torch.Tensor, b: int, cfg) -> torch.Tensor:
+    """The method's loss on ready views laid out as its engine builds them: copy-major, then
+    rotation-major, then image ([copies, rotations, b] flattened)."""
+    out = det.model_(views)
+    shift = torch.arange(N_SHIFTS, device=views.device).repeat_interleave(b)
+    if method == "rotnet":
+        return F.cross_entropy(out["shift_logits"].float(), shift)
     z1, z2 = out["z"].chunk(2)
-    shift = torch.arange(N_SHIFTS, device=x.device).repeat_interleave(b)
+    if method == "simclr":
+        return nt_xent(z1, z2, cfg.temperature)
     if method == "csi":
         return nt_xent(z1, z2, cfg.temperature) + F.cross_entropy(
             out["shift_logits"].float(), torch.cat([shift, shift]))
-    classes = torch.zeros_like(shift)
-    args = (z1, z2, classes, shift, cfg.temperature, cfg.alpha, cfg.beta, cfg.clamp_negative)
+    args = (z1, z2, shift, torch.zeros_like(shift), cfg.temperature, cfg.alpha, cfg.beta,
+            cfg.clamp_negative)
     return masked_contrastive_loss(*args) + stochastic_positive_attraction_loss(*args)
+
+
+def _detector(method: str, cfg, data: ImageSet, device, precision: Precision, compile_: bool):
+    det = METHODS.load_object(method)(cfg)
+    det.ctx_, det.n_classes_ = FitContext(device=device, precision=precision), 1
+    det.model_ = prepare_model(det.build_model(data), device, precision)
+    if compile_:
+        det.model_.compile()
+    return det
 
 
 def measure(method: str, args, device: torch.device) -> dict[str, float]:
     cls = METHODS.load_object(method)
-    cfg = cls.Config(backbone=args.backbone, batch_size=args.batch)
-    n = max(args.batch * (args.steps * args.rounds + 4), 256)
+    cfg = build_method_config(method, cls.Config, load_preset(args.preset), [])
+    b = cfg.batch_size
+    copies, rotations = VIEWS[method]
+    n = max(b * (args.steps * args.rounds + 4), 512)
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, args.size, args.size, 3), dtype=np.uint8)
+    images = rng.integers(0, 256, (n, args.size, args.size, args.channels), dtype=np.uint8)
     data = ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
                     torch.zeros(n, dtype=torch.int64), ("normal",), "bench")
-    det = cls(cfg)
-    det.ctx_, det.n_classes_ = FitContext(device=device), 1
-    det.model_ = prepare_model(det.build_model(data), device)
-    if args.compile:
-        det.model_.compile()  # as `bench run --compile`; the warm-up steps pay the compile
-    opt = torch.optim.SGD(det.model_.parameters(), lr=1e-3, momentum=0.9)
-    on_device = data.images.to(device)
-    labels = data.labels.to(device)
+    on_device, labels = data.images.to(device), data.labels.to(device)
+    auto = resolve("auto", device)
 
-    def step(loss_fn):
+    def train_step(det, precision, loss_fn):
+        opt = det.opt_
         opt.zero_grad(set_to_none=True)
-        with autocast(device):
+        with precision.autocast(device):
             loss = loss_fn()
         loss.backward()
         opt.step()
 
-    # (a) engine: index the device tensor, the method's own training_loss
-    cursor = {"i": 0}
+    def engine(precision: Precision, compile_: bool = False):
+        det = _detector(method, cfg, data, device, precision, compile_)
+        det.opt_ = torch.optim.SGD(det.model_.parameters(), lr=1e-3, momentum=0.9)
+        cursor = {"i": 0}
 
-    def engine_step():
-        i = cursor["i"] = (cursor["i"] + args.batch) % (n - args.batch)
-        idx = torch.arange(i, i + args.batch, device=device)
-        step(lambda: det.training_loss(on_device[idx], labels[idx]))
+        def step():
+            i = cursor["i"] = (cursor["i"] + b) % (n - b)
+            idx = torch.arange(i, i + b, device=device)
+            train_step(det, precision, lambda: det.training_loss(on_device[idx], labels[idx]))
+        return step
 
-    # (c) ceiling: ready tensors of the same shape, no augmentation
-    ready = torch.rand(args.batch, 2 * N_SHIFTS, 3, args.size, args.size, device=device)
+    def ceiling(precision: Precision):
+        det = _detector(method, cfg, data, device, precision, False)
+        det.opt_ = torch.optim.SGD(det.model_.parameters(), lr=1e-3, momentum=0.9)
+        ready = torch.rand(copies * rotations * b, args.channels, args.size, args.size,
+                           device=device)
+        ready = as_input(ready, precision)
+        return lambda: train_step(det, precision, lambda: method_loss(method, det, ready, b, cfg))
 
-    def ceiling_step():
-        step(lambda: reference_loss(method, det, ready, cfg))
-
-    # engine and ceiling alternate over rounds; the fastest round of each counts (noisy machines)
-    engine_s, ceiling_s = float("inf"), float("inf")
+    variants = {"engine_auto": engine(auto, args.compile), "engine_fp32": engine(FP32)}
+    for name, prec in (("fp32", FP32), ("fp32_cl", Precision("fp32", True)),
+                       ("bf16", Precision("bf16", False)), ("bf16_cl", Precision("bf16", True))):
+        variants[f"ceiling_{name}"] = ceiling(prec)
+    best = dict.fromkeys(variants, float("inf"))
     for _ in range(args.rounds):
-        engine_s = min(engine_s, timed(engine_step, device, args.steps))
-        ceiling_s = min(ceiling_s, timed(ceiling_step, device, args.steps))
+        for name, step in variants.items():
+            best[name] = min(best[name], timed(step, device, args.steps))
 
-    # (b) reference-style DataLoader of PIL transforms, measured last: its workers compete for
+    # (c) reference-style DataLoader of PIL transforms, measured last: its workers compete for
     # the CPU with the model step, as they do in the reference code
-    loader = torch.utils.data.DataLoader(ReferenceViews(images, args.size), batch_size=args.batch,
-                                         shuffle=True, num_workers=args.workers, drop_last=True,
-                                         pin_memory=device.type == "cuda", persistent_workers=True)
+    ref = _detector(method, cfg, data, device, FP32, False)
+    ref.opt_ = torch.optim.SGD(ref.model_.parameters(), lr=1e-3, momentum=0.9)
+    loader = torch.utils.data.DataLoader(
+        ReferenceViews(images, args.size, copies, rotations), batch_size=b, shuffle=True,
+        num_workers=args.workers, drop_last=True, pin_memory=device.type == "cuda",
+        persistent_workers=args.workers > 0)
     batches = iter(loader)
 
     def reference_step():
-        x = next(batches).to(device, non_blocking=True)
-        step(lambda: reference_loss(method, det, x, cfg))
+        x = next(batches).to(device, non_blocking=True)  # [b, copies x rotations, C, H, W]
+        views = x.view(b, copies, rotations, *x.shape[2:]).permute(1, 2, 0, 3, 4, 5)
+        views = views.reshape(-1, *x.shape[2:])
+        train_step(ref, FP32, lambda: method_loss(method, ref, views, b, cfg))
 
-    reference_s = timed(reference_step, device, args.steps * args.rounds)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    rates = {k: args.batch / v for k, v in
-             (("engine", engine_s), ("reference", reference_s), ("ceiling", ceiling_s))}
-    print(f"{method}: engine {rates['engine']:.0f} img/s, reference {rates['reference']:.0f} "
-          f"img/s, ceiling {rates['ceiling']:.0f} img/s"
-          + (f", peak memory {peak:.2f} GiB" if device.type == "cuda" else "")
-          + f" ({2 * N_SHIFTS} views per image)", flush=True)
+    best["reference"] = timed(reference_step, device, args.steps * args.rounds)
+    del batches, loader
+    rates = {k: b / v for k, v in best.items()}
+    ceiling_name = max((k for k in rates if k.startswith("ceiling_")), key=rates.get)
+    rates["ceiling"] = rates[ceiling_name]
+    peak = (f", peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+            if device.type == "cuda" else "")
+    print(f"{method}: engine auto ({auto.name}{', channels_last' if auto.channels_last else ''}) "
+          f"{rates['engine_auto']:.0f} img/s, engine fp32 {rates['engine_fp32']:.0f}, reference "
+          f"{rates['reference']:.0f}, ceiling {rates['ceiling']:.0f} ({ceiling_name[8:]}; "
+          + ", ".join(f"{k[8:]} {rates[k]:.0f}" for k in rates if k.startswith("ceiling_"))
+          + f") [{copies * rotations} views per image]{peak}", flush=True)
     return rates
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--methods", default="csi,mcl")
-    p.add_argument("--backbone", default=None, help="default: resnet18 on CUDA, resnet-small on CPU")
-    p.add_argument("--batch", type=int, default=None, help="images per step (x 8 views)")
-    p.add_argument("--size", type=int, default=32, help="image side in pixels (CIFAR: 32)")
+    p.add_argument("--methods", default="csi,mcl,simclr,rotnet")
+    p.add_argument("--preset", default="quick", help="the methods' configs (backbone, batch)")
+    p.add_argument("--size", type=int, default=28, help="image side in pixels")
+    p.add_argument("--channels", type=int, default=1, help="1 (Fashion-MNIST) or 3 (CIFAR)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per round")
-    p.add_argument("--rounds", type=int, default=3, help="alternating engine/ceiling rounds")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--device", default="auto")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (all three)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the engine (auto)")
     args = p.parse_args()
     device = select_device(args.device)
-    gpu = device.type == "cuda"
-    args.backbone = args.backbone or ("resnet18" if gpu else "resnet-small")
-    args.batch = args.batch or (128 if gpu else 32)
-    args.steps = args.steps or (20 if gpu else 6)
+    args.steps = args.steps or (20 if device.type == "cuda" else 8)
     torch.manual_seed(0)
-    print(f"device: {machine()}; backbone {args.backbone}, batch {args.batch} images x 8 views, "
-          f"{args.size}px, {args.rounds} rounds of {args.steps} timed steps"
-          f"{', torch.compile' if args.compile else ''}, {args.workers} DataLoader workers")
-    results = [measure(m, args, device) for m in args.methods.split(",")]
-    speedup = np.mean([r["engine"] / r["reference"] for r in results])
-    fraction = np.mean([r["engine"] / r["ceiling"] for r in results])
-    print(f"speedup_vs_reference: {speedup:.2f}")
-    print(f"fraction_of_ceiling: {fraction:.2f}")
+    print(f"device: {machine()}; preset {args.preset}, {args.channels} x {args.size} x "
+          f"{args.size}, {args.rounds} rounds of {args.steps} timed steps"
+          f"{', engine compiled' if args.compile else ''}, {args.workers} DataLoader workers")
+    results = {m: measure(m, args, device) for m in args.methods.split(",")}
+    for m, r in results.items():
+        print(f"{m}: speedup_vs_fp32 {r['engine_auto'] / r['engine_fp32']:.2f}, "
+              f"speedup_vs_reference {r['engine_auto'] / r['reference']:.2f}, "
+              f"fraction_of_ceiling {r['engine_auto'] / r['ceiling']:.2f}")
+    for key, den in (("speedup_vs_fp32", "engine_fp32"), ("speedup_vs_reference", "reference"),
+                     ("fraction_of_ceiling", "ceiling")):
+        print(f"{key}: {np.mean([r['engine_auto'] / r[den] for r in results.values()]):.2f}")
 
 
 if __name__ == "__main__":
-    main()
+    with contextlib.suppress(BrokenPipeError):
+        main()

@@ -90,6 +90,78 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--out", "/proc/bench-test"], "not writable"),
+    (["--out", "/sys/bench-test"], "not writable"),
+    (["--device", "tpu"], "--device 'tpu': expected auto, cpu, cuda or cuda:N"),
+    (["--methods", ","], "--methods ',': no names given"),
+    (["--classes", "5-2"], "--classes '5-2': the range is empty"),
+    (["--seeds", ","], "--seeds ',': no names given"),
+    (["--seeds", "-1"], "expected"),
+    (["--set", "epochs=-3", "--methods", "mcl"], "epochs=-3 is out of range (must be >= 1)"),
+    (["--set", "epochs=0", "--methods", "mcl"], "must be >= 1"),
+    (["--set", "batch_size=-5", "--methods", "mcl"], "must be >= 1"),
+    (["--set", "batch_size=0", "--methods", "mcl"], "must be >= 1"),
+    (["--set", "lr=-1", "--methods", "mcl"], "must be > 0"),
+    (["--set", "mcl.temperature=0", "--methods", "mcl"], "must be > 0"),
+    (["--features", "knn"], "--features knn: features come from a self-supervised method"),
+    (["--precision", "fp8"], "Invalid value for '--precision'"),
+])
+def test_nonsense_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, args,
+                                                         message):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs"
+    base = ["run", "--methods", "knn", "--datasets", "synthetic", "--out", str(out)]
+    code, _, err = run_cli(base + args, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("bench: error: "), err
+    assert message in lines[0]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_empty_out_writes_nothing_anywhere(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["run", "--methods", "knn", "--datasets", "synthetic", "--out", ""],
+                           capsys)
+    assert code == 2 and "--out is empty" in err and list(tmp_path.iterdir()) == []
+
+
+def test_cuda_without_cuda_is_refused_before_any_job(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = run_cli(["run", "--methods", "knn", "--datasets", "synthetic", "--device",
+                            "cuda", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "no CUDA device is visible" in err and not (tmp_path / "r").exists()
+
+
+def test_options_that_do_not_apply_get_a_warning(tmp_path, capsys):
+    code, _, err = run_cli(["run", "--protocol", "ood", "--methods", "knn", "--datasets",
+                            "synthetic", "--ood", "uniform", "--classes", "0",
+                            "--out", str(tmp_path / "r")], capsys)
+    assert code == 0 and "--classes does not apply to protocol ood" in err
+
+
+def test_a_non_image_file_in_a_folder_set_is_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "data" / "LSUN_resize"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(folder / "good.png")
+    (folder / "bad.png").write_bytes(b"this is not a png")
+    args = ["run", "--protocol", "ood", "--methods", "knn", "--datasets", "synthetic",
+            "--ood", "lsun_resize,uniform", "--data-dir", str(tmp_path / "data"),
+            "--out", str(tmp_path / "r")]
+    code, _, err = run_cli(args, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "bad.png is not a readable image" in lines[0]
+    assert not (tmp_path / "r").exists()
+    code, out, err = run_cli(["data", "info", "lsun_resize", "--data-dir", str(tmp_path / "data")],
+                             capsys)
+    assert code == 0 and "damaged" in out and "bad.png" in out and "Traceback" not in err
+
+
 def test_unwritable_out(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -119,11 +191,23 @@ def test_missing_dataset_offline(tmp_path, capsys):
 
 @pytest.mark.parametrize("what,expect", [
     ("methods", "mcl"), ("datasets", "fashion-mnist"), ("protocols", "ood-labeled"),
-    ("presets", "quick"),
+    ("presets", "standard"), ("protocols", "near: cifar100, interp, lsun_fix, imagenet_fix"),
 ])
 def test_list(capsys, what, expect):
     code, out, _ = run_cli(["list", what], capsys)
     assert code == 0 and expect in out
+
+
+def test_list_fields_shows_types_defaults_per_preset_and_help(capsys):
+    code, out, _ = run_cli(["list", "fields", "mcl"], capsys)
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines()[2:] if line.strip()}
+    for name in ("alpha", "beta", "temperature", "pseudo_class", "sei_views"):
+        assert name in lines
+    assert "CCM weight of the same class at the same rotation" in lines["alpha"]
+    assert "one of 1, 4, 8" in lines["sei_views"]
+    code, _, err = run_cli(["list", "fields", "mlc"], capsys)
+    assert code == 2 and "did you mean 'mcl'" in err
 
 
 def test_help_lists_the_commands(capsys):

@@ -1,0 +1,156 @@
+"""The paper preset trains as the official code: torchlars' LARS, CSI's warm-up + cosine schedule,
+MCL's initialisation and SEI's Gaussian fit, each against a small transcription of the rule."""
+
+import math
+
+import pytest
+import torch
+
+from bench.nn.backbones import ContrastiveNet, build_backbone
+from bench.nn.scoring import fit_gaussians
+from bench.nn.train import LARS, csi_factor
+
+
+def _torchlars_sgd(params, grads_per_step, lr, momentum, wd, trust=1e-3, eps=1e-8):
+    """torchlars' LARS around SGD, written out: per parameter with a gradient, adaptive =
+    trust * ||w|| / (||g|| + wd * ||w|| + eps) (1 if a norm is 0); g <- (g + wd * w) * adaptive;
+    then SGD with momentum and its weight decay switched off."""
+    params = [p.clone() for p in params]
+    bufs = [None] * len(params)
+    for grads in grads_per_step:
+        for i, (p, g) in enumerate(zip(params, grads)):
+            w_norm, g_norm = float(p.norm()), float(g.norm())
+            adaptive = trust * w_norm / (g_norm + wd * w_norm + eps) if w_norm > 0 and g_norm > 0 \
+                else 1.0
+            d = (g + wd * p) * adaptive
+            bufs[i] = d.clone() if bufs[i] is None else momentum * bufs[i] + d
+            params[i] = p - lr * bufs[i]
+    return params
+
+
+def test_lars_matches_torchlars_over_several_steps():
+    torch.manual_seed(0)
+    shapes = [(8, 3, 3, 3), (8,), (8,), (4, 8)]  # a conv weight, BatchNorm weight and bias, linear
+    start = [torch.randn(s) for s in shapes]
+    start[2] = torch.zeros(8)  # a zero parameter: adaptive rate 1, as torchlars
+    steps = [[torch.randn(s) for s in shapes] for _ in range(5)]
+    steps[1][3] = torch.zeros(4, 8)  # a zero gradient: adaptive rate 1
+    params = [torch.nn.Parameter(p.clone()) for p in start]
+    opt = LARS(params, lr=0.5, momentum=0.9, weight_decay=1e-4)
+    for grads in steps:
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+    expected = _torchlars_sgd(start, steps, lr=0.5, momentum=0.9, wd=1e-4)
+    for got, want in zip(params, expected):
+        assert torch.allclose(got.detach(), want, atol=1e-6, rtol=0)
+
+
+def test_lars_torchlars_worked_value():
+    """torchlars' own test: ||w|| 1.234, ||g|| 5.678, wd 1e-4 -> adaptive 0.000217325."""
+    w = torch.nn.Parameter(torch.tensor([1.234]))
+    w.grad = torch.tensor([5.678])
+    LARS([w], lr=1.0, momentum=0.0, weight_decay=1e-4).step()
+    step = (5.678 + 1e-4 * 1.234) * 0.001 * 1.234 / (5.678 + 1e-4 * 1.234 + 1e-8)
+    assert 0.001 * 1.234 / (5.678 + 1e-4 * 1.234 + 1e-8) == pytest.approx(0.000217325, rel=1e-5)
+    assert float(w.detach()) == pytest.approx(1.234 - step, abs=1e-7)
+
+
+def test_lars_exclude_1d_leaves_biases_plain():
+    w = torch.nn.Parameter(torch.tensor([2.0, 0.0]))
+    w.grad = torch.tensor([1.0, 1.0])
+    LARS([w], lr=0.1, momentum=0.0, weight_decay=0.5, exclude_1d=True).step()
+    assert w.detach().tolist() == pytest.approx([1.9, -0.1])  # no trust ratio, no decay
+
+
+class _Warmup:
+    """CSI's training/scheduler.py GradualWarmupScheduler around CosineAnnealingLR, written out
+    for a closed-form cosine (PyTorch 1.4's `step(epoch)` path), stepped as CSI's train loop does:
+    after each optimiser step with the fractional epoch e - 1 + n / L."""
+
+    def __init__(self, lr_init, multiplier, total_epoch, t_max):
+        self.base, self.m, self.total, self.t_max = lr_init, multiplier, total_epoch, t_max
+        self.finished = False
+        self.cos_base = lr_init  # CosineAnnealingLR's base_lrs until the warm-up ends
+        self.lr = self._get(0)  # the constructor's step(): last_epoch 0
+
+    def _warm(self, e):
+        return self.base * ((self.m - 1.0) * e / self.total + 1.0)
+
+    def _get(self, e):
+        if e > self.total:
+            if not self.finished:
+                self.cos_base, self.finished = self.base * self.m, True
+                return self.cos_base  # the cosine's get_lr() at its last_epoch 0: its base
+            return self.cos_base * (1 + math.cos(math.pi * (e - self.total) / self.t_max)) / 2
+        return self._warm(e)
+
+    def step(self, e):
+        if self.finished:
+            self.lr = self.cos_base * (1 + math.cos(math.pi * (e - self.total) / self.t_max)) / 2
+        else:
+            self.lr = self._get(e)
+
+
+@pytest.mark.parametrize("epochs,warmup,per_epoch", [(30, 10, 4), (12, 3, 7), (1000, 10, 39)])
+def test_csi_schedule_matches_the_official_combination(epochs, warmup, per_epoch):
+    ref = _Warmup(0.1, 10.0, warmup, epochs)
+    for epoch in range(1, epochs + 1):
+        for n in range(per_epoch):
+            t = (epoch - 1) * per_epoch + n
+            assert csi_factor(t, per_epoch, epochs, warmup) * 1.0 == pytest.approx(ref.lr, rel=1e-9)
+            ref.step(epoch - 1 + n / per_epoch)
+
+
+def test_csi_schedule_per_epoch_factors():
+    """Hand-checked points: lr_init (0.1 of peak) for the first two steps; 0.1 + 0.09 x the
+    epoch during warm-up; the peak on the first step past it; cosine over `epochs` after."""
+    per, epochs, w = 10, 100, 10
+    assert csi_factor(0, per, epochs, w) == csi_factor(1, per, epochs, w) == pytest.approx(0.1)
+    for e in range(w):
+        assert csi_factor(e * per + 1, per, epochs, w) == pytest.approx(0.1 + 0.09 * e)
+    assert csi_factor(w * per + 1, per, epochs, w) == pytest.approx(1.0)  # u = W exactly
+    assert csi_factor(w * per + 2, per, epochs, w) == pytest.approx(1.0)  # the cosine's base
+    u = 60 + 4 / per
+    assert csi_factor(60 * per + 5, per, epochs, w) == pytest.approx(
+        (1 + math.cos(math.pi * (u - w) / epochs)) / 2)
+    last = epochs * per - 1  # the cosine spans `epochs` from the warm-up's end: it stops short
+    u_last = (last - 1) / per
+    assert csi_factor(last, per, epochs, w) == pytest.approx(
+        (1 + math.cos(math.pi * (u_last - w) / epochs)) / 2)
+    assert 0.025 < csi_factor(last, per, epochs, w) < 0.026  # 2.5% of the peak at 100 epochs
+    assert csi_factor(1000 * per - 1, per, 1000, w) < 0.0003  # 0.03% at CSI's 1,000
+
+
+def test_mcl_init_is_kaiming_fan_out_except_the_stem():
+    torch.manual_seed(0)
+    net = build_backbone("resnet18", 3, init="mcl")
+    conv = net.layers[4].conv1  # 128 -> 256? any inner conv: fan_out = out_channels x 9
+    std = math.sqrt(2.0 / (conv.out_channels * 9))
+    assert float(conv.weight.detach().std()) == pytest.approx(std, rel=0.05)
+    stem = net.stem[0]
+    bound = 1 / math.sqrt(3 * 9)  # PyTorch's default conv init: U(-1/sqrt(fan_in), ...)
+    assert float(stem.weight.detach().abs().max()) <= bound + 1e-6
+    assert float(stem.weight.detach().std()) == pytest.approx(bound / math.sqrt(3), rel=0.15)
+    bn = net.layers[0].bn1
+    assert torch.equal(bn.weight, torch.ones_like(bn.weight))
+    assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
+    torch.manual_seed(0)
+    default = ContrastiveNet("resnet18", 3, 16, 8).backbone.layers[4].conv1
+    assert float(default.weight.detach().std()) < 0.7 * std  # torch's default is narrower
+
+
+def test_sei_absolute_ridge_as_the_code_and_a_logged_fallback():
+    torch.manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(200, 4), dim=1).double()
+    labels = torch.zeros(200, dtype=torch.long)
+    means, whiteners = fit_gaussians(z, labels, 1, 1e-9, relative=False)
+    cov = torch.cov(z.t()) + 1e-9 * torch.eye(4, dtype=torch.float64)  # np.cov + 1e-9 I
+    precision = whiteners[0] @ whiteners[0].t()
+    assert torch.allclose(precision, torch.linalg.inv(cov), rtol=1e-8)
+    # fewer samples than dimensions: singular at 1e-9, so the ridge grows and a warning says so
+    few = torch.randn(3, 5).double()
+    told = []
+    fit_gaussians(few, torch.zeros(3, dtype=torch.long), 1, 0.0, relative=False,
+                  on_fallback=told.append)
+    assert told and "needed a ridge of" in told[0]

@@ -1,0 +1,98 @@
+"""The package's structure: no import cycles, reference tables shipped and identical to the
+repository's editable copy, a non-editable install that finds them from anywhere."""
+
+import ast
+import filecmp
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "bench"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _top_level_imports(path: Path, name: str) -> set[str]:
+    """bench.* modules imported at module level (imports inside functions are lazy)."""
+    found = set()
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("bench")}
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([module] if module else []))
+            if module.startswith("bench"):
+                found.add(module)
+                found |= {f"{module}.{a.name}" for a in node.names}
+    return found
+
+
+def test_every_module_imports_and_no_import_cycles():
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    for name in modules:
+        if name != "bench.__main__":  # runs the CLI
+            importlib.import_module(name)
+    graph = {name: {m for m in _top_level_imports(path, name) if m in modules and m != name}
+             for name, path in modules.items()}
+
+    def visit(node, stack, done):
+        if node in stack:
+            cycle = stack[stack.index(node):] + [node]
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+        if node in done:
+            return
+        for nxt in sorted(graph[node]):
+            visit(nxt, stack + [node], done)
+        done.add(node)
+
+    done: set[str] = set()
+    for name in sorted(graph):
+        visit(name, [], done)
+    assert "bench.runner" not in graph["bench.executors"]
+    assert "bench.runner" not in graph["bench.jobs"]
+
+
+def test_packaged_reference_tables_equal_the_repository_copy():
+    packaged = sorted(p.name for p in (PACKAGE / "reference").glob("*.csv"))
+    editable = sorted(p.name for p in (ROOT / "results" / "reference").glob("*.csv"))
+    assert packaged == editable and packaged
+    for name in packaged:
+        assert filecmp.cmp(PACKAGE / "reference" / name, ROOT / "results" / "reference" / name,
+                           shallow=False), name
+
+
+@pytest.mark.slow
+def test_non_editable_install_compares_from_another_directory(tmp_path):
+    """`pip install .` (a wheel, not a link to the source tree), then `bench compare` run from
+    elsewhere: the reference tables come with the package."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(ROOT)], check=True, capture_output=True)
+    assert (target / "bench" / "reference" / "one-class_fashion-mnist.csv").exists()
+    run_dir = tmp_path / "elsewhere"
+    run_dir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target), "BENCH_DATA": str(tmp_path / "nodata")}
+    code = ("import bench, sys; assert bench.__file__.startswith(sys.argv[1]), bench.__file__; "
+            "from bench.cli import main; main(sys.argv[2:])")
+    made = subprocess.run([sys.executable, "-c", code, str(target), "run", "--methods", "knn",
+                           "--datasets", "digits", "--classes", "0", "--out", "runs"],
+                          cwd=run_dir, env=env, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    done = subprocess.run([sys.executable, "-c", code, str(target), "compare", "--runs", "runs"],
+                          cwd=run_dir, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    listed = subprocess.run([sys.executable, "-c", code, str(target), "compare", "--runs", "runs",
+                             "--reference-dir", str(tmp_path / "none")],
+                            cwd=run_dir, env=env, capture_output=True, text=True)
+    assert listed.returncode == 2 and "not a folder" in listed.stderr
