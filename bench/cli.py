@@ -342,9 +342,8 @@ def figures(runs, rows_files, out, job_ids, tsne, size) -> int:
 
     from bench.console import warn
     from bench.report import figures as fig
-    from bench.store import RunStore
-
     from bench.runner import check_writable
+    from bench.store import RunStore
 
     chosen = _runs(runs, rows_files)
     rows = _load(runs, rows_files)

@@ -165,7 +165,6 @@ def measure(method: str, args, device: torch.device) -> dict[str, float]:
         train_step(ref, FP32, lambda: method_loss(method, ref, views, b, cfg))
 
     best["reference"] = timed(reference_step, device, args.steps * args.rounds)
-    del batches, loader
     rates = {k: b / v for k, v in best.items()}
     ceiling_name = max((k for k in rates if k.startswith("ceiling_")), key=rates.get)
     rates["ceiling"] = rates[ceiling_name]

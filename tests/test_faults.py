@@ -103,11 +103,10 @@ def test_truncated_model_is_retrained_when_reused(finished, tiny_args, capsys):
 @pytest.mark.parametrize("damage", ["truncated", "empty"])
 def test_damaged_checkpoint_trains_from_the_previous_one_or_from_scratch(
         tmp_path, tiny_args, capsys, damage):
+    from bench.datasets import load_dataset
     from bench.methods.base import FitContext
     from bench.nn.train import seed_everything
     from helpers import tiny
-
-    from bench.datasets import load_dataset
 
     data = load_dataset("synthetic", "train")
     data = data.subset(data.labels == 0)
