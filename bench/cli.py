@@ -301,6 +301,23 @@ def leaderboard(runs, rows_files, out, metric, force) -> int:
     return 0
 
 
+@cli.command("rows")
+@click.option("--runs", multiple=True, help="Run directories (repeatable; default runs).")
+@click.option("--rows", "rows_files", multiple=True, help="Tidy rows files to merge in.")
+@click.option("--out", default="results/rows", show_default=True)
+def rows_cmd(runs, rows_files, out) -> int:
+    """Write the tidy rows of run directories as <out>/<protocol>_<dataset>.csv (the results.csv
+    schema, sorted: the same rows give the same bytes), to commit beside the leaderboards."""
+    from bench.report.leaderboard import write_rows_files
+    from bench.runner import check_writable
+
+    rows = _load(runs, rows_files)
+    check_writable(out)
+    for path in write_rows_files(rows, out):
+        click.echo(str(path))
+    return 0
+
+
 @cli.command()
 @click.option("--runs", multiple=True, help="Run directories (repeatable; default runs).")
 @click.option("--rows", "rows_files", multiple=True, help="Tidy rows files (repeatable).")

@@ -274,10 +274,15 @@ class Variant:
 def build_method_configs(method: str, config_cls: type, preset: dict[str, dict[str, Any]],
                          overrides: list[Override]) -> list[Variant]:
     """Defaults, then the preset, then --set; a comma list in --set (for a field that is not a
-    tuple) sweeps it: one Variant per value, the cross product over several swept keys."""
+    tuple) sweeps it: one Variant per value, the cross product over several swept keys.
+
+    A Variant's label names the assignments that tell it apart in a leaderboard: the swept
+    fields and the ones set for this method by name (``mcl.beta=3``); a run-wide ``--set
+    epochs=5`` applies to every method alike and is not named."""
     types_ = field_types(config_cls)
     base = preset_values(method, config_cls, preset)
     choices: dict[str, list[tuple[Any, str]]] = {}
+    named: set[str] = set()
     for ov in overrides:
         if not _applies(ov, method, types_):
             continue
@@ -296,6 +301,10 @@ def build_method_configs(method: str, config_cls: type, preset: dict[str, dict[s
                 raise BenchError(f"--set {ov.text}: {exc}") from None
             values.append((value, f"{ov.field}={_show(value)}"))
         choices[ov.field] = values  # a later --set of the same field wins
+        if ov.method == method or len(values) > 1:
+            named.add(ov.field)
+        else:
+            named.discard(ov.field)
     out = []
     for combo in itertools.product(*choices.values()):
         values = {**base, **{name: v for name, (v, _) in zip(choices, combo)}}
@@ -303,7 +312,8 @@ def build_method_configs(method: str, config_cls: type, preset: dict[str, dict[s
             config = config_cls(**values)
         except (TypeError, ValueError) as exc:
             raise BenchError(f"{method}: invalid configuration ({exc})") from None
-        out.append(Variant(config, ",".join(label for _, label in combo)))
+        out.append(Variant(config, ",".join(label for name, (_, label) in zip(choices, combo)
+                                            if name in named)))
     return out
 
 

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.errors import BenchError
+
 ROW_COLUMNS = [
     "run_id", "job_id", "method", "score", "features", "variant", "protocol", "protocol_version",
     "dataset", "normal_class", "ood_dataset", "seed", "metric", "value", "n_train",
@@ -45,8 +47,8 @@ CLASSICAL = {"ocsvm", "iforest", "knn", "lof", "pca", "ecod", "copod", "kde", "d
 RENAMED_SCORES = {("simclr", "knn"): "cosnorm", ("mcl", "knn"): "cosnorm"}
 
 
-class DamagedFile(Exception):
-    """A file of the run directory cannot be read; the message names it and the fix."""
+class DamagedFile(BenchError):
+    """A rows file cannot be read; the message names it."""
 
 
 def _current_umask() -> int:
@@ -287,6 +289,9 @@ def migrate_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 def read_rows(path: Path) -> pd.DataFrame:
     """Tidy rows from a CSV file in today's schema; a file that is not one gives DamagedFile."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(path) if Path(path).name == "rows.csv" else \
+            BenchError(f"{path}: no such rows file")
     try:
         rows = pd.read_csv(path, dtype=ROW_DTYPES, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,

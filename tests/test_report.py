@@ -149,3 +149,86 @@ def test_leaderboard_names_scores_below_chance(tmp_path):
     fpr = rows.assign(metric="fpr95")  # low is good there: no chance line to fall under
     assert "simclr/knn" in console_table(fpr, metric="fpr95")
     assert "below chance" not in console_table(fpr, metric="fpr95")
+
+
+def test_ood_tables_have_near_and_far_means_and_fpr95_sorts_lowest_first():
+    rows = _rows({("mcl", "sei", "cifar100", 0): 0.80, ("mcl", "sei", "svhn", 0): 1.00,
+                  ("mcl", "sei", "interp", 0): 0.70,
+                  ("rot", "rot", "cifar100", 0): 0.60, ("rot", "rot", "svhn", 0): 0.90,
+                  ("rot", "rot", "interp", 0): 0.50})
+    table = pivot(rows)[("ood", "cifar10")]
+    # near = cifar100, interp; far = svhn (the protocol's table for cifar10)
+    assert table.loc["mcl/sei", "near"] == pytest.approx(0.75)
+    assert table.loc["mcl/sei", "far"] == pytest.approx(1.00)
+    assert list(table.columns[:5]) == ["cifar100", "interp", "svhn", "near", "far"]
+    fpr = rows.assign(metric="fpr95")
+    assert list(pivot(fpr, "fpr95")[("ood", "cifar10")].index) == ["rot/rot", "mcl/sei"]
+
+
+def test_an_entry_on_fewer_columns_is_listed_apart_and_marked(tmp_path):
+    partial = pd.concat([HAND, _rows({("ocsvm", "pixel", 0, 0): 0.99})], ignore_index=True)
+    table = pivot(partial)[("one-class", "fashion-mnist")]
+    assert list(table.index) == ["mcl/sei", "knn/pixel", "ocsvm/pixel"]  # not ranked first
+    text = console_table(partial)
+    assert "ocsvm/pixel ran on 1 of 2 columns (missing 1)" in text
+    csv = write_leaderboards(partial, tmp_path)[0].read_text()
+    assert "99.0 *" in csv
+
+
+def test_rows_of_an_older_protocol_version_are_left_out():
+    old = HAND.assign(protocol_version="1", job_id=HAND["job_id"] + "-old", value=0.1)
+    rows = pd.concat([HAND.assign(protocol_version="2"), old], ignore_index=True)
+    table = pivot(rows)[("one-class", "fashion-mnist")]
+    assert table.loc["mcl/sei", "mean"] == pytest.approx(0.875)
+    assert "rows of protocol version 1 left out" in console_table(rows)
+
+
+def test_variants_get_their_own_entries():
+    swept = pd.concat([HAND, _rows({("mcl", "sei", 0, 0): 0.5, ("mcl", "sei", 1, 0): 0.5})
+                       .assign(variant="alpha=0.2", config_hash="other")], ignore_index=True)
+    table = pivot(swept)[("one-class", "fashion-mnist")]
+    assert "mcl/sei [alpha=0.2]" in table.index and "mcl/sei" in table.index
+
+
+def test_compare_means_over_the_same_classes_only():
+    rows = _rows({("rotnet", "rot", c, s): 0.9 for c in (0, 1) for s in (0, 1)})
+    table = compare(rows, load_reference(["one-class_fashion-mnist"]))
+    geom = table[table["published_method"] == "GEOM"]
+    mean = geom[geom["cell"].str.startswith("mean")].iloc[0]
+    assert mean["cell"] == "mean of 0,1"
+    assert mean["published"] == pytest.approx((0.994 + 0.976) / 2)
+    assert not (table["published_method"] == "GOAD").any()  # only its 10-class mean is known
+
+
+def test_ablation_figure_and_table_from_a_sweep(tmp_path):
+    values = {}
+    for alpha, v in (("0.01", 0.8), ("0.05", 0.9), ("0.2", 0.85)):
+        for s in (0, 1, 2):
+            for c in (0, 1):
+                values[(alpha, s, c)] = v + 0.01 * s
+    frames = [_rows({("mcl", "sei", c, s): v}).assign(variant=f"alpha={a}", config_hash=a)
+              for (a, s, c), v in values.items()]
+    rows = pd.concat(frames, ignore_index=True)
+    paths = figures.ablation(rows, tmp_path)
+    names = {p.name for p in paths}
+    assert "ablation_one-class_fashion-mnist_alpha.png" in names
+    table = pd.read_csv(tmp_path / "ablation_one-class_fashion-mnist_alpha.csv")
+    assert list(table["alpha"]) == [0.01, 0.05, 0.2]
+    assert table["mean"].tolist() == pytest.approx([81.0, 91.0, 86.0])
+    assert (table["seeds"] == 3).all() and (table["low"] < table["mean"]).all()
+
+
+def test_figures_skip_what_cannot_be_drawn_and_draw_the_rest(tmp_path, capsys):
+    """Two methods only: no critical-difference diagram (Friedman needs 3), a line says why."""
+    from bench.cli import main
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        main(["run", "--methods", "knn,ecod", "--datasets", "digits", "--seeds", "0,1",
+              "--out", str(out)])
+    with pytest.raises(SystemExit) as info:
+        main(["figures", "--runs", str(out), "--out", str(tmp_path / "figs")])
+    _, err = capsys.readouterr()
+    assert info.value.code == 0
+    assert "critical-difference diagram: not drawn (needs 3 entries" in err
+    assert (tmp_path / "figs" / "auroc_bars_digits.png").exists()

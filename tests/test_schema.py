@@ -85,10 +85,12 @@ def test_sweeps_expand_to_the_cross_product():
     variants = build_method_configs("mcl", MCLConfig, load_preset("quick"),
                                     parse_overrides(["mcl.alpha=0.01,0.05", "beta=1,2",
                                                      "epochs=3"]))
-    assert [v.label for v in variants] == ["alpha=0.01,beta=1,epochs=3",
-                                           "alpha=0.01,beta=2,epochs=3",
-                                           "alpha=0.05,beta=1,epochs=3",
-                                           "alpha=0.05,beta=2,epochs=3"]
+    # epochs=3 applies to every method alike: not part of the label
+    assert [v.label for v in variants] == ["alpha=0.01,beta=1", "alpha=0.01,beta=2",
+                                           "alpha=0.05,beta=1", "alpha=0.05,beta=2"]
+    assert {v.config.epochs for v in variants} == {3}
+    [named] = build_method_configs("mcl", MCLConfig, {}, parse_overrides(["mcl.beta=3"]))
+    assert named.label == "beta=3"
     assert {(v.config.alpha, v.config.beta) for v in variants} == {
         (0.01, 1.0), (0.01, 2.0), (0.05, 1.0), (0.05, 2.0)}
 

@@ -40,6 +40,16 @@ def load_runs(runs: list[str | Path]) -> pd.DataFrame:
     return load_rows(runs)
 
 
+def write_rows_files(rows: pd.DataFrame, out: str | Path) -> list[Path]:
+    """One sorted rows file per (protocol, dataset): what results/rows/ commits."""
+    written = []
+    for (protocol, dataset), part in rows.groupby(["protocol", "dataset"], sort=True):
+        path = Path(out) / f"{protocol}_{dataset}.csv"
+        atomic_write_csv(path, sort_rows(part))
+        written.append(path)
+    return written
+
+
 def entry_label(frame: pd.DataFrame) -> pd.Series:
     """``method/score``, with `` [variant]`` for a --set config; a label still shared by several
     configs within one (protocol, data set) gets ``@<config hash>``."""
