@@ -276,7 +276,8 @@ def _load(runs: tuple[str, ...], rows_files: tuple[str, ...]):
 @cli.command()
 @click.option("--runs", multiple=True, help="Run directories (repeatable; default runs).")
 @click.option("--rows", "rows_files", multiple=True,
-              help="Tidy rows files (results.csv schema; repeatable), e.g. results/rows/*.csv.")
+              help="Tidy rows files or folders of them (results.csv schema; repeatable), e.g. "
+                   "results/rows.")
 @click.option("--out", default="results/leaderboard", show_default=True)
 @click.option("--metric", default="auroc", show_default=True,
               type=click.Choice(["auroc", "aupr_in", "aupr_out", "fpr95", "accuracy"]))

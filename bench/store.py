@@ -258,12 +258,17 @@ def sort_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.sort_values(ROW_ORDER, kind="stable", ignore_index=True)
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file, read in chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    return file_digest(path, "sha256")
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

@@ -90,12 +90,10 @@ _SVHN = {
 }
 
 
-def md5_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def md5_of(path: Path) -> str:
+    from bench.store import file_digest
+
+    return file_digest(path, "md5")
 
 
 def _verify(name: str, path: Path, expected: str) -> None:

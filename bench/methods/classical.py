@@ -99,31 +99,15 @@ class OnFeatures(Detector):
         return self.encoder.epochs
 
 
-@dataclass(frozen=True)
-class OCSVMConfig(PixelConfig):
-    kernel: Literal["rbf", "linear", "poly", "sigmoid"] = param("rbf", "kernel")
-    nu: float = param(0.1, "upper bound on the fraction of training outliers", gt=0, le=1)
-    gamma: Literal["scale", "auto"] | float = param(
-        "scale", "kernel coefficient: scale, auto or a number", gt=0)
-
-
-class OCSVM(PyODDetector):
-    """One-class SVM (Schoelkopf et al. 2001)."""
-
-    Config = OCSVMConfig
-    pyod_model = "ocsvm:OCSVM"
+def _pyod(name: str, model: str, config: type, doc: str) -> type:
+    """A PyOD detector class: its config and PyOD's "module:Class" are all that differ."""
+    return type(name, (PyODDetector,), {"Config": config, "pyod_model": model, "__doc__": doc,
+                                        "__module__": __name__})
 
 
 @dataclass(frozen=True)
 class IForestConfig(PixelConfig):
     n_estimators: int = param(100, "number of trees", ge=1)
-
-
-class IForest(PyODDetector):
-    """Isolation Forest (Liu et al. 2008)."""
-
-    Config = IForestConfig
-    pyod_model = "iforest:IForest"
 
 
 @dataclass(frozen=True)
@@ -133,23 +117,31 @@ class KNNConfig(PixelConfig):
         "largest", "distance to the k-th neighbour, or the mean / median of the k")
 
 
-class KNN(PyODDetector):
-    """k-nearest-neighbour distance (Ramaswamy et al. 2000)."""
-
-    Config = KNNConfig
-    pyod_model = "knn:KNN"
-
-
 @dataclass(frozen=True)
 class LOFConfig(PixelConfig):
     n_neighbors: int = param(20, "neighbourhood size", ge=1)
 
 
-class LOF(PyODDetector):
-    """Local outlier factor (Breunig et al. 2000)."""
+@dataclass(frozen=True)
+class OCSVMConfig(PixelConfig):
+    kernel: Literal["rbf", "linear", "poly", "sigmoid"] = param("rbf", "kernel")
+    nu: float = param(0.1, "upper bound on the fraction of training outliers", gt=0, le=1)
+    gamma: Literal["scale", "auto"] | float = param(
+        "scale", "kernel coefficient: scale, auto or a number", gt=0)
 
-    Config = LOFConfig
-    pyod_model = "lof:LOF"
+
+@dataclass(frozen=True)
+class KDEConfig(PixelConfig):
+    bandwidth: float = param(1.0, "kernel bandwidth", gt=0)
+
+
+OCSVM = _pyod("OCSVM", "ocsvm:OCSVM", OCSVMConfig, "One-class SVM (Schoelkopf et al. 2001).")
+IForest = _pyod("IForest", "iforest:IForest", IForestConfig, "Isolation Forest (Liu et al. 2008).")
+KNN = _pyod("KNN", "knn:KNN", KNNConfig, "k-nearest-neighbour distance (Ramaswamy et al. 2000).")
+LOF = _pyod("LOF", "lof:LOF", LOFConfig, "Local outlier factor (Breunig et al. 2000).")
+ECOD = _pyod("ECOD", "ecod:ECOD", PixelConfig, "Empirical-CDF outlier detection (Li et al. 2022).")
+COPOD = _pyod("COPOD", "copod:COPOD", PixelConfig, "Copula-based outlier detection (Li et al. 2020).")
+KDE = _pyod("KDE", "kde:KDE", KDEConfig, "Kernel density estimate.")
 
 
 @dataclass(frozen=True)
@@ -165,32 +157,6 @@ class PCA(PyODDetector):
 
     def _params(self, n_features):
         return {"n_components": self.config.n_components or None}
-
-
-class ECOD(PyODDetector):
-    """Empirical-CDF outlier detection (Li et al. 2022)."""
-
-    Config = PixelConfig
-    pyod_model = "ecod:ECOD"
-
-
-class COPOD(PyODDetector):
-    """Copula-based outlier detection (Li et al. 2020)."""
-
-    Config = PixelConfig
-    pyod_model = "copod:COPOD"
-
-
-@dataclass(frozen=True)
-class KDEConfig(PixelConfig):
-    bandwidth: float = param(1.0, "kernel bandwidth", gt=0)
-
-
-class KDE(PyODDetector):
-    """Kernel density estimate."""
-
-    Config = KDEConfig
-    pyod_model = "kde:KDE"
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,10 @@ def load_rows(runs: list[str | Path], rows_files: list[str | Path] = (),
               problems: list[str] | None = None) -> pd.DataFrame:
     """Rows of every finished job under the run directories and of the rows files, duplicates
     (the same job's same measurement) dropped."""
-    frames = [RunStore(r).rows(problems) for r in runs] + [read_rows(Path(f)) for f in rows_files]
+    files = []
+    for f in map(Path, rows_files):  # a folder stands for the rows files in it
+        files += sorted(f.glob("*.csv")) if f.is_dir() else [f]
+    frames = [RunStore(r).rows(problems) for r in runs] + [read_rows(f) for f in files]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return sort_rows(pd.DataFrame())
