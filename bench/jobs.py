@@ -97,6 +97,8 @@ def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_
     base = {"method": method, "protocol": task.protocol, "dataset": task.dataset,
             "normal_class": task.normal_class, "seed": seed}
     job_key = {**base, "config": as_dict(config), "ood_sets": list(task.ood_sets)}
+    if variant:  # the same config reached by two sweeps is two entries (one model, shared)
+        job_key["variant"] = variant
     encoder_train_id = ""
     prefix = method
     if features != PIXEL:

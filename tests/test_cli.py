@@ -296,3 +296,59 @@ def test_score_only_rerun_reproduces_the_augmented_scores(tmp_path, tiny_args, c
         assert arrays.keys() == again.keys()
         for key in arrays:
             assert np.array_equal(arrays[key], again[key]), (name, key)
+
+
+def test_classical_detectors_on_learned_features_reuse_the_trained_models(tmp_path, tiny_args,
+                                                                           capsys):
+    out = tmp_path / "runs"
+    base = ["--datasets", "synthetic", "--classes", "0,1", "--out", str(out), *tiny_args]
+    code, _, err = run_cli(["run", "--methods", "mcl", *base], capsys)
+    assert code == 0, err
+    trained = {p: p.stat().st_mtime_ns for p in out.glob("models/*/model.pt")}
+    assert len(trained) == 2
+    code, stdout, err = run_cli(["run", "--methods", "knn,ocsvm", "--features", "pixel,mcl",
+                                 *base], capsys)
+    assert code == 0, err
+    assert {p: p.stat().st_mtime_ns for p in out.glob("models/*/model.pt")} == trained
+    assert "knn/mcl-feat" in stdout and "ocsvm/mcl-feat" in stdout and "knn/pixel" in stdout
+    rows = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert set(rows[rows["score"] == "mcl-feat"]["features"]) == {"mcl:penultimate"}
+    assert set(rows[rows["score"] == "pixel"]["features"]) == {"pixel"}
+    assert set(rows[rows["method"] == "mcl"]["features"]) == {""}
+    # an encoder not trained yet is trained first, once, and shared with its own later jobs
+    code, _, err = run_cli(["run", "--methods", "knn", "--features", "rotnet", *base], capsys)
+    assert code == 0, err
+    assert len(list(out.glob("models/rotnet-*/model.pt"))) == 2
+    code, _, err = run_cli(["run", "--methods", "rotnet", *base], capsys)
+    assert code == 0 and "using the trained model" in err
+
+
+def test_offline_download_failure_says_where_the_files_go(tmp_path, capsys, monkeypatch):
+    import torchvision.datasets.utils as tv
+
+    def offline(*args, **kwargs):
+        raise OSError("URLError: no network")
+
+    monkeypatch.setattr(tv, "download_url", offline)
+    monkeypatch.setattr(tv, "download_and_extract_archive", offline)
+    for name, where in (("mnist", "MNIST/raw"), ("cifar10", "cifar-10-python.tar.gz"),
+                        ("svhn", "train_32x32.mat")):
+        code, _, err = run_cli(["run", "--methods", "knn", "--datasets", name, "--data-dir",
+                                str(tmp_path / "d"), "--out", str(tmp_path / "r")], capsys)
+        assert code == 2 and "without internet" in err and where in err, err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_long_steps_print_progress_lines_in_a_log(monkeypatch):
+    """In a log (stderr not a terminal) training prints a line every LOG_SECONDS."""
+    from bench.datasets import load_dataset
+    from bench.methods.base import FitContext
+    from bench.nn import train as engine
+    from helpers import tiny
+
+    monkeypatch.setattr(engine, "LOG_SECONDS", 0.0)
+    data = load_dataset("synthetic", "train")
+    lines = []
+    tiny("rotnet", epochs=2).fit(data.subset(data.labels == 0),
+                                 FitContext(progress=True, log=lines.append))
+    assert any(line.startswith("RotNet: ") and "steps" in line for line in lines), lines

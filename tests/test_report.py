@@ -5,9 +5,25 @@ import pandas as pd
 import pytest
 
 from bench.report import figures
-from bench.report.leaderboard import console_table, incomplete_seeds, pivot, write_leaderboards
+from bench.report.leaderboard import console_text, summarise, write_summary
 from bench.report.reference import compare, load_reference
 from bench.store import ROW_COLUMNS, RunStore
+
+
+def pivot(rows, metric="auroc"):
+    return summarise(rows, metric).tables
+
+
+def incomplete_seeds(rows, metric="auroc"):
+    return summarise(rows, metric).left_out
+
+
+def console_table(rows, metric="auroc"):
+    return console_text(summarise(rows, metric))
+
+
+def write_leaderboards(rows, out, metric="auroc"):
+    return write_summary(summarise(rows, metric), out)
 
 
 def _rows(values: dict) -> pd.DataFrame:

@@ -39,10 +39,6 @@ def load_rows(runs: list[str | Path], rows_files: list[str | Path] = (),
     return sort_rows(rows.drop_duplicates(DEDUP_KEYS, keep="first"))
 
 
-def load_runs(runs: list[str | Path]) -> pd.DataFrame:
-    return load_rows(runs)
-
-
 def write_rows_files(rows: pd.DataFrame, out: str | Path) -> list[Path]:
     """One sorted rows file per (protocol, dataset): what results/rows/ commits."""
     written = []
@@ -192,17 +188,6 @@ def summarise(rows: pd.DataFrame, metric: str = "auroc") -> Summary:
     return out
 
 
-def incomplete_seeds(rows: pd.DataFrame, metric: str = "auroc") -> list[str]:
-    """One line per seed the leaderboard leaves out because it misses some of its entry's
-    columns (a killed run, a `--classes` subset): the table would otherwise mix unequal seeds."""
-    return summarise(rows, metric).left_out
-
-
-def pivot(rows: pd.DataFrame, metric: str = "auroc") -> dict[tuple[str, str], pd.DataFrame]:
-    """{(protocol, dataset): table of fractions} with columns, (near, far,) mean, std, seeds."""
-    return summarise(rows, metric).tables
-
-
 def _percent(table: pd.DataFrame, missing: dict[str, list] | None = None) -> pd.DataFrame:
     shown = table.copy()
     for col in shown.columns:
@@ -229,18 +214,13 @@ def to_markdown(table: pd.DataFrame, title: str, missing: dict[str, list] | None
     return text
 
 
-def console_table(rows: pd.DataFrame, metric: str = "auroc") -> str:
-    """The leaderboards as text blocks, for the terminal."""
-    return console_text(summarise(rows, metric))
-
-
 def _title(summary: Summary, key: tuple[str, str]) -> str:
     best = "lower is better" if summary.metric in LOWER_IS_BETTER else "higher is better"
     return f"{key[0]} / {key[1]} ({summary.metric.upper()} %, mean over seeds; {best})"
 
 
 def console_text(summary: Summary) -> str:
-    """`console_table` of rows already summarised."""
+    """The leaderboards as text blocks, for the terminal."""
     if not summary.tables:
         return "(no results)"
     blocks = []
@@ -251,11 +231,6 @@ def console_text(summary: Summary) -> str:
     if summary.notes:
         blocks.append("\n".join(f"note: {line}" for line in summary.notes))
     return "\n\n".join(blocks)
-
-
-def write_leaderboards(rows: pd.DataFrame, out: str | Path, metric: str = "auroc") -> list[Path]:
-    """One CSV and one Markdown file per (protocol, dataset), and README.md with all tables."""
-    return write_summary(summarise(rows, metric), out)
 
 
 SECTION = re.compile(r"^### (\S+) / (\S+) \(", re.MULTILINE)
@@ -273,8 +248,9 @@ def _readme_sections(text: str) -> dict[tuple[str, str], str]:
 
 def write_summary(summary: Summary, out: str | Path, keep_other_sections: bool = True
                   ) -> list[Path]:
-    """`write_leaderboards` of rows already summarised. README.md keeps the sections of tables
-    these rows do not make (other runs' tables), unless `keep_other_sections` is False."""
+    """One CSV and one Markdown file per (protocol, dataset), and README.md with every table.
+    README.md keeps the sections of tables these rows do not make (other runs' tables), unless
+    `keep_other_sections` is False."""
     out = Path(out)
     metric = summary.metric
     written, sections = [], {}
