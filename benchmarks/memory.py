@@ -26,7 +26,8 @@ from _common import machine  # noqa: E402
 from bench.config import build_method_config, load_preset  # noqa: E402
 from bench.datasets import ImageSet  # noqa: E402
 from bench.methods.base import FitContext  # noqa: E402
-from bench.nn.train import autocast, make_optimizer, prepare_model, select_device  # noqa: E402
+from bench.nn.precision import resolve  # noqa: E402
+from bench.nn.train import make_optimizer, prepare_model, select_device  # noqa: E402
 from bench.registry import METHODS  # noqa: E402
 
 GIB = 2**30
@@ -39,10 +40,10 @@ def detector(method: str, device, batch: int | None = None):
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
     data = ImageSet(images, torch.zeros(n, dtype=torch.int64), ("normal",), "cifar-shaped")
     det = cls(cfg)
-    det.ctx_, det.n_classes_ = FitContext(device=device), 1
-    det.model_ = prepare_model(det.build_model(data), device)
-    opt = make_optimizer(det.model_.parameters(), cfg.optimizer, cfg.lr, cfg.momentum,
-                         cfg.weight_decay, cfg.nesterov)
+    precision = resolve("auto", device)
+    det.ctx_, det.n_classes_ = FitContext(device=device, precision=precision), 1
+    det.model_ = prepare_model(det.build_model(data), device, precision)
+    opt = make_optimizer(det.model_.parameters(), cfg)
     return det, cfg, data.images.to(device), data.labels.to(device), opt
 
 
@@ -81,14 +82,14 @@ def main() -> None:
         if device.type == "cuda":
             det, cfg, x, y, opt = detector(method, device)
             torch.cuda.reset_peak_memory_stats(device)
-            with autocast(device):
+            with det.ctx_.precision.autocast(device):
                 loss = det.training_loss(x, y)
             loss.backward()
             opt.step()
             torch.cuda.synchronize(device)
             peak = torch.cuda.max_memory_allocated(device) / GIB
             print(f"{method}: paper preset ({cfg.backbone}, batch {cfg.batch_size} images), "
-                  f"measured peak {peak:.2f} GiB (bf16 autocast)")
+                  f"measured peak {peak:.2f} GiB ({det.ctx_.precision.describe()})")
             continue
         scale = cfg.batch_size / args.probe_batch
         fp32 = saved_bytes(method, args.probe_batch, False) * scale
