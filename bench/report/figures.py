@@ -49,9 +49,14 @@ def class_names(dataset: str) -> tuple[str, ...] | None:
     return {"fashion-mnist": FASHION_CLASSES, "cifar10": CIFAR10_CLASSES}.get(dataset)
 
 
-def method_colours() -> dict[str, tuple]:
-    palette = sns.color_palette("tab20", len(METHOD_ORDER))
-    return dict(zip(METHOD_ORDER, palette))
+def method_colours(methods: list[str]) -> dict[str, tuple]:
+    """One distinct colour per method (its scores differ by marker), in METHOD_ORDER."""
+    ordered = sorted(set(methods), key=lambda m: (METHOD_ORDER.index(m)
+                                                  if m in METHOD_ORDER else 99, m))
+    palette = sns.color_palette("colorblind", 10)
+    order = [0, 1, 2, 4, 3, 5, 7, 8, 9, 6]  # blue, orange, green, purple first: far apart
+    colours = [palette[i] for i in order] + sns.color_palette("husl", max(0, len(ordered) - 10))
+    return dict(zip(ordered, colours))
 
 
 def save(fig, out: Path, stem: str) -> list[Path]:
@@ -85,7 +90,6 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
     part = _auroc(rows[rows["protocol"] == "one-class"])
     if part.empty:
         raise NotDrawn("no one-class rows")
-    colours = method_colours()
     for dataset, d in part.groupby("dataset"):
         per_seed = d.groupby(["entry", "column", "seed"])["percent"].mean().reset_index()
         stats = per_seed.groupby(["entry", "column"])["percent"].agg(["mean", "std", "count"])
@@ -105,6 +109,7 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
                                  squeeze=False, sharex=True)
         for ax, (title, chosen) in zip(axes[:, 0], panels):
             n = len(chosen)
+            colours = method_colours([_entry_method(e) for e in chosen])
             scores_of: dict[str, int] = {}
             for j, entry in enumerate(chosen):
                 method = _entry_method(entry)
@@ -116,6 +121,9 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
                 ax.errorbar(x, s["mean"], yerr=yerr if yerr.any() else None, fmt=marker, ms=3.5,
                             lw=0.8, capsize=1.5, color=colours.get(method, "grey"), label=entry)
             ax.axhline(50, color="grey", lw=0.7, ls="--")
+            ax.set_xticks(np.arange(len(classes) + 1) - 0.5, minor=True)
+            ax.grid(False, axis="x", which="major")
+            ax.grid(True, axis="x", which="minor", lw=0.6)
             ax.set(ylabel="AUROC (%)", title=title)
             ax.set_ylim(max(0, np.nanmin(d["percent"]) - 5), 100.5)
             ax.legend(fontsize=6, ncol=2 if n > 6 else 1, bbox_to_anchor=(1.01, 1),
@@ -227,7 +235,8 @@ def roc_and_histograms(job_dir: Path, out: Path, size: str = "page") -> list[Pat
 def training_curves(records: list[dict], out: Path, size: str = "page") -> list[Path]:
     """Training loss per epoch, one panel per method in a grid of at most 4 columns (mean over
     jobs; band = min to max)."""
-    rows = [{"method": r["method"], "dataset": r["dataset"], "epoch": h["epoch"], "loss": h["loss"]}
+    rows = [{"method": r["method"] + (f" [{r['variant']}]" if r.get("variant") else ""),
+             "dataset": r["dataset"], "epoch": h["epoch"], "loss": h["loss"]}
             for r in records if r.get("status") == "done" and r.get("features", "pixel") == "pixel"
             for h in r.get("history") or []]
     if not rows:
@@ -272,7 +281,9 @@ def cd_diagram(rows: pd.DataFrame, out: Path, alpha: float = 0.05, size: str = "
     for e in entries:
         sig.loc[e, e] = 1.0
     fig, ax = plt.subplots(figsize=(WIDTHS[size], 0.6 + 0.16 * len(entries)))
+    ax.grid(False)
     sp.critical_difference_diagram(ranks, sig, alpha=alpha, ax=ax,
+                                   color_palette={e: "#222222" for e in entries},
                                    label_props={"fontsize": 6},
                                    label_fmt_left="{label} ({rank:.2f})",
                                    label_fmt_right="({rank:.2f}) {label}",
