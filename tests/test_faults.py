@@ -75,7 +75,7 @@ def test_deleted_scores_skip_their_figure_and_the_job_is_redone(finished, tiny_a
                                  "--job", job.name, "--no-tsne"], capsys)
     assert code == 0, err
     assert f"ROC and histograms of {job.name}: not drawn" in err and "scores.npz" in err
-    assert "auroc_bars_synthetic.png" in stdout  # the rest is drawn
+    assert "auroc_bars_synthetic_quick.png" in stdout  # the rest is drawn
     code, _, err = run_cli(_args(out, tiny_args), capsys)
     assert code == 0 and "redoing it: scores.npz (missing)" in err
     pd.testing.assert_frame_equal(_values(out), expected)
@@ -193,8 +193,9 @@ def test_leaderboard_keeps_the_sections_of_other_runs(tmp_path, finished, capsys
     out, _ = finished
     board = tmp_path / "board"
     board.mkdir()
-    (board / "README.md").write_text("# Leaderboards\n\n### one-class / digits (AUROC %, mean "
-                                     "over seeds; higher is better)\n\n| a | b |\n|---|---|\n")
+    (board / "README.md").write_text("# Leaderboards\n\n### one-class / digits, quick preset "
+                                     "(AUROC %, mean over seeds; higher is better)\n\n"
+                                     "| a | b |\n|---|---|\n")
     code, _, err = run_cli(["leaderboard", "--runs", str(out), "--out", str(board)], capsys)
     assert code == 0, err
     text = (board / "README.md").read_text()

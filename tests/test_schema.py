@@ -127,3 +127,24 @@ def test_describe_fields_lists_defaults_per_preset():
     assert rows["sei_ridge_kind"]["quick"] == "relative"
     assert rows["sei_views"]["scoring only"] == "yes"
     assert rows["temperature"]["range"] == "> 0"
+
+
+def test_standard_preset_trains_on_whole_classes_and_scores_as_the_paper():
+    """Issue 19: the whole training split, and the paper's scoring (SEI fit, CSI's ensemble)."""
+    import dataclasses
+
+    from bench.config import is_score_field
+
+    for method in ("mcl", "csi", "simclr", "rotnet"):
+        cls = METHODS.load_object(method).Config
+        [standard] = build_method_configs(method, cls, load_preset("standard"), [])
+        [paper] = build_method_configs(method, cls, load_preset("paper"), [])
+        c = standard.config
+        assert c.max_train_samples == 0 and c.backbone == "resnet-small"
+        for f in dataclasses.fields(cls):
+            if is_score_field(cls, f.name) and f.name != "score_batch_size":
+                assert getattr(c, f.name) == getattr(paper.config, f.name), (method, f.name)
+    [mcl] = build_method_configs("mcl", METHODS.load_object("mcl").Config,
+                                 load_preset("standard"), [])
+    assert (mcl.config.sei_fit_fraction, mcl.config.sei_ridge_kind, mcl.config.sei_views) == (
+        0.4, "absolute", 8)

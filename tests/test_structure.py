@@ -96,3 +96,32 @@ def test_non_editable_install_compares_from_another_directory(tmp_path):
                              "--reference-dir", str(tmp_path / "none")],
                             cwd=run_dir, env=env, capture_output=True, text=True)
     assert listed.returncode == 2 and "not a folder" in listed.stderr
+
+
+def test_committed_leaderboards_regenerate_byte_for_byte_from_committed_rows(tmp_path):
+    """results/leaderboard is what `bench leaderboard --rows results/rows` writes, byte for byte."""
+    from bench.cli import main
+
+    rows, board = ROOT / "results" / "rows", ROOT / "results" / "leaderboard"
+    assert sorted(rows.glob("*.csv")), "results/rows holds no rows files"
+    with pytest.raises(SystemExit) as info:
+        main(["leaderboard", "--rows", str(rows), "--out", str(tmp_path), "--force"])
+    assert info.value.code == 0
+    committed = sorted(p.name for p in board.iterdir())
+    assert committed == sorted(p.name for p in tmp_path.iterdir())
+    for name in committed:
+        assert (tmp_path / name).read_bytes() == (board / name).read_bytes(), name
+
+
+def test_committed_rows_are_sorted_and_in_todays_schema():
+    import pandas as pd
+
+    from bench.store import ROW_COLUMNS, read_rows, sort_rows
+
+    for path in sorted((ROOT / "results" / "rows").glob("*.csv")):
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        assert list(raw.columns) == ROW_COLUMNS, path.name
+        rows = read_rows(path)
+        assert rows.equals(sort_rows(rows)), f"{path.name} is not sorted"
+        protocol, dataset = path.stem.split("_", 1)
+        assert set(rows["protocol"]) == {protocol} and set(rows["dataset"]) == {dataset}

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from bench.report.leaderboard import column_key, entry_label  # noqa: E402
+from bench.report.leaderboard import column_key, entry_label, table_name, table_where  # noqa: E402
 from bench.report.stats import blocks_table, wilcoxon_holm  # noqa: E402
 
 sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
@@ -90,7 +90,7 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
     part = _auroc(rows[rows["protocol"] == "one-class"])
     if part.empty:
         raise NotDrawn("no one-class rows")
-    for dataset, d in part.groupby("dataset"):
+    for (dataset, preset), d in part.groupby(["dataset", "preset"]):
         per_seed = d.groupby(["entry", "column", "seed"])["percent"].mean().reset_index()
         stats = per_seed.groupby(["entry", "column"])["percent"].agg(["mean", "std", "count"])
         stats = stats.reset_index()
@@ -131,9 +131,9 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
         bottom = axes[-1, 0]
         bottom.set_xticks(np.arange(len(classes)), labels, rotation=30, ha="right")
         bottom.set_xlabel("normal class")
-        fig.suptitle(f"One-class {dataset}: AUROC per normal class (mean over seeds, "
-                     "bars: +-1 std)")
-        paths += save(fig, out, f"auroc_bars_{dataset}")
+        fig.suptitle(f"One-class {dataset}" + (f", {preset} preset" if preset else "")
+                     + ": AUROC per normal class (mean over seeds, bars: +-1 std)")
+        paths += save(fig, out, f"auroc_bars_{dataset}" + (f"_{preset}" if preset else ""))
     return paths
 
 
@@ -146,7 +146,7 @@ def ood_heatmaps(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path
     part = _auroc(rows[rows["protocol"] != "one-class"])
     if part.empty:
         raise NotDrawn("no OOD rows")
-    for (protocol, dataset), d in part.groupby(["protocol", "dataset"]):
+    for (protocol, dataset, preset), d in part.groupby(["protocol", "dataset", "preset"]):
         table = d.pivot_table(index="entry", columns="column", values="percent", aggfunc="mean")
         order = sorted(table.columns, key=lambda c: ({"near": 0, "far": 1}.get(
             ood_group(dataset, c), 2), c))
@@ -158,10 +158,10 @@ def ood_heatmaps(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path
         sns.heatmap(table, annot=True, fmt=".1f", cmap="RdBu", center=50, vmin=0, vmax=100,
                     ax=ax, annot_kws={"fontsize": 6}, cbar_kws={"label": "AUROC (%), 50 = chance"})
         ax.set(xlabel="OOD set (group)", ylabel="method/score",
-               title=f"{protocol}: {dataset} (in-distribution) vs OOD sets")
+               title=f"{table_where(protocol, dataset, preset)}: in-distribution vs OOD sets")
         ax.tick_params(axis="y", rotation=0)
         ax.tick_params(axis="x", rotation=30)
-        paths += save(fig, out, f"ood_heatmap_{protocol}_{dataset}")
+        paths += save(fig, out, f"ood_heatmap_{table_name(protocol, dataset, preset)}")
     return paths
 
 
@@ -263,9 +263,23 @@ def training_curves(records: list[dict], out: Path, size: str = "page") -> list[
 
 def cd_diagram(rows: pd.DataFrame, out: Path, alpha: float = 0.05, size: str = "page"
                ) -> list[Path]:
-    """Critical-difference diagram (scikit-posthocs' layout): average ranks over blocks (data set
-    x class or OOD set), bars joining entries whose Wilcoxon-Holm tests are not significant;
-    the caption names the entries left out for not running on every block."""
+    """Critical-difference diagrams, one per preset (scikit-posthocs' layout): average ranks
+    over blocks (data set x class or OOD set), bars joining entries whose Wilcoxon-Holm tests
+    are not significant; the caption names the entries left out for not running on every
+    block."""
+    paths, reasons = [], []
+    for preset, part in rows.groupby("preset"):
+        try:
+            paths += _cd_diagram(part, out, alpha, size, preset)
+        except NotDrawn as exc:
+            reasons.append(f"{preset or 'rows'}: {exc}")
+    if not paths:
+        raise NotDrawn("; ".join(reasons))
+    return paths
+
+
+def _cd_diagram(rows: pd.DataFrame, out: Path, alpha: float, size: str, preset: str
+                ) -> list[Path]:
     import scikit_posthocs as sp
 
     table, dropped = blocks_table(rows, with_dropped=True)
@@ -289,12 +303,13 @@ def cd_diagram(rows: pd.DataFrame, out: Path, alpha: float = 0.05, size: str = "
                                    label_fmt_right="({rank:.2f}) {label}",
                                    crossbar_props={"color": "tab:red", "linewidth": 2.5})
     sets = sorted({b.rsplit("/", 1)[0] for b in table.index})
-    caption = (f"Average rank over {table.shape[0]} blocks ({', '.join(sets)}; 1 = best AUROC). "
+    caption = (f"{preset} preset: average rank over {table.shape[0]} blocks ({', '.join(sets)}; "
+               "1 = best AUROC). "
                f"Red bars: no significant difference (Wilcoxon-Holm, alpha={alpha}).")
     if dropped:
         caption += f" Left out (not run on every block): {', '.join(dropped)}."
     ax.set_title("\n".join(_wrap(caption, 130 if size == "page" else 60)), fontsize=6)
-    return save(fig, out, "critical_difference")
+    return save(fig, out, "critical_difference" + (f"_{preset}" if preset else ""))
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -317,7 +332,8 @@ def ablation(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
                        value_text=part["variant"].str.split("=", n=1).str[1])
     part = part.assign(base=part["method"] + "/" + part["score"])
     paths = []
-    for (protocol, dataset, key), d in part.groupby(["protocol", "dataset", "key"]):
+    for (protocol, dataset, preset, key), d in part.groupby(["protocol", "dataset", "preset",
+                                                              "key"]):
         if d["value_text"].nunique() < 2:
             continue
         per_seed = d.groupby(["base", "value_text", "seed"])["percent"].mean().reset_index()
@@ -342,10 +358,11 @@ def ablation(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
                       values[key])
         ax.minorticks_off()
         ax.set(xlabel=key, ylabel="mean AUROC (%)",
-               title=f"{protocol} / {dataset}: {key} (band: 95% interval over seeds)")
+               title=f"{table_where(protocol, dataset, preset)}: {key} (band: 95% interval "
+                     "over seeds)")
         ax.title.set_fontsize(7)
         ax.legend(fontsize=6)
-        stem = f"ablation_{protocol}_{dataset}_{key}"
+        stem = f"ablation_{table_name(protocol, dataset, preset)}_{key}"
         paths += save(fig, out, stem)
         shown = table.drop(columns="_x").round({"mean": 1, "low": 1, "high": 1})
         from bench.store import atomic_write_csv, atomic_write_text
@@ -354,7 +371,8 @@ def ablation(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
         md = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
         md += "".join("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |\n"
                       for row in shown.itertuples(index=False))
-        atomic_write_text(out / f"{stem}.md", f"### {protocol} / {dataset}: AUROC (%) against "
+        atomic_write_text(out / f"{stem}.md", f"### {table_where(protocol, dataset, preset)}: "
+                          "AUROC (%) against "
                           f"{key}, mean over classes; low/high: 95% interval over seeds\n\n" + md)
         paths += [out / f"{stem}.csv", out / f"{stem}.md"]
     if not paths:

@@ -1,4 +1,5 @@
-"""Leaderboards from tidy rows: one table per (protocol, dataset), percent with one decimal.
+"""Leaderboards from tidy rows: one table per (protocol, dataset, preset), percent with one
+decimal (numbers from different presets are not comparable, so they never share a table).
 
 Rows of a table are method/score entries; columns are normal classes (one-class) or OOD sets,
 each the mean over seeds; OOD tables add the `near` and `far` means (the protocol's groups); then
@@ -39,11 +40,16 @@ def load_rows(runs: list[str | Path], rows_files: list[str | Path] = (),
     return sort_rows(rows.drop_duplicates(DEDUP_KEYS, keep="first"))
 
 
+def table_name(protocol: str, dataset: str, preset: str) -> str:
+    """The file stem of a table: <protocol>_<dataset>_<preset>."""
+    return f"{protocol}_{dataset}" + (f"_{preset}" if preset else "")
+
+
 def write_rows_files(rows: pd.DataFrame, out: str | Path) -> list[Path]:
-    """One sorted rows file per (protocol, dataset): what results/rows/ commits."""
+    """One sorted rows file per (protocol, dataset, preset): what results/rows/ commits."""
     written = []
-    for (protocol, dataset), part in rows.groupby(["protocol", "dataset"], sort=True):
-        path = Path(out) / f"{protocol}_{dataset}.csv"
+    for key, part in rows.groupby(["protocol", "dataset", "preset"], sort=True):
+        path = Path(out) / f"{table_name(*key)}.csv"
         atomic_write_csv(path, sort_rows(part))
         written.append(path)
     return written
@@ -56,7 +62,7 @@ def entry_label(frame: pd.DataFrame) -> pd.Series:
     if "variant" in frame.columns:
         variant = frame["variant"].fillna("").astype(str)
         label = label + np.where(variant != "", " [" + variant + "]", "")
-    keys = [k for k in ("protocol", "dataset") if k in frame.columns]
+    keys = [k for k in ("protocol", "dataset", "preset") if k in frame.columns]
     n_configs = frame.assign(_label=label).groupby(keys + ["_label"])["config_hash"] \
         .transform("nunique")
     suffix = np.where(n_configs > 1, "@" + frame["config_hash"].astype(str).str[:6], "")
@@ -132,9 +138,9 @@ class Summary:
     """The leaderboard tables of one metric and what to say under each."""
 
     metric: str = "auroc"
-    tables: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
-    partial: dict[tuple[str, str], dict[str, list]] = field(default_factory=dict)
-    table_notes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    tables: dict[tuple[str, str, str], pd.DataFrame] = field(default_factory=dict)
+    partial: dict[tuple[str, str, str], dict[str, list]] = field(default_factory=dict)
+    table_notes: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)  # seeds that miss some columns
     below_chance: list[str] = field(default_factory=list)  # AUROC entries with mean < 50%
 
@@ -160,8 +166,9 @@ def summarise(rows: pd.DataFrame, metric: str = "auroc") -> Summary:
     """Every table of one metric and the notes under it, from one pass over the rows."""
     out = Summary(metric)
     picked = rows[rows["metric"] == metric]
-    for (protocol, dataset), part in picked.groupby(["protocol", "dataset"], sort=True):
-        where = f"{protocol} / {dataset}"
+    for (protocol, dataset, preset), part in picked.groupby(["protocol", "dataset", "preset"],
+                                                            sort=True):
+        where = table_where(protocol, dataset, preset)
         part, version_notes = _newest_version(part)
         part = part.assign(entry=entry_label(part), column=column_key(part))
         per_seed = part.pivot_table(index=["entry", "seed"], columns="column", values="value",
@@ -171,7 +178,7 @@ def summarise(rows: pd.DataFrame, metric: str = "auroc") -> Summary:
         left_out = _left_out_notes(where, per_seed, complete)
         table, missing = _table(per_seed[complete], columns,
                                 _ood_groups(protocol, dataset, columns), metric)
-        key = (protocol, dataset)
+        key = (protocol, dataset, preset)
         out.tables[key], out.partial[key] = table, missing
         partial_notes = [f"{where}: {e} ran on {len(columns) - len(m)} of {len(columns)} "
                          f"columns (missing {', '.join(map(str, m))}); its mean (*) is not "
@@ -214,9 +221,14 @@ def to_markdown(table: pd.DataFrame, title: str, missing: dict[str, list] | None
     return text
 
 
-def _title(summary: Summary, key: tuple[str, str]) -> str:
+def table_where(protocol: str, dataset: str, preset: str) -> str:
+    """How notes and titles name a table: ``one-class / digits, quick preset``."""
+    return f"{protocol} / {dataset}" + (f", {preset} preset" if preset else "")
+
+
+def _title(summary: Summary, key: tuple[str, str, str]) -> str:
     best = "lower is better" if summary.metric in LOWER_IS_BETTER else "higher is better"
-    return f"{key[0]} / {key[1]} ({summary.metric.upper()} %, mean over seeds; {best})"
+    return f"{table_where(*key)} ({summary.metric.upper()} %, mean over seeds; {best})"
 
 
 def console_text(summary: Summary) -> str:
@@ -233,37 +245,36 @@ def console_text(summary: Summary) -> str:
     return "\n\n".join(blocks)
 
 
-SECTION = re.compile(r"^### (\S+) / (\S+) \(", re.MULTILINE)
+SECTION = re.compile(r"^### (.+?) \(", re.MULTILINE)
 
 
-def _readme_sections(text: str) -> dict[tuple[str, str], str]:
-    """The per-table sections of an existing leaderboard README, by (protocol, dataset)."""
+def _readme_sections(text: str) -> dict[str, str]:
+    """The per-table sections of an existing leaderboard README, by the table's name."""
     starts = list(SECTION.finditer(text))
     sections = {}
     for i, m in enumerate(starts):
         end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
-        sections[(m.group(1), m.group(2))] = text[m.start():end].rstrip("\n") + "\n"
+        sections[m.group(1)] = text[m.start():end].rstrip("\n") + "\n"
     return sections
 
 
 def write_summary(summary: Summary, out: str | Path, keep_other_sections: bool = True
                   ) -> list[Path]:
-    """One CSV and one Markdown file per (protocol, dataset), and README.md with every table.
+    """One CSV and one Markdown file per table, and README.md with every table.
     README.md keeps the sections of tables these rows do not make (other runs' tables), unless
     `keep_other_sections` is False."""
     out = Path(out)
     metric = summary.metric
     written, sections = [], {}
     for key, table in summary.tables.items():
-        protocol, dataset = key
-        stem = f"{protocol}_{dataset}" + ("" if metric == "auroc" else f"_{metric}")
+        stem = table_name(*key) + ("" if metric == "auroc" else f"_{metric}")
         missing = summary.partial.get(key)
         shown = _percent(table, missing).reset_index()
         atomic_write_csv(out / f"{stem}.csv", shown)
         md = to_markdown(table, _title(summary, key), missing, summary.table_notes.get(key, []))
         atomic_write_text(out / f"{stem}.md", md)
         written += [out / f"{stem}.csv", out / f"{stem}.md"]
-        sections[key] = md
+        sections[table_where(*key)] = md
     if sections:
         readme = out / ("README.md" if metric == "auroc" else f"README_{metric}.md")
         if keep_other_sections and readme.exists():

@@ -52,9 +52,10 @@ def _our_cells(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per (protocol, dataset, entry, cell, seed) values."""
     picked = rows[rows["metric"] == metric]
     if picked.empty:
-        return pd.DataFrame(columns=["protocol", "dataset", "entry", "cell", "seed", "value"])
+        return pd.DataFrame(columns=["protocol", "dataset", "preset", "entry", "cell", "seed",
+                                     "value"])
     picked = picked.assign(entry=entry_label(picked), cell=column_key(picked).astype(str))
-    return picked.groupby(["protocol", "dataset", "entry", "cell", "seed"],
+    return picked.groupby(["protocol", "dataset", "preset", "entry", "cell", "seed"],
                           as_index=False)["value"].mean()
 
 
@@ -90,26 +91,28 @@ def compare(rows: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
         cells = _our_cells(rows, metric)
         keys = ["protocol", "dataset", "paper", "method", "ours"]
         for (protocol, dataset, paper, method, entry), group in refs.groupby(keys, sort=False):
-            mine = cells[(cells["protocol"] == protocol) & (cells["dataset"] == dataset)
-                         & (cells["entry"] == entry)]
-            if not entry or mine.empty:
+            matching = cells[(cells["protocol"] == protocol) & (cells["dataset"] == dataset)
+                             & (cells["entry"] == entry)]
+            if not entry or matching.empty:
                 continue
             first = group.iloc[0]
-            base = {"protocol": protocol, "dataset": dataset, "metric": metric,
-                    "published_method": method, "paper": paper, "confirmed": first.confirmed,
-                    "ours": entry}
-            for ref in group.itertuples(index=False):
-                if ref.normal_class == "mean":
-                    continue
-                cell = ref.normal_class if ref.normal_class != "all" else ref.ood_dataset
-                values = mine[mine["cell"] == str(cell)]["value"].to_numpy()
-                if values.size:
-                    out.append(_row(base, str(cell), ref.value, ref.confirmed, values))
-            if protocol == "one-class":
-                found = _mean_cell(mine, group)
-                if found is not None:
-                    per_seed, published, name = found
-                    out.append(_row(base, name, published, first.confirmed, per_seed.to_numpy()))
+            for preset, mine in matching.groupby("preset", sort=True):
+                base = {"protocol": protocol, "dataset": dataset, "preset": preset,
+                        "metric": metric, "published_method": method, "paper": paper,
+                        "confirmed": first.confirmed, "ours": entry}
+                for ref in group.itertuples(index=False):
+                    if ref.normal_class == "mean":
+                        continue
+                    cell = ref.normal_class if ref.normal_class != "all" else ref.ood_dataset
+                    values = mine[mine["cell"] == str(cell)]["value"].to_numpy()
+                    if values.size:
+                        out.append(_row(base, str(cell), ref.value, ref.confirmed, values))
+                if protocol == "one-class":
+                    found = _mean_cell(mine, group)
+                    if found is not None:
+                        per_seed, published, name = found
+                        out.append(_row(base, name, published, first.confirmed,
+                                        per_seed.to_numpy()))
     return pd.DataFrame(out)
 
 
@@ -134,10 +137,11 @@ def format_comparison(table: pd.DataFrame) -> str:
         return (0, int(c), "") if c.isdigit() else (2 if c.startswith("mean") else 1, 0, c)
 
     blocks = []
-    keys = ["protocol", "dataset", "published_method", "ours"]
-    for (protocol, dataset, method, ours), part in table.groupby(keys, sort=True):
+    keys = ["protocol", "dataset", "preset", "published_method", "ours"]
+    for (protocol, dataset, preset, method, ours), part in table.groupby(keys, sort=True):
         part = part.iloc[sorted(range(len(part)), key=lambda i: cell_order(part["cell"].iloc[i]))]
-        lines = [f"{protocol} / {dataset}: {method} ({part['paper'].iloc[0]}) vs ours {ours} "
+        where = f"{protocol} / {dataset}" + (f", {preset} preset" if preset else "")
+        lines = [f"{where}: {method} ({part['paper'].iloc[0]}) vs ours {ours} "
                  f"({part['metric'].iloc[0].upper()} %)",
                  f"  {'cell':<16}{'published':>10}{'ours':>8}{'95% interval':>16}{'seeds':>7}"
                  f"{'diff':>8}"]
