@@ -235,18 +235,24 @@ def list_cmd(what: str, method: str | None) -> int:
 
 
 def _list_fields(method: str | None) -> None:
-    import pandas as pd
-
     from bench.config import describe_fields
     from bench.registry import METHODS
 
     if not method:
         raise BenchError("bench list fields METHOD: name a method, e.g. bench list fields mcl")
-    cls = METHODS.load_object(method)
-    table = pd.DataFrame(describe_fields(cls.Config, method)).set_index("field")
-    with pd.option_context("display.max_colwidth", 90, "display.width", 250):
-        click.echo(f"{method}: config fields (defaults per preset; paper = the config defaults)")
-        click.echo(table.to_string())
+    rows = describe_fields(METHODS.load_object(method).Config, method)
+    for r in rows:  # one of 'a', 'b' -> a|b
+        if r["type"].startswith("one of "):
+            r["type"] = "|".join(v.strip().strip("'") for v in r["type"][7:].split(","))
+    columns = ["field", "type", "range", "paper", "standard", "quick", "help"]
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns[:-1]}
+    click.echo(f"{method}: config fields; paper = the config defaults; * = changes scoring only "
+               "(reuses the trained model)")
+    click.echo("  ".join(c.ljust(widths[c]) for c in columns[:-1]) + "  help")
+    for r in rows:
+        star = " *" if r["scoring only"] else ""
+        click.echo("  ".join(r[c].ljust(widths[c]) for c in columns[:-1]) + "  " + r["help"]
+                   + star)
 
 
 def _runs(runs: tuple[str, ...], rows_files: tuple[str, ...] = ()) -> list[str]:

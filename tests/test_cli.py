@@ -205,7 +205,7 @@ def test_list_fields_shows_types_defaults_per_preset_and_help(capsys):
     for name in ("alpha", "beta", "temperature", "pseudo_class", "sei_views"):
         assert name in lines
     assert "CCM weight of the same class at the same rotation" in lines["alpha"]
-    assert "one of 1, 4, 8" in lines["sei_views"]
+    assert "1|4|8" in lines["sei_views"]
     code, _, err = run_cli(["list", "fields", "mlc"], capsys)
     assert code == 2 and "did you mean 'mcl'" in err
 
