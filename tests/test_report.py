@@ -249,3 +249,34 @@ def test_figures_skip_what_cannot_be_drawn_and_draw_the_rest(tmp_path, capsys):
     assert info.value.code == 0
     assert "critical-difference diagram: not drawn (quick: needs 3 entries" in err
     assert (tmp_path / "figs" / "auroc_bars_digits_quick.png").exists()
+
+
+def test_figures_never_train_or_load_data(tmp_path, tiny_args, capsys, monkeypatch):
+    """Models deleted and data unreachable: `bench figures` still draws every figure from what
+    the jobs wrote (rows, scores, histories, embeddings)."""
+    import shutil
+
+    from bench.cli import main
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--methods", "mcl,csi,knn", "--datasets", "synthetic", "--classes", "0,1",
+              "--out", str(out), *tiny_args])
+    assert info.value.code == 0
+    shutil.rmtree(out / "models")
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("figures loaded a data set")
+
+    monkeypatch.setattr("bench.datasets.load_dataset", no_data)
+    monkeypatch.setattr("bench.protocols.load_task", no_data)
+    with pytest.raises(SystemExit) as info:
+        main(["figures", "--runs", str(out), "--out", str(tmp_path / "figs")])
+    _, err = capsys.readouterr()
+    assert info.value.code == 0, err
+    names = {p.name for p in (tmp_path / "figs").iterdir()}
+    job = figures.pick_job(RunStore(out).records())
+    for stem in ("auroc_bars_synthetic_quick", "training_loss_synthetic", f"roc_{job}",
+                 f"score_hist_{job}", f"tsne_{job}"):
+        assert f"{stem}.png" in names and f"{stem}.pdf" in names, stem
+    assert not (out / "models").exists()
