@@ -319,18 +319,33 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 def ablation(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
-    """AUROC against the value of a --set sweep (variants `key=value`), per method/score, mean
-    over classes with a 95% interval over seeds; a figure, a CSV and a Markdown table per
-    (protocol, data set, swept field)."""
+    """AUROC against the value of a --set sweep (variants `key=value`, with other fields held
+    fixed in the label), per method/score, mean over classes with a 95% interval over seeds; a
+    figure, a CSV and a Markdown table per (protocol, data set, preset, swept field)."""
     from bench.report.stats import seed_summary
 
     part = _auroc(rows)
-    part = part[part["variant"].astype(str).str.fullmatch(r"[A-Za-z_]+=[^,]+")]
+    part = part[part["variant"].astype(str) != ""]
     if part.empty:
         raise NotDrawn("no --set sweep among the rows (variants like alpha=0.05)")
-    part = part.assign(key=part["variant"].str.split("=").str[0],
-                       value_text=part["variant"].str.split("=", n=1).str[1])
-    part = part.assign(base=part["method"] + "/" + part["score"])
+    found = []
+    assignments = part["variant"].map(lambda v: dict(kv.split("=", 1) for kv in v.split(",")))
+    part = part.assign(_keys=assignments.map(lambda a: ",".join(sorted(a))))
+    for _, d in part.groupby(["protocol", "dataset", "preset", "method", "_keys"]):
+        assigned = d["variant"].map(lambda v: dict(kv.split("=", 1) for kv in v.split(",")))
+        keys = sorted({k for a in assigned for k in a})
+        varying = [k for k in keys if assigned.map(lambda a, k=k: a.get(k)).nunique() > 1]
+        if len(varying) != 1:  # not one swept field: not an ablation
+            continue
+        key = varying[0]
+        fixed = assigned.map(lambda a, key=key: ",".join(f"{k}={v}" for k, v in sorted(a.items())
+                                                         if k != key))
+        found.append(d.assign(key=key, value_text=assigned.map(lambda a, key=key: a.get(key)),
+                              base=d["method"] + "/" + d["score"]
+                              + np.where(fixed != "", " [" + fixed + "]", "")))
+    if not found:
+        raise NotDrawn("no --set sweep among the rows (variants like alpha=0.05)")
+    part = pd.concat(found, ignore_index=True)
     paths = []
     for (protocol, dataset, preset, key), d in part.groupby(["protocol", "dataset", "preset",
                                                               "key"]):
