@@ -359,7 +359,12 @@ def compare(runs, rows_files, references, reference_dir, csv_out) -> int:
 @click.option("--tsne/--no-tsne", default=True, show_default=True)
 @click.option("--size", type=click.Choice(["column", "page"]), default="page", show_default=True,
               help="Figure width: one column (3.3 in) or a page (6.9 in).")
-def figures(runs, rows_files, out, job_ids, tsne, size) -> int:
+@click.option("--figure", "only", multiple=True,
+              type=click.Choice(["bars", "heatmaps", "losses", "cd", "ablation", "jobs"]),
+              help="Draw only these figures (repeatable; default all): per-class AUROC bars, OOD "
+                   "heat maps, training losses, the critical-difference diagram, ablations, the "
+                   "ROC / histogram / t-SNE of --job.")
+def figures(runs, rows_files, out, job_ids, tsne, size, only) -> int:
     """Draw the figures of a paper from run directories and rows files (PNG and PDF). Reads only
     what jobs wrote; never trains a model or loads a data set."""
     from pathlib import Path
@@ -373,7 +378,8 @@ def figures(runs, rows_files, out, job_ids, tsne, size) -> int:
     rows = _load(runs, rows_files)
     check_writable(out)
     records = [r for d in chosen for r in RunStore(d).records()]
-    drawn, skipped = fig.draw_all(rows, records, chosen, Path(out), list(job_ids), tsne, size)
+    drawn, skipped = fig.draw_all(rows, records, chosen, Path(out), list(job_ids), tsne, size,
+                                  set(only) or None)
     for line in skipped:
         warn(line)
     for p in drawn:

@@ -341,6 +341,7 @@ def ablation(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
         fixed = assigned.map(lambda a, key=key: ",".join(f"{k}={v}" for k, v in sorted(a.items())
                                                          if k != key))
         found.append(d.assign(key=key, value_text=assigned.map(lambda a, key=key: a.get(key)),
+                              panel=d["method"] + "/" + d["score"], fixed=fixed,
                               base=d["method"] + "/" + d["score"]
                               + np.where(fixed != "", " [" + fixed + "]", "")))
     if not found:
@@ -351,32 +352,40 @@ def ablation(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
                                                               "key"]):
         if d["value_text"].nunique() < 2:
             continue
-        per_seed = d.groupby(["base", "value_text", "seed"])["percent"].mean().reset_index()
+        per_seed = d.groupby(["panel", "fixed", "base", "value_text", "seed"])["percent"] \
+            .mean().reset_index()
         lines = []
-        for (base, value_text), g in per_seed.groupby(["base", "value_text"]):
+        for (panel, fixed, base, value_text), g in per_seed.groupby(
+                ["panel", "fixed", "base", "value_text"]):
             s = seed_summary(g["percent"].to_numpy())
             lines.append({"method/score": base, key: value_text, "mean": s.mean,
-                          "low": s.low, "high": s.high, "seeds": s.n})
+                          "low": s.low, "high": s.high, "seeds": s.n, "_panel": panel,
+                          "_fixed": fixed})
         table = pd.DataFrame(lines)
         numeric = pd.to_numeric(table[key], errors="coerce")
         table = table.assign(_x=numeric).sort_values(["method/score", "_x", key])
-        fig, ax = plt.subplots(figsize=(min(WIDTHS[size], 4.6), 2.8))
-        for i, (base, g) in enumerate(table.groupby("method/score")):
-            x = g["_x"] if g["_x"].notna().all() else np.arange(len(g))
-            ax.plot(x, g["mean"], marker=MARKERS[i % len(MARKERS)], lw=1.2, ms=4, label=base)
-            if g["low"].notna().any():
-                ax.fill_between(x, g["low"], g["high"], alpha=0.2)
-        if numeric.notna().all() and numeric.min() > 0 and numeric.max() / numeric.min() >= 10:
-            ax.set_xscale("log")
-        values = table.drop_duplicates(key)
-        ax.set_xticks(values["_x"] if values["_x"].notna().all() else np.arange(len(values)),
-                      values[key])
-        ax.minorticks_off()
-        ax.set(xlabel=key, ylabel="mean AUROC (%)",
-               title=f"{table_where(protocol, dataset, preset)}: {key} (band: 95% interval "
-                     "over seeds)")
-        ax.title.set_fontsize(7)
-        ax.legend(fontsize=6)
+        panels = sorted(table["_panel"].unique(), key=lambda p: (not p.endswith(("/sei", "/csi",
+                                                                                  "/rot")), p))
+        fig, axes = plt.subplots(1, len(panels), figsize=(WIDTHS[size], 2.6), squeeze=False)
+        log_x = numeric.notna().all() and numeric.min() > 0 and numeric.max() / numeric.min() >= 10
+        values = table.drop_duplicates(key).sort_values(["_x", key])
+        for ax, panel in zip(axes[0], panels):
+            for i, (fixed, g) in enumerate(table[table["_panel"] == panel].groupby("_fixed")):
+                x = g["_x"] if g["_x"].notna().all() else np.arange(len(g))
+                ax.plot(x, g["mean"], marker=MARKERS[i % len(MARKERS)], lw=1.2, ms=4,
+                        label=fixed or "preset defaults")
+                if g["low"].notna().any():
+                    ax.fill_between(x, g["low"], g["high"], alpha=0.15)
+            if log_x:
+                ax.set_xscale("log")
+            ax.set_xticks(values["_x"] if values["_x"].notna().all() else np.arange(len(values)),
+                          values[key])
+            ax.minorticks_off()
+            ax.set(xlabel=key, ylabel="mean AUROC (%)", title=panel)
+            ax.legend(fontsize=6, title="other fields", title_fontsize=6)
+        fig.suptitle(f"{table_where(protocol, dataset, preset)}: AUROC against {key} (mean over "
+                     "classes; band: 95% interval over seeds)", fontsize=8)
+        table = table.drop(columns=["_panel", "_fixed"])
         stem = f"ablation_{table_name(protocol, dataset, preset)}_{key}"
         paths += save(fig, out, stem)
         shown = table.drop(columns="_x").round({"mean": 1, "low": 1, "high": 1})
@@ -433,21 +442,24 @@ def pick_job(records: list[dict], method_order=("mcl", "csi", "simclr", "rotnet"
 
 
 def draw_all(rows: pd.DataFrame, records: list[dict], runs: list[str], out: Path,
-             job_ids: list[str], with_tsne: bool = True, size: str = "page"
-             ) -> tuple[list[Path], list[str]]:
-    """Every figure the rows and run directories allow: (paths written, one line per figure
-    not drawn and why)."""
+             job_ids: list[str], with_tsne: bool = True, size: str = "page",
+             only: set[str] | None = None) -> tuple[list[Path], list[str]]:
+    """Every figure the rows and run directories allow (or those named in `only`): (paths
+    written, one line per figure not drawn and why)."""
     from bench.errors import BenchError
     from bench.store import RunStore
 
+    kinds = {"bars": ("AUROC per class", lambda: auroc_dots(rows, out, size)),
+             "heatmaps": ("OOD heat maps", lambda: ood_heatmaps(rows, out, size)),
+             "losses": ("training curves", lambda: training_curves(records, out, size)),
+             "cd": ("critical-difference diagram", lambda: cd_diagram(rows, out, size=size)),
+             "ablation": ("ablation", lambda: ablation(rows, out, size))}
     steps: list[tuple[str, Callable[[], list[Path]]]] = [
-        ("AUROC per class", lambda: auroc_dots(rows, out, size)),
-        ("OOD heat maps", lambda: ood_heatmaps(rows, out, size)),
-        ("training curves", lambda: training_curves(records, out, size)),
-        ("critical-difference diagram", lambda: cd_diagram(rows, out, size=size)),
-        ("ablation", lambda: ablation(rows, out, size)),
-    ]
-    chosen = list(job_ids) or [j for j in [pick_job(records)] if j]
+        step for kind, step in kinds.items() if only is None or kind in only]
+    if only is not None and "jobs" not in only:
+        job_ids = []
+    chosen = list(job_ids) or ([j for j in [pick_job(records)] if j]
+                               if only is None or "jobs" in only else [])
     for job_id in chosen:
         home = next((d for d in runs if RunStore(d).record(job_id)), None)
         if home is None:
