@@ -105,8 +105,8 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
                    [e for e in entries if _entry_method(e) in CLASSICAL])]
         panels = [(t, e) for t, e in panels if e]
         width = WIDTHS[size]
-        fig, axes = plt.subplots(len(panels), 1, figsize=(width, 2.5 * len(panels) + 0.4),
-                                 squeeze=False, sharex=True)
+        fig, axes = plt.subplots(len(panels), 1, figsize=(width, 3.3 * len(panels) + 0.4),
+                                 squeeze=False)
         for ax, (title, chosen) in zip(axes[:, 0], panels):
             n = len(chosen)
             colours = method_colours([_entry_method(e) for e in chosen])
@@ -125,12 +125,13 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
             ax.grid(False, axis="x", which="major")
             ax.grid(True, axis="x", which="minor", lw=0.6)
             ax.set(ylabel="AUROC (%)", title=title)
-            ax.set_ylim(max(0, np.nanmin(d["percent"]) - 5), 100.5)
-            ax.legend(fontsize=6, ncol=2 if n > 6 else 1, bbox_to_anchor=(1.01, 1),
-                      loc="upper left", title="method/score", title_fontsize=6)
-        bottom = axes[-1, 0]
-        bottom.set_xticks(np.arange(len(classes)), labels, rotation=30, ha="right")
-        bottom.set_xlabel("normal class")
+            shown = stats[stats["entry"].isin(chosen)]["mean"]
+            ax.set_ylim(max(0, float(np.nanmin(shown)) - 5), 100.5)
+            ax.set_xticks(np.arange(len(classes)), labels, rotation=30 if names else 0,
+                          ha="right" if names else "center")
+            ax.set_xlabel("normal class")
+            ax.legend(fontsize=6, ncol=3, loc="upper center",
+                      bbox_to_anchor=(0.5, -0.36 if names else -0.2), frameon=False)
         fig.suptitle(f"One-class {dataset}" + (f", {preset} preset" if preset else "")
                      + ": AUROC per normal class (mean over seeds, bars: +-1 std)")
         paths += save(fig, out, f"auroc_bars_{dataset}" + (f"_{preset}" if preset else ""))
