@@ -236,7 +236,8 @@ def roc_and_histograms(job_dir: Path, out: Path, size: str = "page") -> list[Pat
 def training_curves(records: list[dict], out: Path, size: str = "page") -> list[Path]:
     """Training loss per epoch, one panel per method in a grid of at most 4 columns (mean over
     jobs; band = min to max)."""
-    rows = [{"method": r["method"] + (f" [{r['variant']}]" if r.get("variant") else ""),
+    rows = [{"method": r["method"] + (f" [{r['variant']}]" if r.get("variant") else "")
+             + (f" ({r['protocol']})" if r.get("protocol", "one-class") != "one-class" else ""),
              "dataset": r["dataset"], "epoch": h["epoch"], "loss": h["loss"]}
             for r in records if r.get("status") == "done" and r.get("features", "pixel") == "pixel"
             for h in r.get("history") or []]
