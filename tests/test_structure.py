@@ -118,10 +118,13 @@ def test_committed_rows_are_sorted_and_in_todays_schema():
 
     from bench.store import ROW_COLUMNS, read_rows, sort_rows
 
-    for path in sorted((ROOT / "results" / "rows").glob("*.csv")):
+    paths = sorted((ROOT / "results" / "rows").rglob("*.csv"))
+    assert paths
+    for path in paths:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
         assert list(raw.columns) == ROW_COLUMNS, path.name
         rows = read_rows(path)
         assert rows.equals(sort_rows(rows)), f"{path.name} is not sorted"
-        protocol, dataset = path.stem.split("_", 1)
+        protocol, dataset, preset = path.stem.split("_")
         assert set(rows["protocol"]) == {protocol} and set(rows["dataset"]) == {dataset}
+        assert set(rows["preset"]) == {preset}
