@@ -291,7 +291,7 @@ def _load(runs: tuple[str, ...], rows_files: tuple[str, ...]):
               help="Replace README.md even if it holds tables these rows do not (default: keep "
                    "those sections).")
 def leaderboard(runs, rows_files, out, metric, force) -> int:
-    """Write one CSV and Markdown table per (protocol, dataset) from run directories.
+    """Write one CSV and Markdown table per (protocol, dataset, preset) from runs or rows.
 
     Notes under the tables (and at the end of README.md) name the seeds left out for missing
     columns, the entries that ran on fewer columns than the others and, for AUROC, the entries
