@@ -89,7 +89,8 @@ def cli() -> None:
 @click.option("--datasets", default="digits", show_default=True,
               help="Comma-separated normal / in-distribution data sets.")
 @click.option("--protocol", default="one-class", show_default=True,
-              help="one-class, ood or ood-labeled.")
+              help="one-class, ood or ood-labeled; ood-val and ood-labeled-val are their tuning "
+                   "splits (held-out training images vs validation OOD sets).")
 @click.option("--classes", help="One-class: normal classes to run, e.g. 0,3 or 0-4 (default all).")
 @click.option("--seeds", default="0", show_default=True, help="Seeds, e.g. 0,1,2 or 0-4.")
 @click.option("--preset", default="auto", show_default=True,
@@ -221,9 +222,11 @@ def list_cmd(what: str, method: str | None) -> int:
 
         for p in PROTOCOLS.values():
             click.echo(f"{p.name:<12} {p.description}")
-        click.echo(f"\nOOD sets per in-distribution set (protocol version {PROTOCOL_VERSION}):")
+        click.echo(f"\nOOD sets per in-distribution set (protocol version {PROTOCOL_VERSION}); "
+                   "the -val protocols use the validation sets:")
         for d, table in OOD_TABLES.items():
-            click.echo(f"  {d:<14} near: {', '.join(table.near):<40} far: {', '.join(table.far)}")
+            click.echo(f"  {d:<14} near: {', '.join(table.near):<40} far: {', '.join(table.far)}"
+                       f"  validation: {', '.join(table.validation)}")
     elif what == "presets":
         from bench.config import PRESET_HELP
 

@@ -18,8 +18,12 @@ from bench.errors import BenchError, DataMissingError, unknown_name
 from bench.registry import DATASETS
 
 # 1: one flat list of OOD sets per data set (rows written before the column existed);
-# 2: near / far tables; CIFAR gains the noise sets, MNIST loses the digits (same classes).
+# 2: near / far tables; CIFAR gains the noise sets, MNIST loses the digits (same classes);
+#    the validation protocols ood-val and ood-labeled-val.
 PROTOCOL_VERSION = "2"
+VALIDATION_FRACTION = 0.1  # of the training split, held out by the -val protocols
+VALIDATION_MAX = 1000  # images at most
+VALIDATION_SEED = 0  # fixed: every method and seed tunes on the same held-out images
 
 
 @dataclass(frozen=True)
@@ -27,8 +31,13 @@ class Protocol:
     name: str
     per_class: bool  # one task per normal class (train on that class only)
     labeled: bool  # class labels reach the method
-    test: str  # "rest": anomalies are the other classes of the test split; "ood": OOD sets
+    test: str  # "rest": the other classes of the test split; "ood": OOD sets; "validation":
+    #            held-out training images vs the validation OOD sets
     description: str
+
+    @property
+    def uses_ood_sets(self) -> bool:
+        return self.test in ("ood", "validation")
 
 
 PROTOCOLS = {
@@ -42,6 +51,14 @@ PROTOCOLS = {
     "ood-labeled": Protocol(
         "ood-labeled", per_class=False, labeled=True, test="ood",
         description="as ood, with class labels available to the method; also reports accuracy"),
+    "ood-val": Protocol(
+        "ood-val", per_class=False, labeled=False, test="validation",
+        description="the tuning split of ood: train on the train split less a held-out 10%; "
+                    "test those held-out images against the validation OOD sets, never a test "
+                    "image or a test OOD set"),
+    "ood-labeled-val": Protocol(
+        "ood-labeled-val", per_class=False, labeled=True, test="validation",
+        description="the tuning split of ood-labeled (as ood-val, with class labels)"),
 }
 
 
@@ -52,14 +69,21 @@ class OODTable:
 
     near: tuple[str, ...]
     far: tuple[str, ...]
+    # for tuning (ood-val): made from held-out training images, unlike any test set
+    validation: tuple[str, ...] = ("patches", "smooth-noise")
 
     @property
     def all(self) -> tuple[str, ...]:
         return self.near + self.far
 
     def group(self, name: str) -> str:
-        """near, far, or other (an OOD set given with --ood that the table does not list)."""
-        return "near" if name in self.near else "far" if name in self.far else "other"
+        """near, far, validation, or other (an OOD set given with --ood that the table does not
+        list)."""
+        if name in self.near:
+            return "near"
+        if name in self.far:
+            return "far"
+        return "validation" if name in self.validation else "other"
 
 
 NOISE = ("gaussian", "uniform")
@@ -123,16 +147,24 @@ def ood_group(dataset: str, ood_set: str) -> str:
     return table.group(ood_set) if table else "other"
 
 
-def ood_sets_for(dataset: str, override: tuple[str, ...] | None) -> tuple[str, ...]:
+def ood_sets_for(dataset: str, override: tuple[str, ...] | None, protocol: str = "ood"
+                 ) -> tuple[str, ...]:
+    """The OOD sets of a data set under a protocol: --ood if given, else the table's test sets
+    (ood, ood-labeled) or validation sets (the -val protocols)."""
+    validation = get_protocol(protocol).test == "validation"
     if override:
         for name in override:
             DATASETS.check(name)
             if name == dataset:
                 raise BenchError(f"--ood {name}: the in-distribution set itself is not OOD")
+            if validation and name in OOD_TABLES.get(dataset, OODTable((), ())).all:
+                raise BenchError(f"--ood {name}: a test OOD set of {dataset}; the validation "
+                                 "protocols tune on other sets")
         return tuple(override)
     if dataset not in OOD_TABLES:
         raise BenchError(f"no default OOD sets for {dataset}; name them with --ood")
-    return OOD_TABLES[dataset].all
+    table = OOD_TABLES[dataset]
+    return table.validation if validation else table.all
 
 
 def tasks(protocol: str, dataset: str, n_classes: int, classes: tuple[int, ...] | None,
@@ -183,10 +215,24 @@ class TaskData:
     ood: dict[str, ImageSet]
 
 
+def validation_split(train: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices kept for training, held-out indices) of the -val protocols: a fixed seeded
+    VALIDATION_FRACTION of the training split, at most VALIDATION_MAX images."""
+    n = len(train)
+    held = min(VALIDATION_MAX, max(1, round(VALIDATION_FRACTION * n)))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    return order[held:].sort().values, order[:held].sort().values
+
+
 def load_task(task: Task, data_dir, download: bool) -> TaskData:
     train = load_dataset(task.dataset, "train", data_dir, download)
-    test = load_dataset(task.dataset, "test", data_dir, download)
     proto = get_protocol(task.protocol)
+    if proto.test == "validation":
+        keep, held = validation_split(train)
+        test = train.subset(held)
+        ood = {name: load_ood_set(name, test, data_dir, download) for name in task.ood_sets}
+        return TaskData(train.subset(keep), test, None, ood)
+    test = load_dataset(task.dataset, "test", data_dir, download)
     if proto.per_class:
         c = task.normal_class
         return TaskData(train.subset(train.labels == c), test, test.labels != c, {})

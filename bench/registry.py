@@ -78,7 +78,8 @@ KINDS = {
     "download": "torchvision files, downloadable, MD5-checked",
     "folder": "image folder from its authors' archive (not downloadable)",
     "ood-folder": "OOD test set, image folder from its authors' archive (not downloadable)",
-    "generated": "generated OOD set (from the in-distribution test split)",
+    "generated": "generated OOD set (from the in-distribution test images; validation sets from "
+                 "held-out training images)",
 }
 
 
@@ -128,4 +129,6 @@ DATASETS = Registry("dataset", {
     "interp": DatasetEntry("bench.datasets.generated:make_interp", "generated"),
     "gaussian": DatasetEntry("bench.datasets.generated:make_gaussian", "generated"),
     "uniform": DatasetEntry("bench.datasets.generated:make_uniform", "generated"),
+    "patches": DatasetEntry("bench.datasets.generated:make_patches", "generated"),
+    "smooth-noise": DatasetEntry("bench.datasets.generated:make_smooth_noise", "generated"),
 })

@@ -131,7 +131,7 @@ def probe(spec: RunSpec, protocol: Protocol, data_dir: str
     disk (and downloaded if allowed), not decoded."""
     missing_messages, info, skipped = [], {}, {}
     for d in spec.datasets:
-        ood = ood_sets_for(d, spec.ood) if protocol.test == "ood" else ()
+        ood = ood_sets_for(d, spec.ood, spec.protocol) if protocol.uses_ood_sets else ()
         try:
             train = load_dataset(d, "train", data_dir, spec.download)
             load_dataset(d, "test", data_dir, spec.download)

@@ -352,3 +352,15 @@ def test_long_steps_print_progress_lines_in_a_log(monkeypatch):
     tiny("rotnet", epochs=2).fit(data.subset(data.labels == 0),
                                  FitContext(progress=True, log=lines.append))
     assert any(line.startswith("RotNet: ") and "steps" in line for line in lines), lines
+
+
+def test_the_validation_protocol_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "runs"
+    code, stdout, err = run_cli(["run", "--protocol", "ood-val", "--methods", "knn",
+                                 "--datasets", "synthetic", "--out", str(out)], capsys)
+    assert code == 0, err
+    rows = pd.read_csv(out / "results.csv")
+    assert set(rows["ood_dataset"]) == {"patches", "smooth-noise"}
+    assert set(rows["protocol"]) == {"ood-val"}
+    assert (rows["n_test_normal"] == round(0.1 * 192)).all()  # held-out training images
+    assert "ood-val / synthetic" in stdout

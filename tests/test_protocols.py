@@ -49,3 +49,35 @@ def test_near_and_far_groups():
     assert ood_group("fashion-mnist", "interp") == "near"
     assert ood_group("fashion-mnist", "mnist") == "far"
     assert ood_group("digits", "svhn") == "other"
+
+
+def test_validation_protocol_holds_out_training_images_and_uses_its_own_ood_sets():
+    from bench.protocols import VALIDATION_MAX, validation_split
+
+    train = load_dataset("digits", "train")
+    [task] = tasks("ood-val", "digits", 10, None, ood_sets_for("digits", None, "ood-val"))
+    assert task.ood_sets == ("patches", "smooth-noise")
+    data = load_task(task, None, False)
+    keep, held = validation_split(train)
+    assert len(data.test) == len(held) == min(VALIDATION_MAX, round(0.1 * len(train)))
+    assert len(data.train) + len(data.test) == len(train)
+    assert not set(keep.tolist()) & set(held.tolist())
+    assert torch.equal(data.test.images, train.images[held])  # training images, not test ones
+    assert set(data.ood) == {"patches", "smooth-noise"}
+    for ood in data.ood.values():
+        assert ood.images.shape == data.test.images.shape
+    with pytest.raises(BenchError, match="a test OOD set of digits"):
+        ood_sets_for("digits", ("interp",), "ood-val")
+
+
+def test_patches_keep_the_pixels_and_shuffle_the_shapes():
+    from bench.datasets.generated import make_patches, make_smooth_noise
+
+    test = load_dataset("digits", "test")
+    shuffled = make_patches(test)
+    assert shuffled.images.shape == test.images.shape
+    assert torch.equal(shuffled.images.flatten(1).sort(1).values,
+                       test.images.flatten(1).sort(1).values)  # the same pixel values
+    assert not torch.equal(shuffled.images, test.images)
+    smooth = make_smooth_noise(test)
+    assert smooth.images.shape == test.images.shape and smooth.images.dtype == torch.uint8
