@@ -336,15 +336,22 @@ def rows_cmd(runs, rows_files, out) -> int:
 @click.option("--reference-dir", default=None,
               help="Folder of reference CSVs (default: the tables shipped with the package).")
 @click.option("--csv", "csv_out", default=None, help="Also write the comparison as a CSV.")
-def compare(runs, rows_files, references, reference_dir, csv_out) -> int:
+@click.option("--ours", "ours", multiple=True,
+              help="Compare these entries of ours (method/score, e.g. mcl/sei; repeatable; all = "
+                   "every entry) with every published method of the same protocol and data set, "
+                   "instead of the entry each published table names.")
+@click.option("--side-by-side", is_flag=True,
+              help="One markdown table per data set: published methods and ours, cell by cell.")
+def compare(runs, rows_files, references, reference_dir, csv_out, ours, side_by_side) -> int:
     """Our numbers beside published ones, like with like (the same classes), with differences
     and 95%-interval flags."""
     from bench.report.reference import compare as compare_tables
-    from bench.report.reference import format_comparison, load_reference
+    from bench.report.reference import format_comparison, format_side_by_side, load_reference
 
     table = compare_tables(_load(runs, rows_files),
-                           load_reference(list(references) or None, reference_dir))
-    click.echo(format_comparison(table))
+                           load_reference(list(references) or None, reference_dir),
+                           ours=list(ours) or None)
+    click.echo(format_side_by_side(table) if side_by_side else format_comparison(table))
     if csv_out:
         from bench.store import atomic_write_csv
 

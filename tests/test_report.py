@@ -280,3 +280,30 @@ def test_figures_never_train_or_load_data(tmp_path, tiny_args, capsys, monkeypat
                  f"score_hist_{job}", f"tsne_{job}"):
         assert f"{stem}.png" in names and f"{stem}.pdf" in names, stem
     assert not (out / "models").exists()
+
+
+def test_compare_any_entry_of_ours_side_by_side():
+    """--ours names entries to set beside every published method; --side-by-side tabulates."""
+    from bench.errors import BenchError
+    from bench.report.reference import format_side_by_side
+
+    rows = pd.concat([_rows({("mcl", "sei", c, 0): 0.9 for c in range(10)}),
+                      _rows({("rotnet", "rot", c, 0): 0.8 for c in range(10)})], ignore_index=True)
+    ref = load_reference(["one-class_fashion-mnist"])
+    like_with_like = compare(rows, ref)
+    assert set(like_with_like["ours"]) == {"rotnet/rot"}
+    table = compare(rows, ref, ours=["mcl/sei"])
+    assert set(table["ours"]) == {"mcl/sei"}
+    assert set(table["published_method"]) == {"GEOM", "ARNet", "GOAD"}
+    geom_mean = table[(table["published_method"] == "GEOM") & (table["cell"] == "mean")].iloc[0]
+    assert geom_mean["difference"] == pytest.approx(0.9 - 0.935)
+    assert set(compare(rows, ref, ours=["all"])["ours"]) == {"mcl/sei", "rotnet/rot"}
+    with pytest.raises(BenchError, match="did you mean 'mcl/sei'"):
+        compare(rows, ref, ours=["mcl/se"])
+    text = format_side_by_side(compare(rows, ref, ours=["all"]))
+    lines = text.splitlines()
+    assert lines[2] == "| method | 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | mean | seeds |"
+    assert lines[4].startswith("| GEOM (Golan & El-Yaniv 2018) | 99.4 | 97.6 |")
+    assert "| GOAD (Bergman & Hoshen 2020) | " + " | " * 10 + "94.1 ? |  |" in lines
+    assert lines[-2] == "| ours: mcl/sei | " + " | ".join(["90.0"] * 11) + " | 1 |"
+    assert lines[-1].startswith("| ours: rotnet/rot | 80.0 |")

@@ -83,37 +83,66 @@ def _mean_cell(ours: pd.DataFrame, refs: pd.DataFrame) -> tuple[pd.Series, float
     return None
 
 
-def compare(rows: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+ALL_ENTRIES = "all"
+
+
+def compare(rows: pd.DataFrame, reference: pd.DataFrame, ours: list[str] | None = None
+            ) -> pd.DataFrame:
     """Our numbers beside each published cell we have: mean over seeds, 95% interval, difference,
-    and whether the published value lies outside our interval (needs two seeds or more)."""
+    and whether the published value lies outside our interval (needs two seeds or more).
+
+    Each published method is compared with the entry its table names in `ours` (like with like),
+    or, when `ours` is given, with each of those entries (``["all"]``: every entry of ours on
+    that protocol and data set).
+    """
+    if ours and list(ours) != [ALL_ENTRIES]:
+        known = sorted(set(_our_cells(rows, "auroc")["entry"]))
+        for name in ours:
+            if name not in known:
+                raise unknown_name("entry of ours", name, known)
     out = []
     for metric, refs in reference.groupby("metric"):
         cells = _our_cells(rows, metric)
         keys = ["protocol", "dataset", "paper", "method", "ours"]
-        for (protocol, dataset, paper, method, entry), group in refs.groupby(keys, sort=False):
-            matching = cells[(cells["protocol"] == protocol) & (cells["dataset"] == dataset)
-                             & (cells["entry"] == entry)]
-            if not entry or matching.empty:
-                continue
-            first = group.iloc[0]
-            for preset, mine in matching.groupby("preset", sort=True):
-                base = {"protocol": protocol, "dataset": dataset, "preset": preset,
-                        "metric": metric, "published_method": method, "paper": paper,
-                        "confirmed": first.confirmed, "ours": entry}
-                for ref in group.itertuples(index=False):
-                    if ref.normal_class == "mean":
-                        continue
-                    cell = ref.normal_class if ref.normal_class != "all" else ref.ood_dataset
-                    values = mine[mine["cell"] == str(cell)]["value"].to_numpy()
-                    if values.size:
-                        out.append(_row(base, str(cell), ref.value, ref.confirmed, values))
-                if protocol == "one-class":
-                    found = _mean_cell(mine, group)
-                    if found is not None:
-                        per_seed, published, name = found
-                        out.append(_row(base, name, published, first.confirmed,
-                                        per_seed.to_numpy()))
+        for (protocol, dataset, _, _, named), group in refs.groupby(keys, sort=False):
+            here = cells[(cells["protocol"] == protocol) & (cells["dataset"] == dataset)]
+            if ours is None:
+                entries = [named] if named else []
+            elif list(ours) == [ALL_ENTRIES]:
+                entries = sorted(set(here["entry"]))
+            else:
+                entries = list(ours)
+            for entry in entries:
+                out.extend(_compare_entry(here[here["entry"] == entry], group, entry, metric))
     return pd.DataFrame(out)
+
+
+def _compare_entry(matching: pd.DataFrame, group: pd.DataFrame, entry: str, metric: str
+                   ) -> list[dict]:
+    """The rows of one published method (`group`) against one entry of ours, per preset."""
+    out: list[dict] = []
+    if matching.empty:
+        return out
+    first = group.iloc[0]
+    protocol, dataset, paper, method = first.protocol, first.dataset, first.paper, first.method
+    for preset, mine in matching.groupby("preset", sort=True):
+        base = {"protocol": protocol, "dataset": dataset, "preset": preset,
+                "metric": metric, "published_method": method, "paper": paper,
+                "confirmed": first.confirmed, "ours": entry}
+        for ref in group.itertuples(index=False):
+            if ref.normal_class == "mean":
+                continue
+            cell = ref.normal_class if ref.normal_class != "all" else ref.ood_dataset
+            values = mine[mine["cell"] == str(cell)]["value"].to_numpy()
+            if values.size:
+                out.append(_row(base, str(cell), ref.value, ref.confirmed, values))
+        if protocol == "one-class":
+            found = _mean_cell(mine, group)
+            if found is not None:
+                per_seed, published, name = found
+                out.append(_row(base, name, published, first.confirmed,
+                                per_seed.to_numpy()))
+    return out
 
 
 def _row(base: dict, cell: str, published: float, confirmed, values: np.ndarray) -> dict:
@@ -156,3 +185,42 @@ def format_comparison(table: pd.DataFrame) -> str:
             "(intervals need two seeds or more). Means compare the same classes: "
             "'mean of 0,3' averages the published per-class values of the classes we ran.")
     return "\n\n".join(blocks) + "\n\n" + note
+
+
+def format_side_by_side(table: pd.DataFrame) -> str:
+    """One markdown table per (protocol, data set, preset, metric): the published methods, then
+    ours, cell by cell in percent (ours: mean over seeds; a mean over a subset of classes is
+    compared with the published values of those classes). `?` marks an unconfirmed source."""
+    if table.empty:
+        return "(no cell of the runs matches a published cell)"
+
+    def cell_order(c):
+        c = str(c)
+        return (0, int(c), "") if c.isdigit() else (2 if c.startswith("mean") else 1, 0, c)
+
+    blocks = []
+    for (protocol, dataset, preset, metric), part in table.groupby(
+            ["protocol", "dataset", "preset", "metric"], sort=True):
+        cells = sorted(set(part["cell"]), key=cell_order)
+        where = f"{protocol} / {dataset}" + (f", {preset} preset" if preset else "")
+        lines = [f"{where} ({metric.upper()} %)", "",
+                 "| method | " + " | ".join(cells) + " | seeds |",
+                 "|---" * (len(cells) + 2) + "|"]
+        published = part.drop_duplicates(["published_method", "cell"])
+        for (method, paper), rows in published.groupby(["published_method", "paper"], sort=False):
+            unconfirmed = str(rows["confirmed"].iloc[0]) in ("False", "false", "0")
+            values = dict(zip(rows["cell"], rows["published"]))
+            shown = [f"{100 * values[c]:.1f}" + (" ?" if unconfirmed else "") if c in values
+                     else "" for c in cells]
+            lines.append(f"| {method} ({paper}) | " + " | ".join(shown) + " |  |")
+        mine = part.drop_duplicates(["ours", "cell"])
+        order = mine[mine["cell"].str.startswith("mean")].sort_values("ours_mean", ascending=False)
+        entries = list(dict.fromkeys(list(order["ours"]) + list(mine["ours"])))
+        for entry in entries:
+            rows = mine[mine["ours"] == entry]
+            values = dict(zip(rows["cell"], rows["ours_mean"]))
+            shown = [f"{100 * values[c]:.1f}" if c in values else "" for c in cells]
+            lines.append(f"| ours: {entry} | " + " | ".join(shown)
+                         + f" | {int(rows['seeds'].max())} |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
