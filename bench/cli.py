@@ -371,7 +371,8 @@ def compare(runs, rows_files, references, reference_dir, csv_out, ours, side_by_
               help="Figure width: one column (3.3 in) or a page (6.9 in).")
 @click.option("--figure", "only", multiple=True,
               type=click.Choice(["bars", "heatmaps", "losses", "cd", "ablation", "jobs"]),
-              help="Draw only these figures (repeatable; default all): per-class AUROC bars, OOD "
+              help="Draw only these figures (repeatable; default all): per-class AUROC dots (with "
+                   "published per-class values in grey where they exist), OOD "
                    "heat maps, training losses, the critical-difference diagram, ablations, the "
                    "ROC / histogram / t-SNE of --job.")
 def figures(runs, rows_files, out, job_ids, tsne, size, only) -> int:

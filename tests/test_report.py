@@ -307,3 +307,15 @@ def test_compare_any_entry_of_ours_side_by_side():
     assert "| GOAD (Bergman & Hoshen 2020) | " + " | " * 10 + "94.1 ? |  |" in lines
     assert lines[-2] == "| ours: mcl/sei | " + " | ".join(["90.0"] * 11) + " | 1 |"
     assert lines[-1].startswith("| ours: rotnet/rot | 80.0 |")
+
+
+def test_per_class_figure_shows_published_values(tmp_path):
+    """The one-class dot plot draws the published per-class AUROC beside ours (GEOM, ARNet)."""
+    ref = load_reference()
+    published = figures._published_per_class(ref, "fashion-mnist")
+    assert set(published) == {"GEOM", "ARNet"}  # GOAD has only a mean
+    assert published["GEOM"]["0"] == pytest.approx(99.4)
+    assert figures._published_per_class(ref, "digits") == {}
+    rows = _rows({("mcl", "sei", c, 0): 0.9 for c in range(10)})
+    paths = figures.auroc_dots(rows, tmp_path, reference=ref)
+    assert {p.name for p in paths} == {"auroc_bars_fashion-mnist.png", "auroc_bars_fashion-mnist.pdf"}

@@ -35,6 +35,7 @@ CLASSICAL = {"ocsvm", "iforest", "knn", "lof", "pca", "ecod", "copod", "kde", "d
 METHOD_ORDER = ["mcl", "csi", "rotnet", "simclr", "ce", "supclr", "sup-csi",
                 "knn", "ocsvm", "iforest", "lof", "pca", "ecod", "copod", "kde", "deepsvdd"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+PUBLISHED_MARKERS = ["_", "x", "+", "1"]  # published per-class values: grey, behind ours
 LINESTYLES = ["-", "--", ":", "-."]
 
 
@@ -83,9 +84,23 @@ def _class_order(columns) -> list[str]:
     return sorted(columns, key=lambda c: (0, int(c), "") if c.isdigit() else (1, 0, c))
 
 
-def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
+def _published_per_class(reference: pd.DataFrame | None, dataset: str
+                         ) -> dict[str, dict[str, float]]:
+    """{published method: {class: AUROC %}} of the one-class reference rows of a data set."""
+    if reference is None or reference.empty:
+        return {}
+    ref = reference[(reference["protocol"] == "one-class") & (reference["dataset"] == dataset)
+                    & (reference["metric"] == "auroc") & (reference["normal_class"] != "mean")]
+    return {method: dict(zip(part["normal_class"].astype(str), 100 * part["value"]))
+            for method, part in ref.groupby("method", sort=True)}
+
+
+def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page",
+               reference: pd.DataFrame | None = None) -> list[Path]:
     """One-class: AUROC per normal class, self-supervised and classical in two panels; one
-    colour per method, one marker per score; bars are +-1 std over seeds (none for one seed)."""
+    colour per method, one marker per score; bars are +-1 std over seeds (none for one seed).
+    Published per-class values (`reference`) are drawn as grey ticks in the self-supervised
+    panel when the data set has them."""
     paths = []
     part = _auroc(rows[rows["protocol"] == "one-class"])
     if part.empty:
@@ -107,8 +122,15 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
         width = WIDTHS[size]
         fig, axes = plt.subplots(len(panels), 1, figsize=(width, 3.3 * len(panels) + 0.4),
                                  squeeze=False)
+        published = _published_per_class(reference, dataset)
         for ax, (title, chosen) in zip(axes[:, 0], panels):
             n = len(chosen)
+            if title.startswith("self-supervised"):
+                for k, (method, values) in enumerate(published.items()):
+                    y = [values.get(c, np.nan) for c in classes]
+                    ax.plot(np.arange(len(classes)), y, ls="none", marker=PUBLISHED_MARKERS[
+                        k % len(PUBLISHED_MARKERS)], ms=9, mew=1.2, color="0.35",
+                        label=f"{method} (published)", zorder=1)
             colours = method_colours([_entry_method(e) for e in chosen])
             scores_of: dict[str, int] = {}
             for j, entry in enumerate(chosen):
@@ -126,7 +148,10 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
             ax.grid(True, axis="x", which="minor", lw=0.6)
             ax.set(ylabel="AUROC (%)", title=title)
             shown = stats[stats["entry"].isin(chosen)]["mean"]
-            ax.set_ylim(max(0, float(np.nanmin(shown)) - 5), 100.5)
+            low = float(np.nanmin(shown))
+            if title.startswith("self-supervised") and published:
+                low = min(low, min(v for values in published.values() for v in values.values()))
+            ax.set_ylim(max(0, low - 5), 100.5)
             ax.set_xticks(np.arange(len(classes)), labels, rotation=30 if names else 0,
                           ha="right" if names else "center")
             ax.set_xlabel("normal class")
@@ -443,6 +468,16 @@ def pick_job(records: list[dict], method_order=("mcl", "csi", "simclr", "rotnet"
     return done[0]["job_id"] if done else None
 
 
+def _reference() -> pd.DataFrame | None:
+    """The published tables shipped with the package (None if they cannot be read)."""
+    from bench.report.reference import load_reference
+
+    try:
+        return load_reference()
+    except Exception:  # noqa: BLE001 - a figure without published ticks is still a figure
+        return None
+
+
 def draw_all(rows: pd.DataFrame, records: list[dict], runs: list[str], out: Path,
              job_ids: list[str], with_tsne: bool = True, size: str = "page",
              only: set[str] | None = None) -> tuple[list[Path], list[str]]:
@@ -451,7 +486,7 @@ def draw_all(rows: pd.DataFrame, records: list[dict], runs: list[str], out: Path
     from bench.errors import BenchError
     from bench.store import RunStore
 
-    kinds = {"bars": ("AUROC per class", lambda: auroc_dots(rows, out, size)),
+    kinds = {"bars": ("AUROC per class", lambda: auroc_dots(rows, out, size, _reference())),
              "heatmaps": ("OOD heat maps", lambda: ood_heatmaps(rows, out, size)),
              "losses": ("training curves", lambda: training_curves(records, out, size)),
              "cd": ("critical-difference diagram", lambda: cd_diagram(rows, out, size=size)),
