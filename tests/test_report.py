@@ -319,3 +319,17 @@ def test_per_class_figure_shows_published_values(tmp_path):
     rows = _rows({("mcl", "sei", c, 0): 0.9 for c in range(10)})
     paths = figures.auroc_dots(rows, tmp_path, reference=ref)
     assert {p.name for p in paths} == {"auroc_bars_fashion-mnist.png", "auroc_bars_fashion-mnist.pdf"}
+
+
+def test_a_job_run_under_two_presets_keeps_its_rows_in_both_tables(tmp_path):
+    """A classical job has the same id under every preset (no preset changes its config): rows
+    files of a quick and a standard run both keep it, each in its own preset's table."""
+    from bench.report.leaderboard import load_rows
+
+    base = _rows({("knn", "pixel", c, 0): 0.9 for c in range(2)})
+    for preset in ("quick", "standard"):
+        base.assign(preset=preset).to_csv(tmp_path / f"{preset}.csv", index=False)
+    rows = load_rows([], [tmp_path / "quick.csv", tmp_path / "standard.csv", tmp_path / "quick.csv"])
+    assert sorted(rows["preset"]) == ["quick", "quick", "standard", "standard"]
+    tables = summarise(rows, "auroc").tables
+    assert {key[2] for key in tables} == {"quick", "standard"}

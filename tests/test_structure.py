@@ -128,3 +128,17 @@ def test_committed_rows_are_sorted_and_in_todays_schema():
         protocol, dataset, preset = path.stem.split("_")
         assert set(rows["protocol"]) == {protocol} and set(rows["dataset"]) == {dataset}
         assert set(rows["preset"]) == {preset}
+
+
+def test_committed_comparison_with_published_numbers_regenerates(capsys):
+    """results/compare/published_side_by_side.md is what `bench compare --rows results/rows
+    --ours all --side-by-side` prints."""
+    from bench.cli import main
+
+    committed = ROOT / "results" / "compare" / "published_side_by_side.md"
+    assert committed.exists()
+    with pytest.raises(SystemExit) as info:
+        main(["compare", "--rows", str(ROOT / "results" / "rows"), "--ours", "all",
+              "--side-by-side"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == committed.read_text()

@@ -99,6 +99,8 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page",
                reference: pd.DataFrame | None = None) -> list[Path]:
     """One-class: AUROC per normal class, self-supervised and classical in two panels; one
     colour per method, one marker per score; bars are +-1 std over seeds (none for one seed).
+    Each method's default config only, where there is one (`--set` variants: the leaderboards
+    and the ablation figures).
     Published per-class values (`reference`) are drawn as grey ticks in the self-supervised
     panel when the data set has them."""
     paths = []
@@ -106,6 +108,9 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page",
     if part.empty:
         raise NotDrawn("no one-class rows")
     for (dataset, preset), d in part.groupby(["dataset", "preset"]):
+        variant = d["variant"].fillna("").astype(str)
+        if (variant == "").any():  # each method's default config; sweeps have their own figure
+            d = d[variant == ""]
         per_seed = d.groupby(["entry", "column", "seed"])["percent"].mean().reset_index()
         stats = per_seed.groupby(["entry", "column"])["percent"].agg(["mean", "std", "count"])
         stats = stats.reset_index()
@@ -129,7 +134,7 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page",
                 for k, (method, values) in enumerate(published.items()):
                     y = [values.get(c, np.nan) for c in classes]
                     ax.plot(np.arange(len(classes)), y, ls="none", marker=PUBLISHED_MARKERS[
-                        k % len(PUBLISHED_MARKERS)], ms=9, mew=1.2, color="0.35",
+                        k % len(PUBLISHED_MARKERS)], ms=7, mew=1.1, color="0.35",
                         label=f"{method} (published)", zorder=1)
             colours = method_colours([_entry_method(e) for e in chosen])
             scores_of: dict[str, int] = {}
@@ -157,8 +162,11 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page",
             ax.set_xlabel("normal class")
             ax.legend(fontsize=6, ncol=3, loc="upper center",
                       bbox_to_anchor=(0.5, -0.36 if names else -0.2), frameon=False)
+        fig.get_layout_engine().set(h_pad=0.12)  # room between a legend and the next panel
         fig.suptitle(f"One-class {dataset}" + (f", {preset} preset" if preset else "")
-                     + ": AUROC per normal class (mean over seeds, bars: +-1 std)")
+                     + ": AUROC per normal class (mean over seeds, bars: +-1 std)"
+                     + ("\ndefault configs; --set variants are in the leaderboard"
+                        if (variant != "").any() else ""))
         paths += save(fig, out, f"auroc_bars_{dataset}" + (f"_{preset}" if preset else ""))
     return paths
 
@@ -293,9 +301,12 @@ def cd_diagram(rows: pd.DataFrame, out: Path, alpha: float = 0.05, size: str = "
     """Critical-difference diagrams, one per preset (scikit-posthocs' layout): average ranks
     over blocks (data set x class or OOD set), bars joining entries whose Wilcoxon-Holm tests
     are not significant; the caption names the entries left out for not running on every
-    block."""
+    block. Each method's default config only, where there is one."""
     paths, reasons = [], []
     for preset, part in rows.groupby("preset"):
+        variant = part["variant"].fillna("").astype(str)
+        if (variant == "").any():  # default configs: near-identical variants would crowd ranks
+            part = part[variant == ""]
         try:
             paths += _cd_diagram(part, out, alpha, size, preset)
         except NotDrawn as exc:

@@ -21,14 +21,17 @@ import pandas as pd
 
 from bench.store import RunStore, atomic_write_csv, atomic_write_text, read_rows, sort_rows
 
-DEDUP_KEYS = ["job_id", "score", "ood_dataset", "metric"]
+# one measurement of one job; the preset is part of it because a job whose config no preset
+# changes (the classical methods) has the same job id under every preset, and each preset's
+# table must keep its own rows
+DEDUP_KEYS = ["job_id", "preset", "score", "ood_dataset", "metric"]
 LOWER_IS_BETTER = {"fpr95"}
 
 
 def load_rows(runs: list[str | Path], rows_files: list[str | Path] = (),
               problems: list[str] | None = None) -> pd.DataFrame:
     """Rows of every finished job under the run directories and of the rows files, duplicates
-    (the same job's same measurement) dropped."""
+    (the same job's same measurement under the same preset) dropped."""
     files = []
     for f in map(Path, rows_files):  # a folder stands for the rows files in it
         files += sorted(f.glob("*.csv")) if f.is_dir() else [f]
