@@ -276,7 +276,7 @@ def test_figures_never_train_or_load_data(tmp_path, tiny_args, capsys, monkeypat
     assert info.value.code == 0, err
     names = {p.name for p in (tmp_path / "figs").iterdir()}
     job = figures.pick_job(RunStore(out).records())
-    for stem in ("auroc_bars_synthetic_quick", "training_loss_synthetic", f"roc_{job}",
+    for stem in ("auroc_bars_synthetic_quick", "training_loss_synthetic_quick", f"roc_{job}",
                  f"score_hist_{job}", f"tsne_{job}"):
         assert f"{stem}.png" in names and f"{stem}.pdf" in names, stem
     assert not (out / "models").exists()
@@ -333,3 +333,26 @@ def test_a_job_run_under_two_presets_keeps_its_rows_in_both_tables(tmp_path):
     assert sorted(rows["preset"]) == ["quick", "quick", "standard", "standard"]
     tables = summarise(rows, "auroc").tables
     assert {key[2] for key in tables} == {"quick", "standard"}
+
+
+def test_training_curves_per_preset_and_shared_models_once(tmp_path, monkeypatch):
+    """One loss figure per (data set, preset); score-only variants share the model's history
+    and are drawn once, under the default config's name."""
+    history = [{"epoch": e, "loss": 5.0 - e} for e in (1, 2, 3)]
+    base = {"status": "done", "method": "mcl", "dataset": "fashion-mnist", "history": history}
+    records = [{**base, "job_id": "a", "train_id": "m1", "preset": "standard"},
+               {**base, "job_id": "b", "train_id": "m1", "preset": "standard",
+                "variant": "sei_views=4"},
+               {**base, "job_id": "c", "train_id": "m2", "preset": "quick"}]
+    panels = {}
+    save = figures.save
+
+    def counting_save(fig, out, stem):
+        panels[stem] = [ax.get_title() for ax in fig.axes if ax.axison]
+        return save(fig, out, stem)
+
+    monkeypatch.setattr(figures, "save", counting_save)
+    names = {p.name for p in figures.training_curves(records, tmp_path)}
+    assert names == {f"training_loss_fashion-mnist_{p}.{ext}"
+                     for p in ("standard", "quick") for ext in ("png", "pdf")}
+    assert panels["training_loss_fashion-mnist_standard"] == ["mcl"]

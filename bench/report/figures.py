@@ -267,18 +267,28 @@ def roc_and_histograms(job_dir: Path, out: Path, size: str = "page") -> list[Pat
 
 
 def training_curves(records: list[dict], out: Path, size: str = "page") -> list[Path]:
-    """Training loss per epoch, one panel per method in a grid of at most 4 columns (mean over
-    jobs; band = min to max)."""
-    rows = [{"method": r["method"] + (f" [{r['variant']}]" if r.get("variant") else "")
-             + (f" ({r['protocol']})" if r.get("protocol", "one-class") != "one-class" else ""),
-             "dataset": r["dataset"], "epoch": h["epoch"], "loss": h["loss"]}
-            for r in records if r.get("status") == "done" and r.get("features", "pixel") == "pixel"
-            for h in r.get("history") or []]
+    """Training loss per epoch, one figure per data set and preset, one panel per method in a
+    grid of at most 4 columns (mean over jobs; band = min to max). A model shared by several
+    jobs (variants that only change scoring) counts once, under its default config's name."""
+    done = [r for r in records if r.get("status") == "done"
+            and r.get("features", "pixel") == "pixel" and r.get("history")]
+    done.sort(key=lambda r: (bool(r.get("variant")), r.get("job_id", "")))
+    seen: set[str] = set()
+    rows = []
+    for r in done:
+        model = r.get("train_id") or r.get("job_id", "")
+        if model in seen:
+            continue
+        seen.add(model)
+        label = (r["method"] + (f" [{r['variant']}]" if r.get("variant") else "")
+                 + (f" ({r['protocol']})" if r.get("protocol", "one-class") != "one-class" else ""))
+        rows += [{"method": label, "dataset": r["dataset"], "preset": r.get("preset", ""),
+                  "epoch": h["epoch"], "loss": h["loss"]} for h in r["history"]]
     if not rows:
         raise NotDrawn("no job kept a training history (classical methods do not train)")
     frame = pd.DataFrame(rows)
     paths = []
-    for dataset, d in frame.groupby("dataset"):
+    for (dataset, preset), d in frame.groupby(["dataset", "preset"]):
         methods = sorted(d["method"].unique())
         ncols = min(4, len(methods))
         nrows = math.ceil(len(methods) / ncols)
@@ -288,11 +298,13 @@ def training_curves(records: list[dict], out: Path, size: str = "page") -> list[
             g = d[d["method"] == m].groupby("epoch")["loss"]
             ax.plot(g.mean().index, g.mean().values, lw=1.2)
             ax.fill_between(g.min().index, g.min().values, g.max().values, alpha=0.25)
-            ax.set(title=m, xlabel="epoch", ylabel="training loss")
+            ax.set(xlabel="epoch", ylabel="training loss")
+            ax.set_title("\n".join(_wrap(m, 28)), fontsize=8)
         for ax in list(axes.flat)[len(methods):]:
             ax.axis("off")
-        fig.suptitle(f"Training loss on {dataset} (line: mean over jobs; band: min to max)")
-        paths += save(fig, out, f"training_loss_{dataset}")
+        fig.suptitle(f"Training loss on {dataset}" + (f", {preset} preset" if preset else "")
+                     + " (line: mean over jobs; band: min to max)")
+        paths += save(fig, out, f"training_loss_{dataset}" + (f"_{preset}" if preset else ""))
     return paths
 
 
