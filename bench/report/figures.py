@@ -95,6 +95,15 @@ def _published_per_class(reference: pd.DataFrame | None, dataset: str
             for method, part in ref.groupby("method", sort=True)}
 
 
+def _default_configs(frame: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """The rows of each method's default config when there are any (sweeps and other `--set`
+    variants have the leaderboards and ablation figures), and whether variants were left out."""
+    variant = frame["variant"].fillna("").astype(str)
+    if (variant == "").any() and (variant != "").any():
+        return frame[variant == ""], True
+    return frame, False
+
+
 def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page",
                reference: pd.DataFrame | None = None) -> list[Path]:
     """One-class: AUROC per normal class, self-supervised and classical in two panels; one
@@ -108,9 +117,7 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page",
     if part.empty:
         raise NotDrawn("no one-class rows")
     for (dataset, preset), d in part.groupby(["dataset", "preset"]):
-        variant = d["variant"].fillna("").astype(str)
-        if (variant == "").any():  # each method's default config; sweeps have their own figure
-            d = d[variant == ""]
+        d, variants_left_out = _default_configs(d)
         per_seed = d.groupby(["entry", "column", "seed"])["percent"].mean().reset_index()
         stats = per_seed.groupby(["entry", "column"])["percent"].agg(["mean", "std", "count"])
         stats = stats.reset_index()
@@ -166,7 +173,7 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page",
         fig.suptitle(f"One-class {dataset}" + (f", {preset} preset" if preset else "")
                      + ": AUROC per normal class (mean over seeds, bars: +-1 std)"
                      + ("\ndefault configs; --set variants are in the leaderboard"
-                        if (variant != "").any() else ""))
+                        if variants_left_out else ""))
         paths += save(fig, out, f"auroc_bars_{dataset}" + (f"_{preset}" if preset else ""))
     return paths
 
@@ -316,9 +323,7 @@ def cd_diagram(rows: pd.DataFrame, out: Path, alpha: float = 0.05, size: str = "
     block. Each method's default config only, where there is one."""
     paths, reasons = [], []
     for preset, part in rows.groupby("preset"):
-        variant = part["variant"].fillna("").astype(str)
-        if (variant == "").any():  # default configs: near-identical variants would crowd ranks
-            part = part[variant == ""]
+        part, _ = _default_configs(part)  # near-identical variants would crowd ranks
         try:
             paths += _cd_diagram(part, out, alpha, size, preset)
         except NotDrawn as exc:

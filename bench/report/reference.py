@@ -96,7 +96,7 @@ def compare(rows: pd.DataFrame, reference: pd.DataFrame, ours: list[str] | None 
     that protocol and data set).
     """
     if ours and list(ours) != [ALL_ENTRIES]:
-        known = sorted(set(_our_cells(rows, "auroc")["entry"]))
+        known = sorted(set(entry_label(rows))) if not rows.empty else []
         for name in ours:
             if name not in known:
                 raise unknown_name("entry of ours", name, known)
@@ -153,6 +153,12 @@ def _row(base: dict, cell: str, published: float, confirmed, values: np.ndarray)
             "difference": s.mean - published, "outside_interval": outside}
 
 
+def _cell_order(c) -> tuple:
+    """Classes in numeric order, then OOD sets, then the means."""
+    c = str(c)
+    return (0, int(c), "") if c.isdigit() else (2 if c.startswith("mean") else 1, 0, c)
+
+
 def format_comparison(table: pd.DataFrame) -> str:
     """Text blocks per (protocol, dataset, published method), percent with one decimal."""
     if table.empty:
@@ -161,14 +167,10 @@ def format_comparison(table: pd.DataFrame) -> str:
     def pct(v):
         return "" if pd.isna(v) else f"{100 * v:.1f}"
 
-    def cell_order(c):
-        c = str(c)
-        return (0, int(c), "") if c.isdigit() else (2 if c.startswith("mean") else 1, 0, c)
-
     blocks = []
     keys = ["protocol", "dataset", "preset", "published_method", "ours"]
     for (protocol, dataset, preset, method, ours), part in table.groupby(keys, sort=True):
-        part = part.iloc[sorted(range(len(part)), key=lambda i: cell_order(part["cell"].iloc[i]))]
+        part = part.iloc[sorted(range(len(part)), key=lambda i: _cell_order(part["cell"].iloc[i]))]
         where = f"{protocol} / {dataset}" + (f", {preset} preset" if preset else "")
         lines = [f"{where}: {method} ({part['paper'].iloc[0]}) vs ours {ours} "
                  f"({part['metric'].iloc[0].upper()} %)",
@@ -194,14 +196,10 @@ def format_side_by_side(table: pd.DataFrame) -> str:
     if table.empty:
         return "(no cell of the runs matches a published cell)"
 
-    def cell_order(c):
-        c = str(c)
-        return (0, int(c), "") if c.isdigit() else (2 if c.startswith("mean") else 1, 0, c)
-
     blocks = []
     for (protocol, dataset, preset, metric), part in table.groupby(
             ["protocol", "dataset", "preset", "metric"], sort=True):
-        cells = sorted(set(part["cell"]), key=cell_order)
+        cells = sorted(set(part["cell"]), key=_cell_order)
         where = f"{protocol} / {dataset}" + (f", {preset} preset" if preset else "")
         lines = [f"{where} ({metric.upper()} %)", "",
                  "| method | " + " | ".join(cells) + " | seeds |",
