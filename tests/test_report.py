@@ -321,6 +321,22 @@ def test_per_class_figure_shows_published_values(tmp_path):
     assert {p.name for p in paths} == {"auroc_bars_fashion-mnist.png", "auroc_bars_fashion-mnist.pdf"}
 
 
+def test_unreadable_published_tables_are_reported_not_swallowed(tmp_path, monkeypatch):
+    """A broken packaged table still leaves the per-class figure drawn, and says why its published
+    marks are missing instead of dropping them silently."""
+    import bench.report.reference as reference
+
+    def broken(*args, **kwargs):
+        raise ValueError("one-class_fashion-mnist.csv: no column 'value'")
+
+    monkeypatch.setattr(reference, "load_reference", broken)
+    rows = _rows({("mcl", "sei", c, 0): 0.9 for c in range(10)})
+    paths, skipped = figures.draw_all(rows, [], [], tmp_path, [], with_tsne=False, only={"bars"})
+    assert {p.name for p in paths} == {"auroc_bars_fashion-mnist.png", "auroc_bars_fashion-mnist.pdf"}
+    assert skipped == ["published per-class marks: not drawn "
+                       "(ValueError: one-class_fashion-mnist.csv: no column 'value')"]
+
+
 def test_a_job_run_under_two_presets_keeps_its_rows_in_both_tables(tmp_path):
     """A classical job has the same id under every preset (no preset changes its config): rows
     files of a quick and a standard run both keep it, each in its own preset's table."""

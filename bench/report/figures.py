@@ -496,13 +496,15 @@ def pick_job(records: list[dict], method_order=("mcl", "csi", "simclr", "rotnet"
     return done[0]["job_id"] if done else None
 
 
-def _reference() -> pd.DataFrame | None:
-    """The published tables shipped with the package (None if they cannot be read)."""
+def _reference(skipped: list[str]) -> pd.DataFrame | None:
+    """The published tables shipped with the package; None, with the reason added to `skipped`,
+    when they cannot be read (the per-class figure is still drawn, without the published marks)."""
     from bench.report.reference import load_reference
 
     try:
         return load_reference()
-    except Exception:  # noqa: BLE001 - a figure without published ticks is still a figure
+    except Exception as exc:  # noqa: BLE001 - reported, not swallowed: see draw_all's skipped lines
+        skipped.append(f"published per-class marks: not drawn ({type(exc).__name__}: {exc})")
         return None
 
 
@@ -514,7 +516,9 @@ def draw_all(rows: pd.DataFrame, records: list[dict], runs: list[str], out: Path
     from bench.errors import BenchError
     from bench.store import RunStore
 
-    kinds = {"bars": ("AUROC per class", lambda: auroc_dots(rows, out, size, _reference())),
+    skipped: list[str] = []
+    kinds = {"bars": ("AUROC per class",
+                      lambda: auroc_dots(rows, out, size, _reference(skipped))),
              "heatmaps": ("OOD heat maps", lambda: ood_heatmaps(rows, out, size)),
              "losses": ("training curves", lambda: training_curves(records, out, size)),
              "cd": ("critical-difference diagram", lambda: cd_diagram(rows, out, size=size)),
@@ -534,7 +538,7 @@ def draw_all(rows: pd.DataFrame, records: list[dict], runs: list[str], out: Path
                       lambda d=job_dir: roc_and_histograms(d, out, size)))
         if with_tsne:
             steps.append((f"t-SNE of {job_id}", lambda d=job_dir: tsne(d, out, size)))
-    paths, skipped = [], []
+    paths: list[Path] = []
     for name, draw in steps:
         try:
             paths += draw()
