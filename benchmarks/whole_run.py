@@ -1,0 +1,96 @@
+"""Wall time of a whole `bench run` under `--precision auto` against `--precision fp32`, back to
+back in one invocation, each into a fresh run directory (nothing resumed, nothing shared).
+
+Issue 14's whole-run target is on the default run (digits, every method, quick preset). The
+ratio it prints is auto / fp32 wall time; below it, the same split into the self-supervised
+networks' jobs (train + scoring seconds recorded in the rows) and everything else (classical
+methods, data, start-up), which shows where a ratio above the network's own comes from.
+
+    python benchmarks/whole_run.py                                    # the default bench run
+    python benchmarks/whole_run.py --rounds 2                         # auto, fp32, fp32, auto
+    python benchmarks/whole_run.py -- --datasets fashion-mnist --no-download --classes 0,4,6
+
+Everything after `--` is passed to `bench run` unchanged (both precisions get the same args).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+NETWORK_METHODS = ("mcl", "csi", "simclr", "rotnet")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def one_run(precision: str, bench_args: list[str], workdir: Path) -> dict:
+    """Run `bench run` once into a fresh directory; its wall time and the rows' per-job split."""
+    out = workdir / f"{precision}-{time.monotonic_ns()}"
+    cmd = [sys.executable, "-m", "bench", "run", *bench_args, "--precision", precision,
+           "--out", str(out)]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        sys.exit(f"bench run --precision {precision} failed ({done.returncode}): "
+                 f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}")
+    rows = pd.read_csv(out / "results.csv").drop_duplicates("job_id")
+    seconds = rows["train_seconds"].fillna(0) + rows["eval_seconds"].fillna(0)
+    network = float(seconds[rows["method"].isin(NETWORK_METHODS)].sum())
+    return {"wall": wall, "network": network, "jobs": len(rows),
+            "chosen": sorted(rows["precision"].astype(str).unique())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="pairs of runs; the order alternates (auto first, then fp32 first)")
+    parser.add_argument("bench_args", nargs=argparse.REMAINDER,
+                        help="arguments for bench run, after --")
+    args = parser.parse_args()
+    bench_args = [a for a in args.bench_args if a != "--"]
+
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs")
+    print(f"bench run {' '.join(bench_args) or '(defaults)'}")
+    results: dict[str, list[dict]] = {"auto": [], "fp32": []}
+    with tempfile.TemporaryDirectory(prefix="whole-run-") as tmp:
+        for r in range(args.rounds):
+            order = ("auto", "fp32") if r % 2 == 0 else ("fp32", "auto")
+            for precision in order:
+                res = one_run(precision, bench_args, Path(tmp))
+                results[precision].append(res)
+                print(f"round {r + 1} {precision:4s} (rows say {'/'.join(res['chosen'])}): "
+                      f"{res['wall']:7.1f} s wall, {res['network']:7.1f} s in the network jobs, "
+                      f"{res['jobs']} jobs", flush=True)
+
+    def best(precision: str, key: str) -> float:
+        return min(r[key] for r in results[precision])
+
+    auto_wall, fp32_wall = best("auto", "wall"), best("fp32", "wall")
+    auto_net, fp32_net = best("auto", "network"), best("fp32", "network")
+    print(f"network jobs (train + scoring): auto {auto_net:.1f} s, fp32 {fp32_net:.1f} s, "
+          f"ratio {auto_net / fp32_net:.2f}")
+    print(f"everything else: auto {auto_wall - auto_net:.1f} s, fp32 {fp32_wall - fp32_net:.1f} s")
+    print(f"auto_wall_s: {auto_wall:.2f}")
+    print(f"fp32_wall_s: {fp32_wall:.2f}")
+    print(f"whole_run_ratio: {auto_wall / fp32_wall:.2f}")
+
+
+if __name__ == "__main__":
+    main()
