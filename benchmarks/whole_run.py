@@ -52,8 +52,9 @@ def one_run(precision: str, bench_args: list[str], workdir: Path) -> dict:
                  f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}")
     rows = pd.read_csv(out / "results.csv").drop_duplicates("job_id")
     seconds = rows["train_seconds"].fillna(0) + rows["eval_seconds"].fillna(0)
-    network = float(seconds[rows["method"].isin(NETWORK_METHODS)].sum())
-    return {"wall": wall, "network": network, "jobs": len(rows),
+    per_method = seconds.groupby(rows["method"]).sum()
+    network = float(per_method[per_method.index.isin(NETWORK_METHODS)].sum())
+    return {"wall": wall, "network": network, "jobs": len(rows), "per_method": per_method,
             "chosen": sorted(rows["precision"].astype(str).unique())}
 
 
@@ -82,6 +83,12 @@ def main() -> None:
     def best(precision: str, key: str) -> float:
         return min(r[key] for r in results[precision])
 
+    print("per method, train + scoring seconds summed over its jobs (fastest round):")
+    for method in results["fp32"][0]["per_method"].index:
+        a = min(float(r["per_method"].get(method, 0.0)) for r in results["auto"])
+        f = min(float(r["per_method"].get(method, 0.0)) for r in results["fp32"])
+        print(f"  {method:10s} auto {a:7.1f} s  fp32 {f:7.1f} s"
+              + (f"  ratio {a / f:.2f}" if f > 0 else ""))
     auto_wall, fp32_wall = best("auto", "wall"), best("fp32", "wall")
     auto_net, fp32_net = best("auto", "network"), best("fp32", "network")
     print(f"network jobs (train + scoring): auto {auto_net:.1f} s, fp32 {fp32_net:.1f} s, "
