@@ -8,11 +8,22 @@ import time
 import torch
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (figures are named by machine), else the platform's."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
-            f"threads (torch {torch.__version__})")
+    return f"{cpu_name()}, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
 
 
 def sync(device: torch.device) -> None:

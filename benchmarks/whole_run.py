@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,17 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import cpu_name  # noqa: E402
+
 NETWORK_METHODS = ("mcl", "csi", "simclr", "rotnet")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def one_run(precision: str, bench_args: list[str], workdir: Path) -> dict:

@@ -183,7 +183,6 @@ class KDE(PyODDetector):
     """Kernel density estimate: PyOD's KDE scores, computed exactly by `ExactGaussianKDE`."""
 
     Config = KDEConfig
-    pyod_model = "kde:KDE"
 
     def _model_class(self) -> type:
         return ExactGaussianKDE
