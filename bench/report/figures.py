@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -196,8 +197,11 @@ def ood_heatmaps(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path
         table = table.loc[table.mean(axis=1).sort_values(ascending=False).index]
         width = WIDTHS[size]
         fig, ax = plt.subplots(figsize=(width, 0.28 * table.shape[0] + 1.6))
-        sns.heatmap(table, annot=True, fmt=".1f", cmap="RdBu", center=50, vmin=0, vmax=100,
-                    ax=ax, annot_kws={"fontsize": 6}, cbar_kws={"label": "AUROC (%), 50 = chance"})
+        with warnings.catch_warnings():  # seaborn 0.13 calls matplotlib 3.11's deprecated set_bad
+            warnings.filterwarnings("ignore", message="The set_bad function")
+            sns.heatmap(table, annot=True, fmt=".1f", cmap="RdBu", center=50, vmin=0, vmax=100,
+                        ax=ax, annot_kws={"fontsize": 6},
+                        cbar_kws={"label": "AUROC (%), 50 = chance"})
         ax.set(xlabel="OOD set (group)", ylabel="method/score",
                title=f"{table_where(protocol, dataset, preset)}: in-distribution vs OOD sets")
         ax.tick_params(axis="y", rotation=0)
