@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import platform
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -18,6 +21,22 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def bench_run(precision: str, bench_args: list[str], workdir: Path) -> tuple[Path, float]:
+    """`bench run ARGS --precision P` in a fresh process into a fresh run directory under workdir;
+    returns that directory and the wall seconds. A failed run ends the benchmark with its last
+    error line."""
+    out = workdir / f"{precision}-{time.monotonic_ns()}"
+    cmd = [sys.executable, "-m", "bench", "run", *bench_args, "--precision", precision,
+           "--out", str(out)]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        last = done.stderr.strip().splitlines()[-1:] or [""]
+        sys.exit(f"bench run --precision {precision} failed ({done.returncode}): {last[0]}")
+    return out, wall
 
 
 def machine() -> str:

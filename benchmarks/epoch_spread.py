@@ -18,29 +18,23 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import cpu_name  # noqa: E402
+from _common import bench_run, cpu_name  # noqa: E402
 
 SKIP_EPOCHS = 2  # the first epochs include one-off start-up costs
 
 
 def median_epoch(precision: str, args, bench_args: list[str], workdir: Path) -> float:
     """The median epoch seconds of one fresh `bench run` of the job under `precision`."""
-    out = workdir / f"{precision}-{time.monotonic_ns()}"
-    cmd = [sys.executable, "-m", "bench", "run", "--methods", args.method, "--classes",
-           args.classes, "--set", f"epochs={args.epochs}", *bench_args, "--precision", precision,
-           "--out", str(out)]
-    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    out, _ = bench_run(precision, ["--methods", args.method, "--classes", args.classes, "--set",
+                                   f"epochs={args.epochs}", *bench_args], workdir)
     records = sorted(out.glob("jobs/*/record.json"))
-    if done.returncode != 0 or not records:
-        tail = done.stderr.strip().splitlines()[-1:] or [""]
-        sys.exit(f"bench run --precision {precision} failed ({done.returncode}): {tail[0]}")
+    if not records:
+        sys.exit(f"bench run --precision {precision} wrote no job record in {out}")
     history = json.loads(records[0].read_text())["history"][SKIP_EPOCHS:]
     return statistics.median(h["seconds"] for h in history)
 

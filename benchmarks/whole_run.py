@@ -18,31 +18,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import cpu_name  # noqa: E402
+from _common import bench_run, cpu_name  # noqa: E402
 
 NETWORK_METHODS = ("mcl", "csi", "simclr", "rotnet")
 
 
 def one_run(precision: str, bench_args: list[str], workdir: Path) -> dict:
     """Run `bench run` once into a fresh directory; its wall time and the rows' per-job split."""
-    out = workdir / f"{precision}-{time.monotonic_ns()}"
-    cmd = [sys.executable, "-m", "bench", "run", *bench_args, "--precision", precision,
-           "--out", str(out)]
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        sys.exit(f"bench run --precision {precision} failed ({done.returncode}): "
-                 f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}")
+    out, wall = bench_run(precision, bench_args, workdir)
     rows = pd.read_csv(out / "results.csv").drop_duplicates("job_id")
     seconds = rows["train_seconds"].fillna(0) + rows["eval_seconds"].fillna(0)
     per_method = seconds.groupby(rows["method"]).sum()
