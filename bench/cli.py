@@ -9,6 +9,9 @@ import click
 
 from bench.errors import BenchError
 
+MAX_LIST = 100_000  # values a --seeds / --classes range may expand to
+MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
+
 
 def _split(value: str | None, flag: str) -> tuple[str, ...] | None:
     """Comma-separated names; None when the option is not given, an error when it is given
@@ -21,49 +24,48 @@ def _split(value: str | None, flag: str) -> tuple[str, ...] | None:
     return items
 
 
-def _ints(value: str | None, flag: str) -> tuple[int, ...] | None:
-    """``0,1,2`` or ranges like ``0-4``."""
+def _ints(value: str | None, flag: str, most: int | None = None) -> tuple[int, ...] | None:
+    """``0,1,2`` or ranges like ``0-4``; at most MAX_LIST values, each at most `most`."""
     items = _split(value, flag)
     if items is None:
         return None
     out: list[int] = []
     for item in items:
         try:
-            if "-" in item[1:]:
-                lo, hi = (int(v) for v in item.split("-", 1))
-                if hi < lo:
-                    raise BenchError(f"{flag} {item!r}: the range is empty (write {hi}-{lo})")
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(item))
+            lo, _, hi = item.partition("-") if "-" in item[1:] else (item, "", item)
+            lo_i, hi_i = int(lo), int(hi)
         except ValueError:
             raise BenchError(f"{flag} {value!r}: expected integers like 0,1,2 or 0-4") from None
-    if any(v < 0 for v in out):
-        raise BenchError(f"{flag} {value!r}: expected non-negative integers")
+        if hi_i < lo_i:
+            raise BenchError(f"{flag} {item!r}: the range is empty (write {hi_i}-{lo_i})")
+        if lo_i < 0:
+            raise BenchError(f"{flag} {value!r}: expected non-negative integers")
+        if most is not None and hi_i > most:
+            raise BenchError(f"{flag} {item!r}: at most {most} (NumPy's seeds are 32-bit)")
+        if len(out) + hi_i - lo_i + 1 > MAX_LIST:
+            raise BenchError(f"{flag} {value!r}: more than {MAX_LIST:,} values")
+        out.extend(range(lo_i, hi_i + 1))
     return tuple(dict.fromkeys(out))
 
 
-def check_device(device: str) -> str:
-    """The device string if this machine has it; a BenchError naming what it has otherwise."""
-    import torch
+class FigureName(click.ParamType):
+    """A figure's name, checked against `bench.report.figures.FIGURE_NAMES` when used (that
+    module is slow to import, so `bench --help` does not)."""
 
-    if device == "auto":
-        return device
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise BenchError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
-    if parsed.type == "cpu":
-        return device
-    if parsed.type != "cuda":
-        raise BenchError(f"--device {device!r}: this suite runs on cpu or cuda")
-    if not torch.cuda.is_available():
-        raise BenchError(f"--device {device}: no CUDA device is visible on this machine "
-                         "(torch.cuda.is_available() is False); use --device cpu")
-    if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-        raise BenchError(f"--device {device}: this process sees {torch.cuda.device_count()} "
-                         "GPU(s)")
-    return device
+    name = "figure"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        from bench.report.figures import FIGURE_NAMES
+
+        return "[" + "|".join(FIGURE_NAMES) + "]"
+
+    def convert(self, value, param, ctx):
+        from bench.errors import unknown_name
+        from bench.report.figures import FIGURE_NAMES
+
+        if value not in FIGURE_NAMES:
+            self.fail(str(unknown_name("figure", value, FIGURE_NAMES)), param, ctx)
+        return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -139,14 +141,31 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
         slurm_partition, slurm_time, slurm_gpus_per_job, wait, retry_failed, compile_model,
         deterministic) -> int:
     """Run methods x data sets x classes x seeds; write <out>/results.csv and a leaderboard."""
-    from bench.config import RunSpec, resolve_preset
-    from bench.console import warn
     from bench.executors import make_executor
-    from bench.nn.train import select_device
+    from bench.runner import run as run_spec
+
+    if workers < 1:
+        raise BenchError("--workers must be at least 1")
+    spec, notes = _run_spec(methods, datasets, protocol, classes, seeds, preset, overrides,
+                            features, out, data_dir, device, precision, download, ood, strict,
+                            compile_model, deterministic,
+                            remote=executor == "slurm" or bool(executor == "ray" and ray_address),
+                            executor=executor)
+    ex = make_executor(executor, workers=workers, devices=devices, ray_address=ray_address,
+                       slurm_partition=slurm_partition, slurm_time=slurm_time,
+                       slurm_gpus_per_job=slurm_gpus_per_job, wait=wait)
+    rows, records, problems = run_spec(spec, ex, retry_failed=retry_failed, notes=notes)
+    return _report_run(out, rows, records, problems)
+
+
+def _run_spec(methods, datasets, protocol, classes, seeds, preset, overrides, features, out,
+              data_dir, device, precision, download, ood, strict, compile_model, deterministic,
+              *, remote: bool, executor: str):
+    """The RunSpec of `bench run`'s flags, and the notes to print once the input is valid."""
+    from bench.config import RunSpec, resolve_preset
+    from bench.nn.devices import check_device, select_device
     from bench.protocols import get_protocol
     from bench.registry import METHODS
-    from bench.report.leaderboard import console_text, summarise, write_summary
-    from bench.runner import run as run_spec
 
     labeled = get_protocol(protocol).labeled
     chosen = _split(methods, "--methods")
@@ -154,7 +173,6 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
         chosen = tuple(m for m in METHODS if METHODS.load_object(m).runs_in(labeled))
     device = check_device(device)
     device_type = select_device(device).type
-    remote = executor == "slurm" or (executor == "ray" and ray_address)
     if preset == "auto" and remote:
         raise BenchError(f"--preset auto would be resolved on this machine ({device_type}), not "
                          f"on the nodes where --executor {executor} runs the jobs; name the "
@@ -166,25 +184,29 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
 
         notes.append(f"precision {precision} -> "
                      f"{resolve_precision(precision, select_device(device)).describe()}")
-    if workers < 1:
-        raise BenchError("--workers must be at least 1")
     spec = RunSpec(
         methods=chosen, datasets=_split(datasets, "--datasets") or ("digits",),
         protocol=protocol, classes=_ints(classes, "--classes"),
-        seeds=_ints(seeds, "--seeds") or (0,), preset=resolved, overrides=tuple(overrides),
-        out=out, data_dir=data_dir or "", device=device, download=download,
-        ood=_split(ood, "--ood"), strict=strict, compile=compile_model, precision=precision,
-        features=_split(features, "--features") or ("pixel",), deterministic=deterministic,
+        seeds=_ints(seeds, "--seeds", most=MAX_SEED) or (0,), preset=resolved,
+        overrides=tuple(overrides), out=out, data_dir=data_dir or "", device=device,
+        download=download, ood=_split(ood, "--ood"), strict=strict, compile=compile_model,
+        precision=precision, features=_split(features, "--features") or ("pixel",),
+        deterministic=deterministic,
     )
-    ex = make_executor(executor, workers=workers, devices=devices, ray_address=ray_address,
-                       slurm_partition=slurm_partition, slurm_time=slurm_time,
-                       slurm_gpus_per_job=slurm_gpus_per_job, wait=wait)
-    rows, records, problems = run_spec(spec, ex, retry_failed=retry_failed, notes=notes)
+    return spec, notes
+
+
+def _report_run(out: str, rows, records: list[dict], problems: list[str]) -> int:
+    """The leaderboard on the terminal and in <out>/leaderboard; failed jobs; the exit code."""
+    from bench.console import warn
+    from bench.report.leaderboard import console_text, summarise, write_summary
+    from bench.store import inside
+
     for problem in problems:
         warn(problem)
     summary = summarise(rows)  # once, for the terminal and the files
     click.echo(console_text(summary))
-    write_summary(summary, f"{out}/leaderboard")
+    write_summary(summary, inside(out, "leaderboard"))
     failed = [r for r in records if r.get("status") == "failed"]
     pending = [r for r in records if r.get("status") not in ("done", "failed")]
     click.echo(f"\nresults: {out}/results.csv   leaderboard: {out}/leaderboard/")
@@ -301,7 +323,7 @@ def leaderboard(runs, rows_files, out, metric, force) -> int:
     below chance. FPR95 tables sort the lowest (best) first.
     """
     from bench.report.leaderboard import console_text, summarise, write_summary
-    from bench.runner import check_writable
+    from bench.store import check_writable
 
     summary = summarise(_load(runs, rows_files), metric)
     check_writable(out)
@@ -319,7 +341,7 @@ def rows_cmd(runs, rows_files, out) -> int:
     """Write the tidy rows of run directories as <out>/<protocol>_<dataset>.csv (the results.csv
     schema, sorted: the same rows give the same bytes), to commit beside the leaderboards."""
     from bench.report.leaderboard import write_rows_files
-    from bench.runner import check_writable
+    from bench.store import check_writable
 
     rows = _load(runs, rows_files)
     check_writable(out)
@@ -369,8 +391,7 @@ def compare(runs, rows_files, references, reference_dir, csv_out, ours, side_by_
 @click.option("--tsne/--no-tsne", default=True, show_default=True)
 @click.option("--size", type=click.Choice(["column", "page"]), default="page", show_default=True,
               help="Figure width: one column (3.3 in) or a page (6.9 in).")
-@click.option("--figure", "only", multiple=True,
-              type=click.Choice(["bars", "heatmaps", "losses", "cd", "ablation", "jobs"]),
+@click.option("--figure", "only", multiple=True, type=FigureName(),
               help="Draw only these figures (repeatable; default all): per-class AUROC dots (with "
                    "published per-class values in grey where they exist), OOD "
                    "heat maps, training losses, the critical-difference diagram, ablations, the "
@@ -382,8 +403,7 @@ def figures(runs, rows_files, out, job_ids, tsne, size, only) -> int:
 
     from bench.console import warn
     from bench.report import figures as fig
-    from bench.runner import check_writable
-    from bench.store import RunStore
+    from bench.store import RunStore, check_writable
 
     chosen = _runs(runs, rows_files)
     rows = _load(runs, rows_files)
@@ -432,25 +452,59 @@ def data_info(name, data_dir) -> int:
     return 0
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def clamp_thread_variables() -> list[str]:
+    """Thread counts above this machine's cores (OMP_NUM_THREADS=99999 was OOM-killed at 21 GB)
+    lowered to the cores, before torch reads them; a note for each."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    notes = []
+    for name in THREAD_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > (cores or 1):
+            os.environ[name] = str(cores or 1)
+            notes.append(f"{name}={value} is more than this machine's {cores} cores; using {cores}")
+    return notes
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM ends bench like Ctrl-C: workers are stopped, nothing is left half-written."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: BenchError -> one line on stderr and exit 2; failed jobs -> exit 1."""
+    """Entry point: BenchError and the operating system's errors -> one line on stderr and exit
+    2; failed jobs -> exit 1; Ctrl-C or SIGTERM -> exit 130."""
+    import signal
+
+    from bench.errors import os_error_message
+
     warnings.filterwarnings("ignore", category=UserWarning, module="pyod")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"bench: warning: {msg}\n"
+    for note in clamp_thread_variables():
+        click.echo(f"bench: warning: {note}", err=True)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = cli.main(args=argv, prog_name="bench", standalone_mode=False)
     except BenchError as exc:
         for line in str(exc).splitlines() or [""]:
             click.echo(f"bench: error: {line}", err=True)
         sys.exit(2)
+    except OSError as exc:
+        click.echo(f"bench: error: {os_error_message(exc)}", err=True)
+        sys.exit(2)
+    except MemoryError:
+        click.echo("bench: error: out of memory", err=True)
+        sys.exit(2)
     except click.exceptions.UsageError as exc:
         click.echo(f"bench: error: {exc.format_message()}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("bench: interrupted", err=True)
-        sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("bench: interrupted", err=True)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

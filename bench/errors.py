@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 
 
@@ -20,6 +21,32 @@ class DataMissingError(BenchError):
 
 class ChecksumError(BenchError):
     """A data file is corrupt or truncated."""
+
+
+class FileError(BenchError):
+    """The operating system refused a read or write of one of bench's files (disk full, no
+    permission, a name too long): the message names the file and the cause."""
+
+
+def os_cause(exc: BaseException) -> str:
+    """The operating system's reason, lower-case: 'no space left on device'."""
+    if isinstance(exc, OSError):
+        text = exc.strerror or (os.strerror(exc.errno) if exc.errno else "") or str(exc)
+    else:
+        text = str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+def file_error(action: str, path: object, exc: BaseException) -> FileError:
+    """'cannot write <path>: no space left on device' as a FileError."""
+    return FileError(f"cannot {action} {path}: {os_cause(exc)}")
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an OSError that reached the CLI: the file(s) it names and the cause."""
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    where = " -> ".join(names)
+    return f"{where}: {os_cause(exc)}" if where else os_cause(exc)
 
 
 def unknown_name(kind: str, name: str, valid: Iterable[str]) -> BenchError:

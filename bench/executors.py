@@ -14,14 +14,19 @@ from collections.abc import Sequence
 
 from bench.console import job_label as _label
 from bench.console import log, record_line
-from bench.errors import BenchError
+from bench.errors import BenchError, FileError
 from bench.jobs import Job, execute_job
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def threads_per_worker(workers: int) -> int:
     """Torch threads for each of `workers` processes sharing this machine: the cores split evenly,
     never more than OMP_NUM_THREADS when the user set it (as a single-process run obeys it)."""
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    threads = max(1, cores() // max(1, workers))
     cap = os.environ.get("OMP_NUM_THREADS", "")
     return min(threads, int(cap)) if cap.isdigit() and int(cap) > 0 else threads
 
@@ -54,7 +59,7 @@ class LocalExecutor:
     def run(self, jobs: list[Job], out: str, device: str, run_id: str) -> list[dict]:
         if not jobs:
             return []
-        if self.workers == 1:
+        if min(self.workers, len(jobs)) == 1:
             dev = self._device_of(0, device)
             _use_device(dev)
             records = []
@@ -69,20 +74,21 @@ class LocalExecutor:
     def _run_pool(self, jobs, out, device, run_id) -> list[dict]:
         ctx = mp.get_context("spawn")
         todo, results = ctx.Queue(), ctx.Queue()
+        workers = min(self.workers, len(jobs))  # never more processes than jobs
         for i, job in enumerate(jobs, 1):
             todo.put((i, job))
-        for _ in range(self.workers):
+        for _ in range(workers):
             todo.put(None)  # one stop marker per worker
-        threads = threads_per_worker(self.workers)
+        threads = threads_per_worker(workers)
 
         def start(w: int):
             # not a daemon: torch.compile's worker pool must be able to start children
             p = ctx.Process(target=_worker, args=(todo, results, out, self._device_of(w, device),
-                                                  run_id, threads, w))
+                                                  run_id, threads, w, os.getpid()))
             p.start()
             return p
 
-        procs = {w: start(w) for w in range(self.workers)}
+        procs = {w: start(w) for w in range(workers)}
         records, finished = [], 0
         try:
             while finished < len(jobs):
@@ -93,6 +99,8 @@ class LocalExecutor:
                         log("all workers exited before the queue was empty")
                         break
                     continue
+                if i is None:  # a worker could not write the run directory: stop the run
+                    raise FileError(record)
                 finished += 1
                 records.append(record)
                 log(f"{_label(i, len(jobs), jobs[i - 1])} {record_line(record)}")
@@ -118,18 +126,52 @@ def _use_device(device: str) -> None:
         torch.cuda.set_device(device)
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux), and exit now if the
+    parent is already gone: a killed `bench run` leaves no worker behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _next_job(todo, parent_pid: int):
+    """The next queued item, checking every second that the parent is still there (where the
+    kernel does not kill orphans, e.g. macOS)."""
+    while True:
+        try:
+            return todo.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+
 def _worker(todo, results, out: str, device: str, run_id: str, threads: int,
-            worker: int) -> None:
+            worker: int, parent_pid: int) -> None:
+    die_with_parent(parent_pid)
     import torch
 
     torch.set_num_threads(threads)
     _use_device(device)
     while True:
-        item = todo.get()
+        item = _next_job(todo, parent_pid)
         if item is None:
             return
         i, job = item
-        record = execute_job(job, out, device, run_id, progress=False)
+        try:
+            record = execute_job(job, out, device, run_id, progress=False)
+        except FileError as exc:
+            results.put((None, str(exc), None))
+            return
         poisoned = record.get("status") == "failed" and "cuda" in record.get("error", "").lower()
         results.put((i, record, worker if poisoned else None))
         if poisoned:
@@ -163,6 +205,8 @@ class RayExecutor:
             kwargs = {"address": self.address} if self.address else {}
             if not self.address and self.workers:
                 kwargs["num_cpus"] = self.workers
+            if not self.address:
+                Reaper().start()  # the local cluster dies with bench, even a killed one
             ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
         gpus = ray.cluster_resources().get("GPU", 0)
         limit = self.workers or int(gpus or ray.cluster_resources().get("CPU", 1))
@@ -186,6 +230,106 @@ class RayExecutor:
                 records.append(record)
                 log(f"{_label(i, len(jobs), job)} {record_line(record)}")
         return records
+
+
+REAPER = r"""
+import os, signal, sys, time
+def started(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        return None
+watched = {}
+for line in sys.stdin:  # pid:start pairs; EOF when bench exits or is killed
+    for item in line.split():
+        pid, _, start = item.partition(":")
+        watched[int(pid)] = start
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    alive = [p for p, s in watched.items() if started(p) == s]
+    for pid in alive:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    if not alive:
+        break
+    time.sleep(2)
+"""
+
+
+def _process_start(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot): with the pid, it names one process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        return None
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return set()
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+class Reaper:
+    """A small process that outlives a killed `bench run` and stops the processes bench started
+    below it (a local Ray cluster's agents are left running otherwise): every `interval_s` a
+    thread tells it the current ones; it acts when its pipe from bench closes."""
+
+    def __init__(self, interval_s: float = 2.0):
+        self.proc = None
+        self.interval_s = interval_s
+        self.seen: set[int] = set()
+
+    def start(self) -> Reaper:
+        import subprocess
+        import threading
+
+        if os.path.isdir("/proc"):
+            self.proc = subprocess.Popen([sys.executable, "-c", REAPER], stdin=subprocess.PIPE,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         start_new_session=True, text=True)
+            threading.Thread(target=self._loop, daemon=True, name="bench-reaper").start()
+        return self
+
+    def _loop(self) -> None:
+        import time
+
+        while self.proc is not None:
+            self.watch()
+            time.sleep(self.interval_s)
+
+    def watch(self) -> None:
+        if self.proc is None:
+            return
+        new = descendants(os.getpid()) - self.seen - {self.proc.pid}
+        pairs = [f"{pid}:{start}" for pid in sorted(new) if (start := _process_start(pid))]
+        self.seen |= new
+        if pairs:
+            try:
+                self.proc.stdin.write(" ".join(pairs) + "\n")
+                self.proc.stdin.flush()
+            except OSError:
+                self.proc = None
 
 
 class SlurmExecutor:
@@ -259,37 +403,56 @@ class SlurmExecutor:
         return records
 
 
-def _still_queued(folder: str, jobs: list[Job]) -> set[str]:
-    """Job ids submitted earlier whose Slurm job is still pending or running."""
+def expand_array_ids(text: str) -> set[str]:
+    """Slurm job ids as squeue prints them, one array element each: ``123_4`` stays, a folded
+    pending array ``123_[4-9%2]`` or ``123_[1,3,5-7]`` becomes 123_4 ... 123_9."""
+    base, sep, rest = text.partition("_[")
+    if not sep:
+        return {text}
+    out = set()
+    for part in rest.rstrip("]").split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and (hi.isdigit() or not hi):
+            out |= {f"{base}_{k}" for k in range(int(lo), int(hi or lo) + 1)}
+    return out
+
+
+def _submitted(folder: str, jobs: list[Job]) -> dict[str, str]:
+    """{job id: Slurm job id} of the jobs submitted earlier from this run directory."""
     import json
 
-    queued = set()
     sub = os.path.join(folder, "submitted")
-    if not os.path.isdir(sub):
-        return queued
     states = {}
     for job in jobs:
         path = os.path.join(sub, f"{job.job_id}.json")
-        if not os.path.exists(path):
+        try:
+            with open(path) as f:
+                states[job.job_id] = str(json.load(f)["slurm_job_id"])
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        with open(path) as f:
-            info = json.load(f)
-        states[job.job_id] = info["slurm_job_id"]
-    if not states:
-        return queued
-    try:
-        import subprocess
+    return states
 
+
+def _still_queued(folder: str, jobs: list[Job]) -> set[str]:
+    """Job ids submitted earlier whose Slurm job is still pending or running. ``squeue -r`` prints
+    every array element on its own line (without it, pending elements are folded onto one line,
+    ``123_[4-9]``, which is expanded too)."""
+    import subprocess
+
+    states = _submitted(folder, jobs)
+    if not states:
+        return set()
+    try:
         ids = ",".join(sorted({s.split("_")[0] for s in states.values()}))
-        out = subprocess.run(["squeue", "-h", "-j", ids, "-o", "%i %T"], capture_output=True,
-                             text=True, timeout=30).stdout
+        out = subprocess.run(["squeue", "-h", "-r", "-j", ids, "-o", "%i %T"],
+                             capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
-        return queued
-    active = {line.split()[0] for line in out.splitlines() if line.strip()}
-    for job_id, slurm_id in states.items():
-        if slurm_id in active:
-            queued.add(job_id)
-    return queued
+        return set()
+    active = set()
+    for line in out.splitlines():
+        if line.strip():
+            active |= expand_array_ids(line.split()[0])
+    return {job_id for job_id, slurm_id in states.items() if slurm_id in active}
 
 
 def make_executor(name: str, workers: int = 1, devices: str | None = None,

@@ -22,6 +22,7 @@ import pandas as pd
 
 import bench
 from bench.config import as_dict, stable_hash, training_dict
+from bench.errors import FileError
 from bench.metrics import accuracy, detection_metrics
 from bench.protocols import PROTOCOL_VERSION, Task, get_protocol, load_task
 from bench.registry import METHODS
@@ -124,7 +125,7 @@ def row_base(job: Job, *, run_id: str, device: str, precision: str, n_train: int
     """The columns every row of a job shares."""
     return {
         "run_id": run_id, "job_id": job.job_id, "method": job.method,
-        "features": features_label(job, backbone),
+        "features": features_label(job),
         "variant": job.variant, "protocol": job.protocol, "protocol_version": PROTOCOL_VERSION,
         "dataset": job.dataset,
         "normal_class": "all" if job.normal_class is None else str(job.normal_class),
@@ -135,12 +136,12 @@ def row_base(job: Job, *, run_id: str, device: str, precision: str, n_train: int
     }
 
 
-def features_label(job: Job, backbone: str) -> str:
+def features_label(job: Job) -> str:
     """What a classical method saw: ``pixel`` or ``<encoder>:penultimate``; '' for a method that
     scores with its own network."""
     if job.features != PIXEL:
         return f"{job.features}:penultimate"
-    return PIXEL if backbone == "pixels" else ""
+    return PIXEL if METHODS.kind(job.method) == "classical" else ""
 
 
 def rows_from_scores(base: dict[str, Any],
@@ -226,9 +227,10 @@ def build_detector(job: Job, store: RunStore, ctx):
 
 def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
                 progress: bool = True) -> dict[str, Any]:
-    """Run one job and write its folder; returns its record. Errors are recorded, not raised."""
-    from bench.nn import precision as precision_policy
-    from bench.nn.train import select_device
+    """Run one job and write its folder; returns its record. A failure of the job is recorded,
+    not raised; one of the run directory itself (FileError: disk full, no permission) is raised,
+    since no later job could be written either."""
+    from bench.nn.devices import select_device
 
     store = RunStore(out)
     torch_device = select_device(device)
@@ -248,63 +250,64 @@ def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
         if earlier and earlier.get("status") == "done" and not store.damaged_files(job.job_id):
             return earlier  # finished by another worker meanwhile
         try:
-            policy = precision_policy.resolve(job.precision, torch_device)
-        except Exception as exc:  # noqa: BLE001 - recorded like any failure
-            policy, record["error"] = None, f"{type(exc).__name__}: {exc}"
-        record["precision"] = policy.describe() if policy else ""
-        return _execute_locked(job, store, torch_device, policy, run_id, progress, record,
-                               started)
-
-
-def _execute_locked(job: Job, store: RunStore, torch_device, policy, run_id: str, progress: bool,
-                    record: dict[str, Any], started: float) -> dict[str, Any]:
-    from bench.console import log
-    from bench.methods.base import FitContext
-    from bench.nn.train import reseed, seed_everything
-
-    try:
-        if policy is None:
-            raise RuntimeError(record["error"])
-        if job.deterministic:
-            make_deterministic()
-        seed_everything(job.seed)
-        data = load_task(job.task, job.data_dir, job.download)
-        ctx = FitContext(device=torch_device, seed=job.seed,
-                         model_dir=store.model_dir(job.train_id),
-                         labeled=get_protocol(job.protocol).labeled, progress=progress,
-                         compile=job.compile, precision=policy, log=log)
-        detector = build_detector(job, store, ctx)
-        t0 = time.perf_counter()
-        detector.fit(data.train, ctx)
-        train_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        reseed(job.seed, "score")  # a score-only re-run draws the same test augmentations
-        groups = score_groups(detector, data)
-        acc = None
-        if detector.predicts_classes and get_protocol(job.protocol).labeled:
-            acc = accuracy(data.test.labels.numpy(), detector.predict(data.test.images))
-        eval_s = time.perf_counter() - t0
-        embedding = embedding_sample(detector, data)
-        base = row_base(job, run_id=run_id, device=str(torch_device), precision=policy.name,
-                        n_train=len(data.train), train_seconds=train_s, eval_seconds=eval_s,
-                        backbone=detector.backbone, epochs=detector.epochs,
-                        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        code=code_version())
-        rows = rows_from_scores(base, groups, acc)
-        record["auroc"] = {r["ood_dataset"] + "/" + r["score"]: round(r["value"], 4)
-                           for r in rows if r["metric"] == "auroc"}
-        record.update(status="done", train_seconds=round(train_s, 3), eval_seconds=round(eval_s, 3),
-                      seconds=round(time.perf_counter() - started, 3), n_train=len(data.train),
-                      history=getattr(detector, "history", []))
-        store.write_job(job.job_id, record, pd.DataFrame(rows), score_arrays(groups), embedding)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # a failing job is recorded; the run goes on
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                      error_kind=error_kind(exc), traceback=traceback.format_exc(),
-                      seconds=round(time.perf_counter() - started, 3))
-        store.write_job(job.job_id, record, None, None)
+            rows, groups, embedding = _run(job, store, torch_device, run_id, progress, record)
+            record.update(status="done", seconds=round(time.perf_counter() - started, 3))
+            store.write_job(job.job_id, record, pd.DataFrame(rows), score_arrays(groups),
+                            embedding)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # a failing job is recorded; the run goes on
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                          error_kind=error_kind(exc), traceback=traceback.format_exc(),
+                          seconds=round(time.perf_counter() - started, 3))
+            store.write_job(job.job_id, record, None, None)
+            if isinstance(exc, FileError):
+                raise
     return record
+
+
+def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
+         record: dict[str, Any]) -> tuple[list[dict], dict, dict | None]:
+    """Train (or load) and score one job: its rows, score groups and embedding sample; the
+    record gets the precision, timings, AUROCs and training history."""
+    from bench.console import log
+    from bench.nn import precision as precision_policy
+    from bench.nn.context import FitContext
+    from bench.nn.state import reseed, seed_everything
+
+    record["precision"] = ""
+    policy = precision_policy.resolve(job.precision, torch_device)
+    record["precision"] = policy.describe()
+    if job.deterministic:
+        make_deterministic()
+    seed_everything(job.seed)
+    data = load_task(job.task, job.data_dir, job.download)
+    ctx = FitContext(device=torch_device, seed=job.seed, model_dir=store.model_dir(job.train_id),
+                     labeled=get_protocol(job.protocol).labeled, progress=progress,
+                     compile=job.compile, precision=policy, log=log)
+    detector = build_detector(job, store, ctx)
+    t0 = time.perf_counter()
+    detector.fit(data.train, ctx)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    reseed(job.seed, "score")  # a score-only re-run draws the same test augmentations
+    groups = score_groups(detector, data)
+    acc = None
+    if detector.predicts_classes and get_protocol(job.protocol).labeled:
+        acc = accuracy(data.test.labels.numpy(), detector.predict_class(data.test.images))
+    eval_s = time.perf_counter() - t0
+    embedding = embedding_sample(detector, data)
+    base = row_base(job, run_id=run_id, device=str(torch_device), precision=policy.name,
+                    n_train=len(data.train), train_seconds=train_s, eval_seconds=eval_s,
+                    backbone=detector.backbone, epochs=detector.epochs,
+                    created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    code=code_version())
+    rows = rows_from_scores(base, groups, acc)
+    record["auroc"] = {r["ood_dataset"] + "/" + r["score"]: round(r["value"], 4)
+                       for r in rows if r["metric"] == "auroc"}
+    record.update(train_seconds=round(train_s, 3), eval_seconds=round(eval_s, 3),
+                  n_train=len(data.train), history=getattr(detector, "history", []))
+    return rows, groups, embedding
 
 
 def make_deterministic() -> None:

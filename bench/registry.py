@@ -1,7 +1,9 @@
 """One lazy registry from name to ``"module:object"``; importing happens on first use.
 
-Data sets carry their kind in their entry (where they come from, whether they have a training
-split), so no other module keeps lists of names.
+Every question about a name is asked here: whether it exists (with a did-you-mean), what it is
+(`kind`: a data set's entry says where it comes from; a method's class says whether it is a
+classical detector, a self-supervised network or a labeled one) and which names are of a kind
+(`names(kind=...)`, as timm's ``list_models(module=...)``). No other module keeps lists of names.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from bench.errors import unknown_name
 
 
 class Registry:
-    def __init__(self, kind: str, entries: dict[str, Any]):
-        self.kind = kind
+    """Names of one sort (`what`: method, dataset) to their entries."""
+
+    def __init__(self, what: str, entries: dict[str, Any]):
+        self.what = what
         self._entries = dict(entries)
 
     def __contains__(self, name: object) -> bool:
@@ -25,13 +29,19 @@ class Registry:
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 
-    def names(self) -> list[str]:
-        return list(self._entries)
+    def names(self, kind: str | None = None) -> list[str]:
+        """Every name in registration order, or those of one kind."""
+        return [n for n in self._entries if kind is None or self.kind(n) == kind]
+
+    def kind(self, name: str) -> str:
+        """What `name` is: its entry's `kind`, else its object's (a method class's `kind`)."""
+        entry = self.entry(name)
+        return getattr(entry, "kind", None) or getattr(self.load_object(name), "kind", "")
 
     def check(self, name: str) -> None:
         """Raise a BenchError naming the closest valid names if `name` is not registered."""
         if name not in self._entries:
-            raise unknown_name(self.kind, name, self._entries)
+            raise unknown_name(self.what, name, self._entries)
 
     def entry(self, name: str) -> Any:
         self.check(name)
@@ -96,10 +106,6 @@ class DatasetEntry:
     def trainable(self) -> bool:
         """Has a training split: may be a normal / in-distribution set."""
         return self.kind in ("embedded", "download", "folder")
-
-    @property
-    def offline(self) -> bool:
-        return self.kind in ("embedded", "generated")
 
     def check_files(self, name: str, split: str, source) -> None:
         """DataMissingError / ChecksumError if the files of `split` are not usable."""

@@ -9,9 +9,6 @@ results.csv.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +26,7 @@ from bench.config import (
 )
 from bench.console import log, warn
 from bench.datasets import default_data_dir, load_dataset
-from bench.errors import BenchError, DataMissingError
+from bench.errors import BenchError, DataMissingError, unknown_name
 from bench.jobs import PIXEL, Job, make_job
 from bench.nn.precision import CHOICES as PRECISIONS
 from bench.protocols import (
@@ -41,7 +38,13 @@ from bench.protocols import (
     tasks,
 )
 from bench.registry import METHODS
-from bench.store import RunStore, atomic_write_json
+from bench.store import (
+    RunStore,
+    atomic_write_json,
+    check_writable,
+    clean_stale_temporaries,
+    inside,
+)
 
 
 @dataclass
@@ -53,30 +56,64 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
 
 
+RUN_FOLDERS = ("jobs", "models", "leaderboard", "skipped", "slurm")  # bench writes these
+MAX_JOBS = 100_000  # jobs one plan may hold; more is a mistake (--seeds 0-2000000)
+
+
 def _method_class(name: str):
     return METHODS.load_object(name)
 
 
 def is_classical(name: str) -> bool:
-    from bench.methods.classical import PyODDetector
+    return METHODS.kind(name) == "classical"
 
-    return issubclass(_method_class(name), PyODDetector)
+
+def network_methods() -> list[str]:
+    """The methods with a network of their own: the feature sources of `--features`."""
+    return [m for m in METHODS.names() if METHODS.kind(m) in ("self-supervised", "labeled")]
+
+
+def _check_methods(spec: RunSpec, protocol: Protocol) -> None:
+    """Every method exists and runs in the protocol (`Detector.skip`); a classical method on a
+    network's features runs where that network does (`_check_features`)."""
+    if not spec.methods:
+        raise BenchError("no methods selected")
+    for m in spec.methods:
+        METHODS.check(m)
+        reason = _method_class(m).skip(protocol)
+        if reason and not (is_classical(m) and encoders(spec)):
+            raise BenchError(f"method {m} does not run in protocol {protocol.name}: {reason}")
+
+
+def _check_features(spec: RunSpec, protocol: Protocol) -> list[str]:
+    """Feature sources: pixel, or a network method that runs in the protocol; warnings."""
+    classical = [m for m in spec.methods if is_classical(m)]
+    for source in spec.features:
+        if source == PIXEL:
+            reason = next((r for m in classical if (r := _method_class(m).skip(protocol))), None)
+            if reason and encoders(spec):
+                raise BenchError(f"--features pixel: in protocol {protocol.name}, {reason}; "
+                                 "give only the encoders")
+            continue
+        METHODS.check(source)
+        if source not in network_methods():
+            raise BenchError(f"--features {source}: features come from a method with a network "
+                             f"({', '.join(network_methods())})")
+        reason = _method_class(source).skip(protocol)
+        if reason:
+            raise BenchError(f"--features {source}: {source} does not run in protocol "
+                             f"{protocol.name}: {reason}")
+    if spec.features != (PIXEL,) and not classical:
+        return [f"--features {','.join(spec.features)} applies to classical methods only, and "
+                "none is selected"]
+    return []
 
 
 def validate(spec: RunSpec) -> tuple[Protocol, list[str]]:
     """Names, protocol support, feature sources, precision: BenchError on the first bad one;
     returns the protocol and warnings about options that do not apply."""
-    if not spec.methods:
-        raise BenchError("no methods selected")
-    for m in spec.methods:
-        METHODS.check(m)
     protocol = get_protocol(spec.protocol)
-    for m in spec.methods:
-        if not _method_class(m).runs_in(protocol.labeled):
-            where = "with class labels (ood-labeled)" if _method_class(m).needs_labels \
-                else "without class labels (one-class, ood)"
-            raise BenchError(f"method {m} does not run in protocol {spec.protocol} "
-                             f"(it runs {where})")
+    _check_methods(spec, protocol)
     if not spec.datasets:
         raise BenchError("no data sets selected")
     for d in spec.datasets:
@@ -84,20 +121,8 @@ def validate(spec: RunSpec) -> tuple[Protocol, list[str]]:
     if not spec.seeds:
         raise BenchError("no seeds given")
     if spec.precision not in PRECISIONS:
-        from bench.errors import unknown_name
-
         raise unknown_name("precision", spec.precision, PRECISIONS)
-    warnings = []
-    for source in spec.features:
-        if source == PIXEL:
-            continue
-        METHODS.check(source)
-        if is_classical(source) or _method_class(source).needs_labels:
-            raise BenchError(f"--features {source}: features come from a self-supervised "
-                             "method (mcl, csi, simclr, rotnet)")
-    if spec.features != (PIXEL,) and not any(is_classical(m) for m in spec.methods):
-        warnings.append(f"--features {','.join(spec.features)} applies to classical methods "
-                        "only, and none is selected")
+    warnings = _check_features(spec, protocol)
     if spec.classes is not None and not protocol.per_class:
         warnings.append(f"--classes does not apply to protocol {spec.protocol} (ignored)")
     if spec.ood is not None and protocol.per_class:
@@ -149,14 +174,30 @@ def probe(spec: RunSpec, protocol: Protocol, data_dir: str
     return info, skipped
 
 
+def _sources(spec: RunSpec, method: str) -> tuple[str, ...]:
+    return spec.features if is_classical(method) else (PIXEL,)
+
+
+def count_jobs(spec: RunSpec, configs: dict[str, list[Variant]],
+               info: dict[str, tuple[int, tuple[str, ...]]]) -> int:
+    """How many jobs `expand` would make, without making them."""
+    per_method = sum(len(configs[m]) * len(_sources(spec, m)) for m in spec.methods)
+    tasks_total = sum(len(tasks(spec.protocol, d, info[d][0], spec.classes, info[d][1]))
+                      for d in spec.datasets)
+    return per_method * tasks_total * len(spec.seeds)
+
+
 def expand(spec: RunSpec, configs: dict[str, list[Variant]],
            info: dict[str, tuple[int, tuple[str, ...]]], data_dir: str) -> list[Job]:
     """methods x configs x feature sources x data sets x tasks x seeds -> Jobs."""
+    n = count_jobs(spec, configs, info)
+    if n > MAX_JOBS:
+        raise BenchError(f"the plan has {n:,} jobs; at most {MAX_JOBS:,} in one run (fewer "
+                         "seeds, classes or --set values, or several runs)")
     jobs = []
     for m in spec.methods:
-        sources = spec.features if is_classical(m) else (PIXEL,)
         for variant in configs[m]:
-            for source in sources:
+            for source in _sources(spec, m):
                 encoder = configs[source][0].config if source != PIXEL else None
                 for d in spec.datasets:
                     n_classes, ood = info[d]
@@ -177,25 +218,6 @@ def plan(spec: RunSpec) -> Plan:
     data_dir = spec.data_dir or str(default_data_dir())
     info, skipped = probe(spec, protocol, data_dir)
     return Plan(expand(spec, configs, info, data_dir), skipped, warnings)
-
-
-def check_writable(out: Path | str) -> None:
-    """Fail with exit code 2 (and leave nothing behind) if `out` cannot be created or written:
-    a folder is made and removed under its nearest existing ancestor to find out."""
-    if not str(out).strip():
-        raise BenchError("--out is empty; name a directory")
-    probe_dir = Path(out)
-    while not probe_dir.exists():
-        probe_dir = probe_dir.parent
-    if not probe_dir.is_dir():
-        raise BenchError(f"--out {out}: not writable ({probe_dir} is not a directory)")
-    try:
-        trial = tempfile.mkdtemp(dir=probe_dir, prefix=".bench-write-test-")
-        with open(os.path.join(trial, "probe"), "wb") as f:
-            f.write(b"x")
-        shutil.rmtree(trial)
-    except OSError as exc:
-        raise BenchError(f"--out {out}: not writable ({probe_dir}: {exc.strerror})") from None
 
 
 def write_skipped(store: RunStore, skipped: dict[str, dict[str, str]], protocol: str) -> None:
@@ -235,12 +257,15 @@ def run(spec: RunSpec, executor=None, retry_failed: bool = False, notes: list[st
     the_plan = plan(spec)
     check_writable(spec.out)
     out = Path(spec.out)
+    for folder in RUN_FOLDERS:  # a shared directory whose leaderboard/ points elsewhere
+        inside(out, folder)
     for note in [*notes, *(f"bench: warning: {w}" for w in the_plan.warnings)]:
         log(note)
     for missing in the_plan.skipped.values():
         for reason in missing.values():
             warn(f"skipping OOD set: {reason}")
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(out)
     store = RunStore(out)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + stable_hash(
         spec.to_json(), 6)

@@ -39,8 +39,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.config import build_method_config, load_preset  # noqa: E402
 from bench.datasets import ImageSet  # noqa: E402
-from bench.methods.base import FitContext  # noqa: E402
 from bench.nn import train as engine  # noqa: E402
+from bench.nn.context import FitContext  # noqa: E402
+from bench.nn.devices import select_device  # noqa: E402
+from bench.nn.optim import make_optimizer  # noqa: E402
 from bench.nn.precision import resolve  # noqa: E402
 from bench.registry import METHODS  # noqa: E402
 
@@ -141,7 +143,7 @@ def time_training(method: str, device: torch.device, smoke: bool, compile_: bool
     flops = step_flops(det, images, labels, batch)
     if compile_:
         det.model_.compile()
-    opt = engine.make_optimizer(det.model_.parameters(), cfg)
+    opt = make_optimizer(det.model_.parameters(), cfg)
     det.model_.train()
 
     def step(i: int) -> None:
@@ -318,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(METHODS_TIMED))
     args = p.parse_args(argv)
     budget, skipped = Budget(args.budget_s), []
-    device = engine.select_device(args.device)
+    device = select_device(args.device)
     env = environment(device, args.smoke)
     name = re.sub(r"[^A-Za-z0-9]+", "-", env["name"]).strip("-").lower() or device.type
     out = Path(args.out or os.environ.get("OUT") or ROOT / "results" / "gpu" / name)

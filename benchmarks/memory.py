@@ -25,9 +25,11 @@ from _common import machine  # noqa: E402
 
 from bench.config import build_method_config, load_preset  # noqa: E402
 from bench.datasets import ImageSet  # noqa: E402
-from bench.methods.base import FitContext  # noqa: E402
+from bench.nn.context import FitContext  # noqa: E402
+from bench.nn.devices import select_device  # noqa: E402
+from bench.nn.optim import make_optimizer  # noqa: E402
 from bench.nn.precision import resolve  # noqa: E402
-from bench.nn.train import make_optimizer, prepare_model, select_device  # noqa: E402
+from bench.nn.train import prepare_model  # noqa: E402
 from bench.registry import METHODS  # noqa: E402
 
 GIB = 2**30

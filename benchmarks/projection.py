@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import machine, sync  # noqa: E402
 from memory import detector  # noqa: E402
 
-from bench.nn.train import select_device  # noqa: E402
+from bench.nn.devices import select_device  # noqa: E402
 
 CLASSES = 10
 IMAGES_PER_CLASS = 5000  # CIFAR-10 training images of one class

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import machine, sync  # noqa: E402
 
+from bench.nn.devices import select_device  # noqa: E402
 from bench.nn.scoring import csi_scores, fit_gaussians, mahalanobis, sei_combine  # noqa: E402
-from bench.nn.train import select_device  # noqa: E402
 
 K = 4  # rotations
 

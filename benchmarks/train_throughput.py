@@ -38,11 +38,12 @@ from _common import machine, timed  # noqa: E402
 
 from bench.config import build_method_config, load_preset  # noqa: E402
 from bench.datasets import ImageSet  # noqa: E402
-from bench.methods.base import FitContext  # noqa: E402
+from bench.nn.context import FitContext  # noqa: E402
+from bench.nn.devices import select_device  # noqa: E402
 from bench.nn.losses import masked_contrastive_loss, nt_xent, stochastic_positive_attraction_loss  # noqa: E402
 from bench.nn.precision import FP32, Precision, resolve  # noqa: E402
 from bench.nn.shifts import N_SHIFTS  # noqa: E402
-from bench.nn.train import as_input, prepare_model, select_device  # noqa: E402
+from bench.nn.train import as_input, prepare_model  # noqa: E402
 from bench.registry import METHODS  # noqa: E402
 
 VIEWS = {"csi": (2, N_SHIFTS), "mcl": (2, N_SHIFTS), "simclr": (2, 1), "rotnet": (1, N_SHIFTS)}

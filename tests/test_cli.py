@@ -104,7 +104,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
     (["--set", "batch_size=0", "--methods", "mcl"], "must be >= 1"),
     (["--set", "lr=-1", "--methods", "mcl"], "must be > 0"),
     (["--set", "mcl.temperature=0", "--methods", "mcl"], "must be > 0"),
-    (["--features", "knn"], "--features knn: features come from a self-supervised method"),
+    (["--features", "knn"], "--features knn: features come from a method with a network"),
     (["--precision", "fp8"], "Invalid value for '--precision'"),
 ])
 def test_nonsense_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, args,
@@ -342,8 +342,8 @@ def test_offline_download_failure_says_where_the_files_go(tmp_path, capsys, monk
 def test_long_steps_print_progress_lines_in_a_log(monkeypatch):
     """In a log (stderr not a terminal) training prints a line every LOG_SECONDS."""
     from bench.datasets import load_dataset
-    from bench.methods.base import FitContext
     from bench.nn import train as engine
+    from bench.nn.context import FitContext
     from helpers import tiny
 
     monkeypatch.setattr(engine, "LOG_SECONDS", 0.0)

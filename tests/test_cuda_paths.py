@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bench.errors import BenchError
-from bench.nn import train as engine
+from bench.nn import state as engine
 
 
 def test_checkpoints_load_to_the_cpu_whatever_the_device(tmp_path, monkeypatch):
@@ -19,11 +19,11 @@ def test_checkpoints_load_to_the_cpu_whatever_the_device(tmp_path, monkeypatch):
         return real_load(path, map_location=map_location, **kwargs)
 
     monkeypatch.setattr(torch, "load", spy)
-    state = {"model": {}, "optimizer": {}, "epoch": 1, "rng": engine._rng_state(torch.device("cpu"))}
-    engine._save_checkpoint(tmp_path, state)
-    loaded = engine._load_checkpoint(tmp_path, print)
+    state = {"model": {}, "optimizer": {}, "epoch": 1, "rng": engine.rng_state(torch.device("cpu"))}
+    engine.save_checkpoint(tmp_path, state)
+    loaded = engine.load_checkpoint(tmp_path, print)
     assert seen == ["cpu"] and loaded["epoch"] == 1
-    engine._set_rng_state(loaded["rng"], torch.device("cpu"))
+    engine.set_rng_state(loaded["rng"], torch.device("cpu"))
 
 
 def test_cuda_rng_state_is_the_jobs_device_only(monkeypatch):
@@ -32,14 +32,11 @@ def test_cuda_rng_state_is_the_jobs_device_only(monkeypatch):
                         lambda device=None: calls.append(("get", str(device))) or torch.zeros(8, dtype=torch.uint8))
     monkeypatch.setattr(torch.cuda, "set_rng_state",
                         lambda state, device=None: calls.append(("set", str(device))))
-    state = engine._rng_state(torch.device("cuda:1"))
+    state = engine.rng_state(torch.device("cuda:1"))
     assert calls == [("get", "cuda:1")] and state["cuda"].shape == (8,)
-    engine._set_rng_state(state, torch.device("cuda:0"))  # resumed on another GPU
+    engine.set_rng_state(state, torch.device("cuda:0"))  # resumed on another GPU
     assert calls[-1] == ("set", "cuda:0")
-    old = {**state, "cuda": [torch.zeros(8, dtype=torch.uint8)] * 4}  # every GPU, old format
-    engine._set_rng_state(old, torch.device("cuda:0"))
-    assert calls[-1] == ("set", "cuda:0")
-    assert "cuda" not in engine._rng_state(torch.device("cpu"))
+    assert "cuda" not in engine.rng_state(torch.device("cpu"))
 
 
 def test_devices_are_checked_against_what_this_process_sees(monkeypatch):

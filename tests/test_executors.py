@@ -122,9 +122,10 @@ def test_two_runs_writing_one_directory_at_once(tmp_path, tiny_args):
 
 
 def test_threads_per_worker_split_the_cores_and_obey_omp_num_threads(monkeypatch):
+    from bench import executors
     from bench.executors import threads_per_worker
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(executors, "cores", lambda: 16)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert [threads_per_worker(w) for w in (1, 2, 3, 32)] == [16, 8, 5, 1]
     monkeypatch.setenv("OMP_NUM_THREADS", "2")

@@ -75,7 +75,7 @@ def test_deleted_scores_skip_their_figure_and_the_job_is_redone(finished, tiny_a
                                  "--job", job.name, "--no-tsne"], capsys)
     assert code == 0, err
     assert f"ROC and histograms of {job.name}: not drawn" in err and "scores.npz" in err
-    assert "auroc_bars_synthetic_quick.png" in stdout  # the rest is drawn
+    assert "auroc_per_class_synthetic_quick.png" in stdout  # the rest is drawn
     code, _, err = run_cli(_args(out, tiny_args), capsys)
     assert code == 0 and "redoing it: scores.npz (missing)" in err
     pd.testing.assert_frame_equal(_values(out), expected)
@@ -88,7 +88,7 @@ def test_truncated_model_is_retrained_when_reused(finished, tiny_args, capsys):
     model.write_bytes(model.read_bytes()[:100])
     code, _, err = run_cli(_args(out, tiny_args, "--set", "mcl.sei_views=4"), capsys)
     assert code == 0, err
-    assert "model.pt is damaged (unreadable); training it again" in err
+    assert "model.pt is damaged (unreadable, or not a plain torch file); training it again" in err
     fresh = _values(out)
     again = out.parent / "fresh"
     code, _, err = run_cli(_args(again, tiny_args, "--set", "mcl.sei_views=4"), capsys)
@@ -104,8 +104,8 @@ def test_truncated_model_is_retrained_when_reused(finished, tiny_args, capsys):
 def test_damaged_checkpoint_trains_from_the_previous_one_or_from_scratch(
         tmp_path, tiny_args, capsys, damage):
     from bench.datasets import load_dataset
-    from bench.methods.base import FitContext
-    from bench.nn.train import seed_everything
+    from bench.nn.context import FitContext
+    from bench.nn.state import seed_everything
     from helpers import tiny
 
     data = load_dataset("synthetic", "train")

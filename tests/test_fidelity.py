@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bench.nn.backbones import ContrastiveNet, build_backbone
+from bench.nn.optim import LARS, csi_factor
 from bench.nn.scoring import fit_gaussians
-from bench.nn.train import LARS, csi_factor
 
 
 def _torchlars_sgd(params, grads_per_step, lr, momentum, wd, trust=1e-3, eps=1e-8):

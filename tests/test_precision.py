@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from bench.datasets import load_dataset
-from bench.methods.base import FitContext
 from bench.nn.augment import crop_and_flip
+from bench.nn.context import FitContext
 from bench.nn.losses import masked_contrastive_loss, nt_xent, stochastic_positive_attraction_loss
 from bench.nn.precision import Precision, cpu_has_bf16, resolve
-from bench.nn.train import seed_everything
+from bench.nn.state import seed_everything
 from helpers import tiny
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

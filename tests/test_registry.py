@@ -3,7 +3,7 @@ import pytest
 
 from bench.datasets import load_dataset
 from bench.errors import BenchError
-from bench.methods.base import FitContext
+from bench.nn.context import FitContext
 from bench.protocols import OOD_TABLES
 from bench.registry import DATASETS, KINDS, METHODS
 from helpers import tiny
@@ -30,7 +30,7 @@ def test_every_method_imports_fits_and_scores(name):
     for values in scores.values():
         assert values.shape == (len(test),) and np.isfinite(values).all()
     if det.predicts_classes and labeled:
-        assert det.predict(test.images).shape == (len(test),)
+        assert det.predict_class(test.images).shape == (len(test),)
 
 
 @pytest.mark.parametrize("name", DATASETS.names())

@@ -124,11 +124,11 @@ def test_every_figure_function_writes_non_empty_images(tmp_path):
     store = _fake_run(tmp_path)
     rows = store.rows()
     out = tmp_path / "figs"
-    paths = figures.auroc_dots(rows, out) + figures.ood_heatmaps(rows, out)
+    paths = figures.auroc_per_class(rows, out) + figures.ood_heatmaps(rows, out)
     paths += figures.training_curves(store.records(), out) + figures.cd_diagram(rows, out)
     paths += figures.roc_and_histograms(store.job_dir("mcl-0"), out)
     names = {p.name for p in paths}
-    for stem in ("auroc_bars_fashion-mnist", "ood_heatmap_ood_cifar10",
+    for stem in ("auroc_per_class_fashion-mnist", "ood_heatmap_ood_cifar10",
                  "training_loss_fashion-mnist", "critical_difference", "roc_mcl-0",
                  "score_hist_mcl-0"):
         assert f"{stem}.png" in names and f"{stem}.pdf" in names
@@ -248,7 +248,7 @@ def test_figures_skip_what_cannot_be_drawn_and_draw_the_rest(tmp_path, capsys):
     _, err = capsys.readouterr()
     assert info.value.code == 0
     assert "critical-difference diagram: not drawn (quick: needs 3 entries" in err
-    assert (tmp_path / "figs" / "auroc_bars_digits_quick.png").exists()
+    assert (tmp_path / "figs" / "auroc_per_class_digits_quick.png").exists()
 
 
 def test_figures_never_train_or_load_data(tmp_path, tiny_args, capsys, monkeypatch):
@@ -276,7 +276,7 @@ def test_figures_never_train_or_load_data(tmp_path, tiny_args, capsys, monkeypat
     assert info.value.code == 0, err
     names = {p.name for p in (tmp_path / "figs").iterdir()}
     job = figures.pick_job(RunStore(out).records())
-    for stem in ("auroc_bars_synthetic_quick", "training_loss_synthetic_quick", f"roc_{job}",
+    for stem in ("auroc_per_class_synthetic_quick", "training_loss_synthetic_quick", f"roc_{job}",
                  f"score_hist_{job}", f"tsne_{job}"):
         assert f"{stem}.png" in names and f"{stem}.pdf" in names, stem
     assert not (out / "models").exists()
@@ -317,8 +317,8 @@ def test_per_class_figure_shows_published_values(tmp_path):
     assert published["GEOM"]["0"] == pytest.approx(99.4)
     assert figures._published_per_class(ref, "digits") == {}
     rows = _rows({("mcl", "sei", c, 0): 0.9 for c in range(10)})
-    paths = figures.auroc_dots(rows, tmp_path, reference=ref)
-    assert {p.name for p in paths} == {"auroc_bars_fashion-mnist.png", "auroc_bars_fashion-mnist.pdf"}
+    paths = figures.auroc_per_class(rows, tmp_path, reference=ref)
+    assert {p.name for p in paths} == {"auroc_per_class_fashion-mnist.png", "auroc_per_class_fashion-mnist.pdf"}
 
 
 def test_unreadable_published_tables_are_reported_not_swallowed(tmp_path, monkeypatch):
@@ -331,8 +331,8 @@ def test_unreadable_published_tables_are_reported_not_swallowed(tmp_path, monkey
 
     monkeypatch.setattr(reference, "load_reference", broken)
     rows = _rows({("mcl", "sei", c, 0): 0.9 for c in range(10)})
-    paths, skipped = figures.draw_all(rows, [], [], tmp_path, [], with_tsne=False, only={"bars"})
-    assert {p.name for p in paths} == {"auroc_bars_fashion-mnist.png", "auroc_bars_fashion-mnist.pdf"}
+    paths, skipped = figures.draw_all(rows, [], [], tmp_path, [], with_tsne=False, only={"per-class"})
+    assert {p.name for p in paths} == {"auroc_per_class_fashion-mnist.png", "auroc_per_class_fashion-mnist.pdf"}
     assert skipped == ["published per-class marks: not drawn "
                        "(ValueError: one-class_fashion-mnist.csv: no column 'value')"]
 

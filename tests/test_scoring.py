@@ -85,7 +85,7 @@ def test_fit_gaussians_needs_two_samples():
 def test_simclr_score_is_cosine_times_norm_of_the_ensemble_mean():
     """CSI's simclr score: T augmented samples averaged on both sides, then max cos x norm."""
     from bench.datasets import load_dataset
-    from bench.methods.base import FitContext
+    from bench.nn.context import FitContext
     from helpers import tiny
 
     data = load_dataset("synthetic", "train")

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from bench.datasets import load_dataset
-from bench.methods.base import FitContext
-from bench.nn.train import TrainingDiverged, seed_everything, train
+from bench.nn.context import FitContext
+from bench.nn.state import seed_everything
+from bench.nn.train import TrainingDiverged, train
 from helpers import tiny
 
 SSL_METHODS = ["simclr", "rotnet", "csi", "mcl", "ce", "supclr", "sup-csi"]

@@ -50,10 +50,22 @@ class DataSource:
     download: bool = True
 
 
+def _expand(text: str, what: str) -> Path:
+    """`text` as a path with ``~`` expanded; a BenchError for ``~nosuchuser`` or a name too long."""
+    from bench.store import check_path
+
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:
+        raise BenchError(f"{what} {text!r}: no such user's home folder to expand ~ in") from None
+    check_path(path, what)
+    return path
+
+
 def default_data_dir() -> Path:
     """``$BENCH_DATA``, else a per-user cache folder (``$XDG_CACHE_HOME/mcl-bench/data``)."""
     if os.environ.get("BENCH_DATA"):
-        return Path(os.environ["BENCH_DATA"]).expanduser()
+        return _expand(os.environ["BENCH_DATA"], "$BENCH_DATA")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return cache / "mcl-bench" / "data"
 
@@ -81,7 +93,7 @@ def _check_split(name: str, split: str):
 
 
 def _directory(data_dir: Path | str | None) -> Path:
-    return Path(data_dir).expanduser() if data_dir else default_data_dir()
+    return _expand(str(data_dir), "--data-dir") if data_dir else default_data_dir()
 
 
 def load_dataset(

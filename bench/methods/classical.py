@@ -20,7 +20,8 @@ import torch
 
 from bench.config import Config, param
 from bench.datasets import ImageSet
-from bench.methods.base import Detector, FitContext
+from bench.methods.base import Detector
+from bench.nn.context import FitContext
 
 
 def flatten(images: torch.Tensor) -> np.ndarray:
@@ -36,6 +37,7 @@ class PixelConfig(Config):
 class PyODDetector(Detector):
     """Fit a PyOD model on rows of numbers: pixels here, or learned features (`OnFeatures`)."""
 
+    kind = "classical"
     pyod_model: ClassVar[str]  # "module:Class" inside pyod.models
 
     def _params(self, n_features: int) -> dict[str, Any]:
@@ -79,6 +81,8 @@ class PyODDetector(Detector):
 class OnFeatures(Detector):
     """A classical detector on the L2-normalised penultimate features of a trained encoder: the
     encoder is loaded from its own model folder (trained first if it is not there)."""
+
+    kind = "classical"
 
     def __init__(self, classical: PyODDetector, encoder, encoder_name: str, encoder_ctx):
         self.config = classical.config

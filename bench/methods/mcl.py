@@ -148,6 +148,6 @@ class MCL(SSLDetector):
         cosnorm = -max_cosine_times_norm(z_views[0], self.bank_)
         return {"cosnorm": to_numpy(cosnorm), "sei": to_numpy(sei)}
 
-    def predict(self, images: torch.Tensor) -> np.ndarray:
+    def predict_class(self, images: torch.Tensor) -> np.ndarray:
         """The SEI class: argmin over classes of the combined distance."""
         return self._sei(images)[1].cpu().numpy()

@@ -18,10 +18,13 @@ import torch.nn.functional as F
 
 from bench.config import Config, param, score_field
 from bench.datasets import ImageSet
-from bench.methods.base import Detector, FitContext, to_numpy
+from bench.methods.base import Detector, to_numpy
 from bench.nn import train as engine
 from bench.nn.augment import to_float
 from bench.nn.backbones import BackboneName, ContrastiveNet
+from bench.nn.context import FitContext
+from bench.nn.optim import make_optimizer, make_schedule, steps_per_epoch
+from bench.nn.state import reseed, train_or_load
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class ClassifierConfig(SSLConfig):
 class SSLDetector(Detector):
     """Fit skeleton: data on the device, optimiser and schedule, train (or load) the network."""
 
+    kind = "self-supervised"
+
     def build_model(self, train: ImageSet) -> ContrastiveNet:
         raise NotImplementedError
 
@@ -98,7 +103,7 @@ class SSLDetector(Detector):
     def fit(self, train: ImageSet, ctx: FitContext) -> SSLDetector:
         """Train (or load) the network, then the training-set features its scores need."""
         self.fit_encoder(train, ctx)
-        engine.reseed(ctx.seed, "train-features")  # same bank after training or loading
+        reseed(ctx.seed, "train-features")  # same bank after training or loading
         self.after_fit(train)
         return self
 
@@ -119,8 +124,8 @@ class SSLDetector(Detector):
         batch = min(c.batch_size, len(subset))
 
         def fit_model() -> list[dict[str, float]]:
-            opt = engine.make_optimizer(self.model_.parameters(), c)
-            sched = engine.make_schedule(opt, c, engine.steps_per_epoch(len(subset), batch))
+            opt = make_optimizer(self.model_.parameters(), c)
+            sched = make_schedule(opt, c, steps_per_epoch(len(subset), batch))
             history = engine.train(
                 self.model_, lambda idx: self.training_loss(images[idx], labels[idx]), len(subset),
                 epochs=c.epochs, batch_size=batch, optimizer=opt, scheduler=sched, ctx=ctx,
@@ -128,7 +133,7 @@ class SSLDetector(Detector):
             self.finish_training(train)
             return history
 
-        self.history = engine.train_or_load(self.model_, ctx, fit_model)
+        self.history = train_or_load(self.model_, ctx, fit_model)
         self.model_.eval()
         return self
 

@@ -85,6 +85,7 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, n_out: int, ep
 class LabeledDetector(SSLDetector):
     """A network with a class head on its features (`class_heads` outputs per class)."""
 
+    kind = "labeled"
     needs_labels = True
     predicts_classes = True
     class_heads = 1  # outputs per class (sup-CSI: one per class and rotation)
@@ -140,7 +141,7 @@ class CrossEntropy(LabeledDetector):
                                                           self.precision_)),
                 "energy": to_numpy(energy_score(logits))}
 
-    def predict(self, images: torch.Tensor) -> np.ndarray:
+    def predict_class(self, images: torch.Tensor) -> np.ndarray:
         return self.forward(images, to_float, ("class_logits",))["class_logits"].argmax(1).cpu().numpy()
 
 
@@ -176,7 +177,7 @@ class SupCLR(LabeledDetector):
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         return {"msp": to_numpy(msp_score(self._logits(images)))}
 
-    def predict(self, images: torch.Tensor) -> np.ndarray:
+    def predict_class(self, images: torch.Tensor) -> np.ndarray:
         return self._logits(images).argmax(1).cpu().numpy()
 
 

@@ -10,10 +10,10 @@ data set. A figure that cannot be drawn is skipped with the reason (`draw_all`).
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -26,15 +26,13 @@ import seaborn as sns  # noqa: E402
 
 from bench.report.leaderboard import column_key, entry_label, table_name, table_where  # noqa: E402
 from bench.report.stats import blocks_table, wilcoxon_holm  # noqa: E402
+from bench.store import load_npz  # noqa: E402
 
 sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
 plt.rcParams.update({"figure.dpi": 100, "savefig.bbox": "tight", "pdf.fonttype": 42,
                      "ps.fonttype": 42, "figure.constrained_layout.use": True})
 
 WIDTHS = {"column": 3.3, "page": 6.9}  # inches
-CLASSICAL = {"ocsvm", "iforest", "knn", "lof", "pca", "ecod", "copod", "kde", "deepsvdd"}
-METHOD_ORDER = ["mcl", "csi", "rotnet", "simclr", "ce", "supclr", "sup-csi",
-                "knn", "ocsvm", "iforest", "lof", "pca", "ecod", "copod", "kde", "deepsvdd"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 PUBLISHED_MARKERS = ["_", "x", "+", "1"]  # published per-class values: grey, behind ours
 LINESTYLES = ["-", "--", ":", "-."]
@@ -52,9 +50,12 @@ def class_names(dataset: str) -> tuple[str, ...] | None:
 
 
 def method_colours(methods: list[str]) -> dict[str, tuple]:
-    """One distinct colour per method (its scores differ by marker), in METHOD_ORDER."""
-    ordered = sorted(set(methods), key=lambda m: (METHOD_ORDER.index(m)
-                                                  if m in METHOD_ORDER else 99, m))
+    """One distinct colour per method (its scores differ by marker), in the registry's order
+    (methods it does not know, from someone else's rows, after it)."""
+    from bench.registry import METHODS
+
+    order = METHODS.names()
+    ordered = sorted(set(methods), key=lambda m: (order.index(m) if m in order else 99, m))
     palette = sns.color_palette("colorblind", 10)
     order = [0, 1, 2, 4, 3, 5, 7, 8, 9, 6]  # blue, orange, green, purple first: far apart
     colours = [palette[i] for i in order] + sns.color_palette("husl", max(0, len(ordered) - 10))
@@ -62,12 +63,24 @@ def method_colours(methods: list[str]) -> dict[str, tuple]:
 
 
 def save(fig, out: Path, stem: str) -> list[Path]:
-    """Write `stem`.png (300 dpi) and `stem`.pdf (fonts embedded) under `out`; deterministic."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=300, metadata={"Software": None})
-    fig.savefig(paths[1], metadata={"CreationDate": None, "Creator": None, "Producer": None})
-    plt.close(fig)
+    """Write `stem`.png (300 dpi) and `stem`.pdf (fonts embedded) under `out`, deterministic
+    and atomic: each is drawn in memory, then written to a temporary and renamed, so a killed
+    process leaves the old figure or the new one, never a truncated file."""
+    import io
+
+    from bench.store import atomic_write_bytes, inside
+
+    paths = [inside(out, f"{stem}.png"), inside(out, f"{stem}.pdf")]
+    try:
+        for path, kwargs in zip(paths, [
+                {"format": "png", "dpi": 300, "metadata": {"Software": None}},
+                {"format": "pdf", "metadata": {"CreationDate": None, "Creator": None,
+                                               "Producer": None}}]):
+            buffer = io.BytesIO()
+            fig.savefig(buffer, **kwargs)
+            atomic_write_bytes(path, buffer.getvalue())
+    finally:
+        plt.close(fig)
     return paths
 
 
@@ -79,6 +92,12 @@ def _auroc(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _entry_method(entry: str) -> str:
     return entry.split("/", 1)[0]
+
+
+def _classical_entries(frame: pd.DataFrame) -> set[str]:
+    """Entries of classical detectors: their rows say what they saw (`features` is pixel or
+    <encoder>:penultimate); a method scoring with its own network leaves it empty."""
+    return set(frame.loc[frame["features"].fillna("").astype(str) != "", "entry"])
 
 
 def _class_order(columns) -> list[str]:
@@ -105,7 +124,7 @@ def _default_configs(frame: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     return frame, False
 
 
-def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page",
+def auroc_per_class(rows: pd.DataFrame, out: Path, size: str = "page",
                reference: pd.DataFrame | None = None) -> list[Path]:
     """One-class: AUROC per normal class, self-supervised and classical in two panels; one
     colour per method, one marker per score; bars are +-1 std over seeds (none for one seed).
@@ -127,10 +146,10 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page",
         labels = [names[int(c)] if names and c.isdigit() and int(c) < len(names) else c
                   for c in classes]
         entries = d.groupby("entry")["percent"].mean().sort_values(ascending=False).index
-        panels = [("self-supervised (own network)",
-                   [e for e in entries if _entry_method(e) not in CLASSICAL]),
+        classical = _classical_entries(d)
+        panels = [("self-supervised (own network)", [e for e in entries if e not in classical]),
                   ("classical (pixels or learned features)",
-                   [e for e in entries if _entry_method(e) in CLASSICAL])]
+                   [e for e in entries if e in classical])]
         panels = [(t, e) for t, e in panels if e]
         width = WIDTHS[size]
         fig, axes = plt.subplots(len(panels), 1, figsize=(width, 3.3 * len(panels) + 0.4),
@@ -175,7 +194,7 @@ def auroc_dots(rows: pd.DataFrame, out: Path, size: str = "page",
                      + ": AUROC per normal class (mean over seeds, bars: +-1 std)"
                      + ("\ndefault configs; --set variants are in the leaderboard"
                         if variants_left_out else ""))
-        paths += save(fig, out, f"auroc_bars_{dataset}" + (f"_{preset}" if preset else ""))
+        paths += save(fig, out, f"auroc_per_class_{dataset}" + (f"_{preset}" if preset else ""))
     return paths
 
 
@@ -210,14 +229,21 @@ def ood_heatmaps(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path
     return paths
 
 
+def _job_record(job_dir: Path) -> dict:
+    from bench.store import RunStore
+
+    record = RunStore(job_dir.parent.parent).record(job_dir.name)
+    if record is None:
+        raise NotDrawn(f"{job_dir / 'record.json'} is missing or not a record")
+    return record
+
+
 def _job_scores(job_dir: Path) -> tuple[dict, dict]:
-    record = json.loads((job_dir / "record.json").read_text())
+    record = _job_record(job_dir)
     path = job_dir / "scores.npz"
     if not path.exists():
         raise NotDrawn(f"{path} is missing; `bench run` with the same arguments redoes the job")
-    with np.load(path) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    return record, arrays
+    return record, load_npz(path)
 
 
 def _job_title(record: dict) -> str:
@@ -448,13 +474,13 @@ def ablation(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
         stem = f"ablation_{table_name(protocol, dataset, preset)}_{key}"
         paths += save(fig, out, stem)
         shown = table.drop(columns="_x").round({"mean": 1, "low": 1, "high": 1})
-        from bench.store import atomic_write_csv, atomic_write_text
+        from bench.store import atomic_write_csv, atomic_write_text, inside
 
-        atomic_write_csv(out / f"{stem}.csv", shown)
+        atomic_write_csv(inside(out, f"{stem}.csv"), shown)
         md = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
         md += "".join("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |\n"
                       for row in shown.itertuples(index=False))
-        atomic_write_text(out / f"{stem}.md", f"### {table_where(protocol, dataset, preset)}: "
+        atomic_write_text(inside(out, f"{stem}.md"), f"### {table_where(protocol, dataset, preset)}: "
                           "AUROC (%) against "
                           f"{key}, mean over classes; low/high: 95% interval over seeds\n\n" + md)
         paths += [out / f"{stem}.csv", out / f"{stem}.md"]
@@ -467,14 +493,14 @@ def tsne(job_dir: Path, out: Path, size: str = "page", max_points: int = 2000) -
     """t-SNE of the penultimate features the job kept of its test images (embedding.npz)."""
     from sklearn.manifold import TSNE
 
-    record = json.loads((job_dir / "record.json").read_text())
+    record = _job_record(job_dir)
     path = job_dir / "embedding.npz"
     if not path.exists():
         raise NotDrawn(f"{job_dir.name} kept no embeddings (classical methods, or a job from an "
                        "older version: `bench run --retry-failed` does not redo it; delete its "
                        "folder and run again)")
-    with np.load(path) as npz:
-        feats, groups = npz["features"], npz["group"].astype(str)
+    arrays = load_npz(path)
+    feats, groups = arrays["features"], arrays["group"].astype(str)
     keep = np.arange(len(feats))[:max_points * 2]
     xy = TSNE(n_components=2, init="pca", random_state=0,
               perplexity=min(30, len(keep) - 1)).fit_transform(feats[keep])
@@ -512,43 +538,69 @@ def _reference(skipped: list[str]) -> pd.DataFrame | None:
         return None
 
 
-def draw_all(rows: pd.DataFrame, records: list[dict], runs: list[str], out: Path,
-             job_ids: list[str], with_tsne: bool = True, size: str = "page",
-             only: set[str] | None = None) -> tuple[list[Path], list[str]]:
-    """Every figure the rows and run directories allow (or those named in `only`): (paths
-    written, one line per figure not drawn and why)."""
+@dataclass
+class Inputs:
+    """What the figures are drawn from, and the lines of those not drawn."""
+
+    rows: pd.DataFrame
+    records: list[dict]
+    out: Path
+    size: str
+    skipped: list[str]
+
+
+# the figures drawn from rows and records (--figure NAME); "jobs" adds a job's own figures
+FIGURES: dict[str, tuple[str, Callable[[Inputs], list[Path]]]] = {
+    "per-class": ("AUROC per class",
+             lambda i: auroc_per_class(i.rows, i.out, i.size, _reference(i.skipped))),
+    "heatmaps": ("OOD heat maps", lambda i: ood_heatmaps(i.rows, i.out, i.size)),
+    "losses": ("training curves", lambda i: training_curves(i.records, i.out, i.size)),
+    "cd": ("critical-difference diagram", lambda i: cd_diagram(i.rows, i.out, size=i.size)),
+    "ablation": ("ablation", lambda i: ablation(i.rows, i.out, i.size)),
+}
+JOB_FIGURES = "jobs"  # ROC curves, score histograms and t-SNE of --job (default: an MCL job)
+FIGURE_NAMES = (*FIGURES, JOB_FIGURES)
+
+
+def _job_steps(records: list[dict], runs: list[str], job_ids: list[str], inputs: Inputs,
+               with_tsne: bool) -> list[tuple[str, Callable[[], list[Path]]]]:
     from bench.errors import BenchError
     from bench.store import RunStore
 
-    skipped: list[str] = []
-    kinds = {"bars": ("AUROC per class",
-                      lambda: auroc_dots(rows, out, size, _reference(skipped))),
-             "heatmaps": ("OOD heat maps", lambda: ood_heatmaps(rows, out, size)),
-             "losses": ("training curves", lambda: training_curves(records, out, size)),
-             "cd": ("critical-difference diagram", lambda: cd_diagram(rows, out, size=size)),
-             "ablation": ("ablation", lambda: ablation(rows, out, size))}
-    steps: list[tuple[str, Callable[[], list[Path]]]] = [
-        step for kind, step in kinds.items() if only is None or kind in only]
-    if only is not None and "jobs" not in only:
-        job_ids = []
-    chosen = list(job_ids) or ([j for j in [pick_job(records)] if j]
-                               if only is None or "jobs" in only else [])
-    for job_id in chosen:
+    steps = []
+    for job_id in list(job_ids) or [j for j in [pick_job(records)] if j]:
         home = next((d for d in runs if RunStore(d).record(job_id)), None)
         if home is None:
             raise BenchError(f"--job {job_id}: no such job in {', '.join(runs) or 'the runs'}")
         job_dir = RunStore(home).job_dir(job_id)
         steps.append((f"ROC and histograms of {job_id}",
-                      lambda d=job_dir: roc_and_histograms(d, out, size)))
+                      lambda d=job_dir: roc_and_histograms(d, inputs.out, inputs.size)))
         if with_tsne:
-            steps.append((f"t-SNE of {job_id}", lambda d=job_dir: tsne(d, out, size)))
+            steps.append((f"t-SNE of {job_id}", lambda d=job_dir: tsne(d, inputs.out, inputs.size)))
+    return steps
+
+
+def draw_all(rows: pd.DataFrame, records: list[dict], runs: list[str], out: Path,
+             job_ids: list[str], with_tsne: bool = True, size: str = "page",
+             only: set[str] | None = None) -> tuple[list[Path], list[str]]:
+    """Every figure the rows and run directories allow (or those named in `only`): (paths
+    written, one line per figure not drawn and why)."""
+    from bench.store import clean_stale_temporaries
+
+    clean_stale_temporaries(out, recursive=False)
+    inputs = Inputs(rows, records, Path(out), size, [])
+    steps: list[tuple[str, Callable[[], list[Path]]]] = [
+        (title, lambda draw=draw: draw(inputs)) for name, (title, draw) in FIGURES.items()
+        if only is None or name in only]
+    if only is None or JOB_FIGURES in only:
+        steps += _job_steps(records, runs, job_ids, inputs, with_tsne)
     paths: list[Path] = []
     for name, draw in steps:
         try:
             paths += draw()
         except NotDrawn as exc:
-            skipped.append(f"{name}: not drawn ({exc})")
+            inputs.skipped.append(f"{name}: not drawn ({exc})")
         except Exception as exc:  # noqa: BLE001 - one figure's failure must not stop the rest
             plt.close("all")
-            skipped.append(f"{name}: not drawn ({type(exc).__name__}: {exc})")
-    return paths, skipped
+            inputs.skipped.append(f"{name}: not drawn ({type(exc).__name__}: {exc})")
+    return paths, inputs.skipped

@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.store import RunStore, atomic_write_csv, atomic_write_text, read_rows, sort_rows
+from bench.store import (
+    RunStore,
+    atomic_write_csv,
+    atomic_write_text,
+    clean_stale_temporaries,
+    inside,
+    read_rows,
+    sort_rows,
+)
 
 # one measurement of one job; the preset is part of it because a job whose config no preset
 # changes (the classical methods) has the same job id under every preset, and each preset's
@@ -30,8 +38,10 @@ LOWER_IS_BETTER = {"fpr95"}
 
 def load_rows(runs: list[str | Path], rows_files: list[str | Path] = (),
               problems: list[str] | None = None) -> pd.DataFrame:
-    """Rows of every finished job under the run directories and of the rows files, duplicates
-    (the same job's same measurement under the same preset) dropped."""
+    """Rows of every finished job under the run directories and of the rows files. A
+    measurement read twice (the same job's same score, OOD set and metric under the same preset,
+    e.g. from a rows file and the run it came from) counts once, the first read; two copies that
+    disagree are named in `problems`."""
     files = []
     for f in map(Path, rows_files):  # a folder stands for the rows files in it
         files += sorted(f.glob("*.csv")) if f.is_dir() else [f]
@@ -40,6 +50,12 @@ def load_rows(runs: list[str | Path], rows_files: list[str | Path] = (),
     if not frames:
         return sort_rows(pd.DataFrame())
     rows = pd.concat(frames, ignore_index=True)
+    repeated = rows[rows.duplicated(DEDUP_KEYS, keep=False)]
+    if problems is not None and not repeated.empty:
+        spread = repeated.groupby(DEDUP_KEYS)["value"].agg(lambda v: v.max() - v.min())
+        for key, gap in spread[spread > 1e-12].head(5).items():
+            problems.append(f"job {key[0]} ({key[1]} preset, {key[2]} vs {key[3]}, {key[4]}) "
+                            f"is given twice with values {gap:.4g} apart; the first read is kept")
     return sort_rows(rows.drop_duplicates(DEDUP_KEYS, keep="first"))
 
 
@@ -51,8 +67,9 @@ def table_name(protocol: str, dataset: str, preset: str) -> str:
 def write_rows_files(rows: pd.DataFrame, out: str | Path) -> list[Path]:
     """One sorted rows file per (protocol, dataset, preset): what results/rows/ commits."""
     written = []
+    clean_stale_temporaries(out, recursive=False)
     for key, part in rows.groupby(["protocol", "dataset", "preset"], sort=True):
-        path = Path(out) / f"{table_name(*key)}.csv"
+        path = inside(out, f"{table_name(*key)}.csv")
         atomic_write_csv(path, sort_rows(part))
         written.append(path)
     return written
@@ -267,19 +284,20 @@ def write_summary(summary: Summary, out: str | Path, keep_other_sections: bool =
     README.md keeps the sections of tables these rows do not make (other runs' tables), unless
     `keep_other_sections` is False."""
     out = Path(out)
+    clean_stale_temporaries(out, recursive=False)
     metric = summary.metric
     written, sections = [], {}
     for key, table in summary.tables.items():
         stem = table_name(*key) + ("" if metric == "auroc" else f"_{metric}")
         missing = summary.partial.get(key)
         shown = _percent(table, missing).reset_index()
-        atomic_write_csv(out / f"{stem}.csv", shown)
+        atomic_write_csv(inside(out, f"{stem}.csv"), shown)
         md = to_markdown(table, _title(summary, key), missing, summary.table_notes.get(key, []))
-        atomic_write_text(out / f"{stem}.md", md)
+        atomic_write_text(inside(out, f"{stem}.md"), md)
         written += [out / f"{stem}.csv", out / f"{stem}.md"]
         sections[table_where(*key)] = md
     if sections:
-        readme = out / ("README.md" if metric == "auroc" else f"README_{metric}.md")
+        readme = inside(out, "README.md" if metric == "auroc" else f"README_{metric}.md")
         if keep_other_sections and readme.exists():
             kept = _readme_sections(readme.read_text())
             sections = {**{k: v for k, v in kept.items() if k not in sections}, **sections}

@@ -43,9 +43,34 @@ def load_reference(names: list[str] | None = None, directory: Path | str | None 
     for name in names or []:
         if name not in available:
             raise unknown_name("reference table", name, available)
-    frames = [pd.read_csv(Path(directory) / f"{n}.csv", dtype={"normal_class": str, "ours": str},
-                          keep_default_na=False) for n in (names or available)]
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([read_reference(directory / f"{n}.csv") for n in (names or available)],
+                     ignore_index=True)
+
+
+REFERENCE_COLUMNS = ("paper", "method", "ours", "protocol", "dataset", "normal_class",
+                     "ood_dataset", "metric", "value", "source", "confirmed")
+
+
+def read_reference(path: Path) -> pd.DataFrame:
+    """One published table; a BenchError naming the file when it is not one (wrong columns,
+    values that are not fractions)."""
+    try:
+        table = pd.read_csv(path, dtype={"normal_class": str, "ours": str, "ood_dataset": str},
+                            keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
+            ValueError) as exc:
+        raise BenchError(f"{path}: not a reference table ({type(exc).__name__})") from None
+    missing = [c for c in REFERENCE_COLUMNS if c not in table.columns]
+    if missing:
+        raise BenchError(f"{path}: not a reference table (it lacks the columns "
+                         f"{', '.join(missing)}; a table has {', '.join(REFERENCE_COLUMNS)})")
+    values = pd.to_numeric(table["value"], errors="coerce")
+    bad = ~values.between(0, 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise BenchError(f"{path}: column value, line {i + 2}: {table['value'].iloc[i]!r} is not "
+                         "a fraction in [0, 1]")
+    return table.assign(value=values)
 
 
 def _our_cells(rows: pd.DataFrame, metric: str) -> pd.DataFrame:

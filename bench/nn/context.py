@@ -1,0 +1,57 @@
+"""The context a detector fits in: device, precision, seed, its model folder, labels, progress
+and log. The engine (`bench.nn.train`) and every method read it; it sits below both."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench.nn.precision import FP32, Precision
+from bench.store import atomic_torch_save, load_torch_file
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class FitContext:
+    """Where and how a detector trains: device, precision, seed, its model folder, labels,
+    progress, log."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    model_dir: Path | None = None
+    labeled: bool = False
+    progress: bool = True
+    compile: bool = False  # torch.compile the network (in place: state_dict keys unchanged)
+    precision: Precision = FP32
+    log: Callable[[str], None] = _stderr
+    on_epoch_end: Callable[[int], None] | None = None
+
+    def cached(self, tag: str, images: torch.Tensor,
+               compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Features of `images` under `tag`, kept in the model folder for later score-only runs.
+
+        The file name carries the precision and device type the features were computed with
+        (a bf16 bank is not an fp32 one); an unreadable file is computed again.
+        """
+        if self.model_dir is None:
+            return compute()
+        digest = hashlib.sha1(images.contiguous().cpu().numpy().tobytes()).hexdigest()[:12]
+        how = f"{self.precision.name}-{self.device.type}"
+        path = Path(self.model_dir) / f"features-{tag}-{how}-{digest}.pt"
+        if path.exists():
+            stored = load_torch_file(path)
+            if isinstance(stored, dict) and stored and all(
+                    isinstance(v, torch.Tensor) for v in stored.values()):
+                return {k: v.to(self.device) for k, v in stored.items()}
+            self.log(f"bench: warning: {path} is damaged; computing the features again")
+        out = compute()
+        atomic_torch_save({k: v.cpu() for k, v in out.items()}, path)
+        return out
