@@ -323,7 +323,10 @@ def make_deterministic() -> None:
 
 def error_kind(exc: BaseException) -> str:
     """``environment`` for failures of the machine rather than the job (no CUDA, out of memory,
-    a device error), which a later run retries by itself; ``job`` otherwise."""
+    a device error, a file the run could not write), which a later run retries by itself; ``job``
+    otherwise."""
+    if isinstance(exc, FileError):  # the run directory could not be written (disk full ...)
+        return "environment"
     text = f"{type(exc).__name__}: {exc}".lower()
     markers = ("cuda", "out of memory", "no kernel image", "device-side", "cudnn", "nccl",
                "torch not compiled", "no space left")

@@ -108,12 +108,20 @@ def inside(folder: Path | str, *parts: str) -> Path:
     return path
 
 
+def _exists(path: Path) -> bool:
+    """Path.exists, False where the name itself is refused (too long, a loop)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def check_path(path: Path | str, what: str) -> None:
     """BenchError if a component of `path`, or the whole path, is longer than the file system
     of its nearest existing folder allows."""
     path = Path(path)
     anchor = path.absolute()
-    while not anchor.exists() and anchor != anchor.parent:
+    while not _exists(anchor) and anchor != anchor.parent:
         anchor = anchor.parent
     try:
         name_max, path_max = os.pathconf(anchor, "PC_NAME_MAX"), os.pathconf(anchor, "PC_PATH_MAX")
