@@ -104,7 +104,8 @@ def cli() -> None:
                    "`bench list fields METHOD` lists the fields.")
 @click.option("--features", default="pixel", show_default=True,
               help="Classical methods: what they see, comma-separated: pixel, or the trained "
-                   "encoder of mcl, csi, simclr or rotnet (its penultimate features).")
+                   "network of another method (its penultimate features; `bench list methods` "
+                   "names the methods with a network).")
 @click.option("--out", default="runs", show_default=True, help="Run directory.")
 @click.option("--data-dir", default=None,
               help="Data folder (default $BENCH_DATA, else ~/.cache/mcl-bench/data).")
@@ -227,36 +228,51 @@ def _report_run(out: str, rows, records: list[dict], problems: list[str]) -> int
 @click.argument("method", required=False)
 def list_cmd(what: str, method: str | None) -> int:
     """List methods, data sets, protocols, presets, or the config fields of METHOD."""
-    from bench.registry import DATASETS, KINDS, METHODS
-
-    if what == "methods":
-        for name in METHODS:
-            cls = METHODS.load_object(name)
-            runs = ("ood-labeled" if cls.needs_labels else
-                    "one-class, ood, ood-labeled" if cls.uses_labels else "one-class, ood")
-            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-            click.echo(f"{name:<10} {runs:<28} {doc}")
-    elif what == "datasets":
-        for name in DATASETS:
-            click.echo(f"{name:<16} {KINDS[DATASETS.entry(name).kind]}")
-    elif what == "protocols":
-        from bench.protocols import OOD_TABLES, PROTOCOL_VERSION, PROTOCOLS
-
-        for p in PROTOCOLS.values():
-            click.echo(f"{p.name:<12} {p.description}")
-        click.echo(f"\nOOD sets per in-distribution set (protocol version {PROTOCOL_VERSION}); "
-                   "the -val protocols use the validation sets:")
-        for d, table in OOD_TABLES.items():
-            click.echo(f"  {d:<14} near: {', '.join(table.near):<40} far: {', '.join(table.far)}"
-                       f"  validation: {', '.join(table.validation)}")
-    elif what == "presets":
-        from bench.config import PRESET_HELP
-
-        for name, text in PRESET_HELP.items():
-            click.echo(f"{name:<9} {text}")
-    else:
-        _list_fields(method)
+    listers = {"methods": _list_methods, "datasets": _list_datasets,
+               "protocols": _list_protocols, "presets": _list_presets}
+    listers.get(what, lambda: _list_fields(method))()
     return 0
+
+
+def _list_methods() -> None:
+    from bench.protocols import PROTOCOLS
+    from bench.registry import METHODS
+
+    click.echo(f"{'method':<10} {'kind':<16} {'protocols':<28} {'scores':<40} what")
+    for name in METHODS:
+        cls = METHODS.load_object(name)
+        runs = ", ".join(p for p in ("one-class", "ood", "ood-labeled")
+                         if cls.skip(PROTOCOLS[p]) is None or cls.kind == "classical")
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        click.echo(f"{name:<10} {cls.kind:<16} {runs:<28} {', '.join(cls.scores):<40} {doc}")
+    click.echo("\nclassical methods run in ood-labeled on the features of a labeled network "
+               "(--features)")
+
+
+def _list_datasets() -> None:
+    from bench.registry import DATASETS, KINDS
+
+    for name in DATASETS:
+        click.echo(f"{name:<16} {KINDS[DATASETS.entry(name).kind]}")
+
+
+def _list_protocols() -> None:
+    from bench.protocols import OOD_TABLES, PROTOCOL_VERSION, PROTOCOLS
+
+    for p in PROTOCOLS.values():
+        click.echo(f"{p.name:<12} {p.description}")
+    click.echo(f"\nOOD sets per in-distribution set (protocol version {PROTOCOL_VERSION}); "
+               "the -val protocols use the validation sets:")
+    for d, table in OOD_TABLES.items():
+        click.echo(f"  {d:<14} near: {', '.join(table.near):<40} far: {', '.join(table.far)}"
+                   f"  validation: {', '.join(table.validation)}")
+
+
+def _list_presets() -> None:
+    from bench.config import PRESET_HELP
+
+    for name, text in PRESET_HELP.items():
+        click.echo(f"{name:<9} {text}")
 
 
 def _list_fields(method: str | None) -> None:

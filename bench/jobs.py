@@ -210,19 +210,13 @@ def embedding_sample(detector, data, seed: int = 0) -> dict[str, np.ndarray] | N
 
 # --- running a job -----------------------------------------------------------------------------
 
-def build_detector(job: Job, store: RunStore, ctx):
+def build_detector(job: Job):
     """The job's detector: the method itself, or a classical method on an encoder's features."""
-    detector = METHODS.load_object(job.method)(job.config)
     if job.features == PIXEL:
-        return detector
-    import dataclasses
+        return METHODS.load_object(job.method)(job.config)
+    from bench.methods.classical import FeaturesConfig, OnFeatures
 
-    from bench.methods.classical import OnFeatures
-
-    encoder = METHODS.load_object(job.features)(job.encoder_config)
-    encoder_ctx = dataclasses.replace(ctx, model_dir=store.model_dir(job.encoder_train_id),
-                                      labeled=False)
-    return OnFeatures(detector, encoder, job.features, encoder_ctx)
+    return OnFeatures(FeaturesConfig(job.method, job.config, job.features, job.encoder_config))
 
 
 def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
@@ -283,9 +277,11 @@ def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
     seed_everything(job.seed)
     data = load_task(job.task, job.data_dir, job.download)
     ctx = FitContext(device=torch_device, seed=job.seed, model_dir=store.model_dir(job.train_id),
+                     encoder_model_dir=(store.model_dir(job.encoder_train_id)
+                                        if job.encoder_train_id else None),
                      labeled=get_protocol(job.protocol).labeled, progress=progress,
                      compile=job.compile, precision=policy, log=log)
-    detector = build_detector(job, store, ctx)
+    detector = build_detector(job)
     t0 = time.perf_counter()
     detector.fit(data.train, ctx)
     train_s = time.perf_counter() - t0

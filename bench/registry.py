@@ -23,6 +23,10 @@ class Registry:
         self.what = what
         self._entries = dict(entries)
 
+    def register(self, name: str, entry: Any) -> None:
+        """Add `name` (a plugin's method or data set): ``"module:object"`` or an entry."""
+        self._entries[name] = entry
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
@@ -101,6 +105,11 @@ class DatasetEntry:
     target: str
     kind: str
     probe: str = ""
+    n_classes: int = 0  # classes of a set with a training split (one-class: one job each)
+    class_names: str = ""  # "module:TUPLE" of the class names, for figure labels
+
+    def names_of_classes(self) -> tuple[str, ...] | None:
+        return tuple(_load(self.class_names)) if self.class_names else None
 
     @property
     def trainable(self) -> bool:
@@ -116,25 +125,29 @@ class DatasetEntry:
 _TV = "bench.datasets.torchvision_sets"
 _FOLDERS = "bench.datasets.folders"
 DATASETS = Registry("dataset", {
-    "digits": DatasetEntry("bench.datasets.embedded:load_digits16", "embedded"),
-    "digits32": DatasetEntry("bench.datasets.embedded:load_digits32", "embedded"),
-    "synthetic": DatasetEntry("bench.datasets.embedded:load_synthetic", "embedded"),
-    "mnist": DatasetEntry(f"{_TV}:load_mnist", "download", f"{_TV}:probe"),
-    "fashion-mnist": DatasetEntry(f"{_TV}:load_fashion_mnist", "download", f"{_TV}:probe"),
-    "cifar10": DatasetEntry(f"{_TV}:load_cifar10", "download", f"{_TV}:probe"),
-    "cifar100": DatasetEntry(f"{_TV}:load_cifar100", "download", f"{_TV}:probe"),
-    "cifar100-fine": DatasetEntry(f"{_TV}:load_cifar100_fine", "download", f"{_TV}:probe"),
-    "svhn": DatasetEntry(f"{_TV}:load_svhn", "download", f"{_TV}:probe"),
+    "digits": DatasetEntry("bench.datasets.embedded:load_digits16", "embedded", n_classes=10),
+    "digits32": DatasetEntry("bench.datasets.embedded:load_digits32", "embedded", n_classes=10),
+    "synthetic": DatasetEntry("bench.datasets.embedded:load_synthetic", "embedded", n_classes=4),
+    "mnist": DatasetEntry(f"{_TV}:load_mnist", "download", f"{_TV}:probe", 10),
+    "fashion-mnist": DatasetEntry(f"{_TV}:load_fashion_mnist", "download", f"{_TV}:probe", 10,
+                                  f"{_TV}:FASHION_CLASSES"),
+    "cifar10": DatasetEntry(f"{_TV}:load_cifar10", "download", f"{_TV}:probe", 10,
+                            f"{_TV}:CIFAR10_CLASSES"),
+    "cifar100": DatasetEntry(f"{_TV}:load_cifar100", "download", f"{_TV}:probe", 20),
+    "cifar100-fine": DatasetEntry(f"{_TV}:load_cifar100_fine", "download", f"{_TV}:probe", 100),
+    "svhn": DatasetEntry(f"{_TV}:load_svhn", "download", f"{_TV}:probe", 10),
     "lsun_resize": DatasetEntry(f"{_FOLDERS}:load_lsun_resize", "ood-folder", f"{_FOLDERS}:probe"),
     "imagenet_resize": DatasetEntry(f"{_FOLDERS}:load_imagenet_resize", "ood-folder",
                                     f"{_FOLDERS}:probe"),
     "lsun_fix": DatasetEntry(f"{_FOLDERS}:load_lsun_fix", "ood-folder", f"{_FOLDERS}:probe"),
     "imagenet_fix": DatasetEntry(f"{_FOLDERS}:load_imagenet_fix", "ood-folder",
                                  f"{_FOLDERS}:probe"),
-    "imagenet30": DatasetEntry(f"{_FOLDERS}:load_imagenet30", "folder", f"{_FOLDERS}:probe"),
+    "imagenet30": DatasetEntry(f"{_FOLDERS}:load_imagenet30", "folder", f"{_FOLDERS}:probe", 30),
     "interp": DatasetEntry("bench.datasets.generated:make_interp", "generated"),
     "gaussian": DatasetEntry("bench.datasets.generated:make_gaussian", "generated"),
     "uniform": DatasetEntry("bench.datasets.generated:make_uniform", "generated"),
     "patches": DatasetEntry("bench.datasets.generated:make_patches", "generated"),
     "smooth-noise": DatasetEntry("bench.datasets.generated:make_smooth_noise", "generated"),
 })
+
+FEATURED_METHOD = "mcl"  # the suite's subject: the job figures' and the significance control's default

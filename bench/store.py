@@ -475,6 +475,8 @@ def migrate_rows(rows: pd.DataFrame) -> pd.DataFrame:
         if column not in rows:
             rows[column] = default
     rows["protocol_version"] = rows["protocol_version"].replace("", "1")
+    if "backbone" in rows:  # classical methods' backbone was called "pixels"
+        rows["backbone"] = rows["backbone"].replace("pixels", "pixel")
     for (method, old), new in RENAMED_SCORES.items():
         rows.loc[(rows["method"] == method) & (rows["score"] == old), "score"] = new
     return rows.reindex(columns=ROW_COLUMNS)

@@ -82,13 +82,15 @@ def method_loss(method: str, det, views: torch.Tensor, b: int, cfg) -> torch.Ten
         return F.cross_entropy(out["shift_logits"].float(), shift)
     z1, z2 = out["z"].chunk(2)
     if method == "simclr":
-        return nt_xent(z1, z2, cfg.temperature)
+        return nt_xent(z1, z2, temperature=cfg.temperature)
     if method == "csi":
-        return nt_xent(z1, z2, cfg.temperature) + F.cross_entropy(
+        return nt_xent(z1, z2, temperature=cfg.temperature) + F.cross_entropy(
             out["shift_logits"].float(), torch.cat([shift, shift]))
-    args = (z1, z2, shift, torch.zeros_like(shift), cfg.temperature, cfg.alpha, cfg.beta,
-            cfg.clamp_negative)
-    return masked_contrastive_loss(*args) + stochastic_positive_attraction_loss(*args)
+    weights = dict(temperature=cfg.temperature, alpha=cfg.alpha, beta=cfg.beta,
+                   clamp_negative=cfg.clamp_negative)
+    labels = (z1, z2, shift, torch.zeros_like(shift))
+    return (masked_contrastive_loss(*labels, **weights)
+            + stochastic_positive_attraction_loss(*labels, **weights))
 
 
 def _detector(method: str, cfg, data: ImageSet, device, precision: Precision, compile_: bool):

@@ -78,6 +78,8 @@ def test_failed_job_is_recorded_and_the_run_goes_on(tmp_path, capsys, monkeypatc
     (["--seeds", "a"], "--seeds 'a': expected integers"),
     (["--datasets", "interp"], "generated OOD set"),
     (["--methods", "ce"], "method ce does not run in protocol one-class"),
+    (["--methods", "rotnet", "--set", "rotnet.temperature=0.1"],
+     "unknown --set field of rotnet 'temperature'; valid: backbone,"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "runs"
@@ -245,8 +247,8 @@ def test_labeled_protocol_reports_accuracy(tmp_path, capsys, tiny_args):
     assert set(rows[rows["method"] == "ce"]["score"]) == {"msp", "odin", "mahalanobis", "energy"}
 
 
-def test_compile_flag_compiles_the_network_without_changing_the_job(tmp_path, tiny_args, capsys,
-                                                                   monkeypatch):
+def test_compile_flag_compiles_the_network_without_changing_the_job(tmp_path, tiny_network_args,
+                                                                   capsys, monkeypatch):
     """--compile reaches the network (here with dynamo's eager backend: tracing, no codegen, to
     keep the test fast) and is not part of the job's identity: a later run without it skips."""
     import torch
@@ -261,10 +263,10 @@ def test_compile_flag_compiles_the_network_without_changing_the_job(tmp_path, ti
     monkeypatch.setattr(torch.nn.Module, "compile", eager_compile)
     out = tmp_path / "runs"
     args = ["run", "--methods", "rotnet", "--datasets", "synthetic", "--classes", "0",
-            "--out", str(out), *tiny_args]
+            "--out", str(out), *tiny_network_args]
     code, stdout, err = run_cli([*args, "--compile"], capsys)
     assert code == 0, err
-    assert calls == ["ContrastiveNet"]
+    assert calls == ["Network"]
     assert (out / "models").exists() and "rotnet/rot" in stdout
     code, _, err = run_cli(args, capsys)
     assert code == 0 and "1 of 1 jobs already" in err
@@ -298,8 +300,8 @@ def test_score_only_rerun_reproduces_the_augmented_scores(tmp_path, tiny_args, c
             assert np.array_equal(arrays[key], again[key]), (name, key)
 
 
-def test_classical_detectors_on_learned_features_reuse_the_trained_models(tmp_path, tiny_args,
-                                                                           capsys):
+def test_classical_detectors_on_learned_features_reuse_the_trained_models(
+        tmp_path, tiny_args, tiny_network_args, capsys):
     out = tmp_path / "runs"
     base = ["--datasets", "synthetic", "--classes", "0,1", "--out", str(out), *tiny_args]
     code, _, err = run_cli(["run", "--methods", "mcl", *base], capsys)
@@ -316,6 +318,7 @@ def test_classical_detectors_on_learned_features_reuse_the_trained_models(tmp_pa
     assert set(rows[rows["score"] == "pixel"]["features"]) == {"pixel"}
     assert set(rows[rows["method"] == "mcl"]["features"]) == {""}
     # an encoder not trained yet is trained first, once, and shared with its own later jobs
+    base = [*base[:-len(tiny_args)], *tiny_network_args]  # rotation prediction has no projection
     code, _, err = run_cli(["run", "--methods", "knn", "--features", "rotnet", *base], capsys)
     assert code == 0, err
     assert len(list(out.glob("models/rotnet-*/model.pt"))) == 2

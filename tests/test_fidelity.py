@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from bench.nn.backbones import ContrastiveNet, build_backbone
+from bench.nn.backbones import Network, build_backbone
 from bench.nn.optim import LARS, csi_factor
 from bench.nn.scoring import fit_gaussians
 
@@ -136,7 +136,7 @@ def test_mcl_init_is_kaiming_fan_out_except_the_stem():
     assert torch.equal(bn.weight, torch.ones_like(bn.weight))
     assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
     torch.manual_seed(0)
-    default = ContrastiveNet("resnet18", 3, 16, 8).backbone.layers[4].conv1
+    default = Network("resnet18", 3, proj_hidden=16, proj_dim=8).backbone.layers[4].conv1
     assert float(default.weight.detach().std()) < 0.7 * std  # torch's default is narrower
 
 

@@ -60,7 +60,7 @@ def test_mahalanobis_with_shared_covariance_matches_numpy():
 def test_labeled_mcl_uses_class_plus_c_times_rotation(monkeypatch):
     seen = {}
 
-    def capture(z1, z2, classes, shifts, *args):
+    def capture(z1, z2, classes, shifts, **weights):
         seen["classes"], seen["shifts"] = classes.clone(), shifts.clone()
         return (z1 * 0).sum()
 

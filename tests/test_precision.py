@@ -32,20 +32,23 @@ def test_cpu_flags_decide_bf16():
     assert not cpu_has_bf16(frozenset({"avx2", "avx512f"}))
 
 
+W = dict(temperature=0.2, alpha=0.05, beta=2.0, clamp_negative=True)
+
+
 def test_losses_are_fp32_inside_autocast():
     """A `.float()` alone does not stop autocast: the cosines must be computed with it off."""
     torch.manual_seed(0)
     z1, z2 = torch.randn(16, 8), torch.randn(16, 8)
     cls, shift = torch.zeros(16, dtype=torch.long), torch.arange(16) % 4
     partners = (torch.randperm(16), torch.ones(16, dtype=torch.bool))
-    plain = [nt_xent(z1, z2, 0.2),
-             masked_contrastive_loss(z1, z2, cls, shift, 0.2, 0.05, 2.0, True),
-             stochastic_positive_attraction_loss(z1, z2, cls, shift, 0.2, 0.05, 2.0, True,
+    plain = [nt_xent(z1, z2, temperature=0.2),
+             masked_contrastive_loss(z1, z2, cls, shift, **W),
+             stochastic_positive_attraction_loss(z1, z2, cls, shift, **W,
                                                  partners=partners)]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = [nt_xent(z1, z2, 0.2),
-                 masked_contrastive_loss(z1, z2, cls, shift, 0.2, 0.05, 2.0, True),
-                 stochastic_positive_attraction_loss(z1, z2, cls, shift, 0.2, 0.05, 2.0, True,
+        mixed = [nt_xent(z1, z2, temperature=0.2),
+                 masked_contrastive_loss(z1, z2, cls, shift, **W),
+                 stochastic_positive_attraction_loss(z1, z2, cls, shift, **W,
                                                      partners=partners)]
     for a, b in zip(plain, mixed):
         assert b.dtype == torch.float32 and abs(float(a) - float(b)) < 1e-5

@@ -1,8 +1,11 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
-from bench.datasets import load_dataset
-from bench.errors import BenchError
+from bench.datasets import DataSource, load_dataset
+from bench.datasets.torchvision_sets import DEBIAN_FASHION_MNIST
+from bench.errors import BenchError, DataMissingError
 from bench.nn.context import FitContext
 from bench.protocols import OOD_TABLES
 from bench.registry import DATASETS, KINDS, METHODS
@@ -23,7 +26,8 @@ def test_every_method_imports_fits_and_scores(name):
         det = tiny(name, epochs=1, ens_samples=1)
     else:
         det = cls()
-    assert det.config == det.config  # __init__ stores only the frozen config
+    assert set(vars(det)) == {"config"}  # __init__ stores only the frozen config (sklearn)
+    assert dataclasses.is_dataclass(det.config) and type(det.config).__dataclass_params__.frozen
     det.fit(train, FitContext(labeled=labeled, progress=False))
     scores = det.score(test.images)
     assert scores
@@ -34,14 +38,18 @@ def test_every_method_imports_fits_and_scores(name):
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
-def test_every_dataset_entry_resolves(name):
+def test_every_dataset_entry_resolves(name, tmp_path):
+    """Each entry's loader exists; a set with files, probed in an empty folder offline, says it
+    is missing and where its files go; an embedded set loads."""
     entry = DATASETS.entry(name)
     assert callable(DATASETS.load_object(name)) and entry.kind in KINDS
-    if entry.probe:
-        entry.check_files  # noqa: B018
-        from bench.registry import _load
-
-        assert callable(_load(entry.probe))
+    source = DataSource(tmp_path, download=False)
+    if entry.probe and not (name == "fashion-mnist" and DEBIAN_FASHION_MNIST.is_dir()):
+        with pytest.raises(DataMissingError) as info:
+            entry.check_files(name, "test", source)
+        assert str(tmp_path) in str(info.value) and info.value.dataset == name
+    elif entry.kind == "embedded":
+        assert len(DATASETS.load_object(name)("test", source)) > 0
 
 
 def test_every_ood_table_names_registered_sets_near_and_far_apart():

@@ -5,10 +5,11 @@ from bench.datasets import load_dataset
 from bench.nn.context import FitContext
 from bench.nn.state import seed_everything
 from bench.nn.train import TrainingDiverged, train
+from bench.registry import METHODS
 from helpers import tiny
 
-SSL_METHODS = ["simclr", "rotnet", "csi", "mcl", "ce", "supclr", "sup-csi"]
-LABELED = {"ce", "supclr", "sup-csi"}
+SSL_METHODS = METHODS.names("self-supervised") + METHODS.names("labeled")
+LABELED = set(METHODS.names("labeled"))
 
 
 @pytest.mark.parametrize("method", SSL_METHODS)

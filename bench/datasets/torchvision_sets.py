@@ -196,8 +196,11 @@ def load_fashion_mnist(split: str, source: DataSource) -> ImageSet:
 
 # --- CIFAR ----------------------------------------------------------------------------------
 
-def _cifar_files(name: str, source: DataSource) -> tuple[Path, dict]:
-    spec = _CIFAR[name]
+def _cifar_files(family: str, source: DataSource, name: str = "") -> tuple[Path, dict]:
+    """The folder and file table of CIFAR-10 or -100 (`family`), downloaded if allowed; errors
+    name the data set asked for (`name`: cifar100-fine reads cifar100's files)."""
+    name = name or family
+    spec = _CIFAR[family]
     root = source.data_dir / spec["folder"]
     needed = spec["train"] + spec["test"] + [spec["meta"]]
     if not all((root / f).exists() for f, _ in needed):
@@ -223,7 +226,7 @@ def _unpickle(name: str, path: Path, md5: str) -> dict:
 
 def _cifar(name: str, split: str, source: DataSource, coarse: bool) -> ImageSet:
     family = "cifar10" if name == "cifar10" else "cifar100"
-    root, spec = _cifar_files(family, source)
+    root, spec = _cifar_files(family, source, name)
     entries = [_unpickle(name, root / f, md5) for f, md5 in spec[split]]
     meta = _unpickle(name, root / spec["meta"][0], spec["meta"][1])
     data = np.concatenate([e["data"] for e in entries]).reshape(-1, 3, 32, 32)
@@ -294,6 +297,6 @@ def probe(name: str, split: str, source: DataSource) -> None:
         _svhn_file(split, source)
     else:
         family = "cifar10" if name == "cifar10" else "cifar100"
-        root, spec = _cifar_files(family, source)
+        root, spec = _cifar_files(family, source, name)
         for f, md5 in spec[split] + [spec["meta"]]:
             _verify(name, root / f, md5)

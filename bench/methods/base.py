@@ -23,6 +23,7 @@ class Detector:
     needs_labels: ClassVar[bool] = False  # runs only where class labels are given
     uses_labels: ClassVar[bool] = False  # runs with or without labels (and uses them if given)
     predicts_classes: ClassVar[bool] = False  # labeled methods report accuracy
+    scores: ClassVar[tuple[str, ...]] = ()  # the score variants `score` returns
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
@@ -48,7 +49,7 @@ class Detector:
 
     @property
     def backbone(self) -> str:
-        return str(getattr(self.config, "backbone", "pixels"))
+        return str(getattr(self.config, "backbone", "pixel"))
 
     @property
     def epochs(self) -> int:

@@ -38,6 +38,7 @@ class PyODDetector(Detector):
     """Fit a PyOD model on rows of numbers: pixels here, or learned features (`OnFeatures`)."""
 
     kind = "classical"
+    scores = ("pixel", "<encoder>-feat")
     pyod_model: ClassVar[str]  # "module:Class" inside pyod.models
 
     def _params(self, n_features: int) -> dict[str, Any]:
@@ -78,32 +79,45 @@ class PyODDetector(Detector):
         return {"pixel": self.score_array(flatten(images))}
 
 
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """A classical detector and the network method whose features it sees, with their configs."""
+
+    classical: str
+    classical_config: Any
+    encoder: str
+    encoder_config: Any
+
+
 class OnFeatures(Detector):
     """A classical detector on the L2-normalised penultimate features of a trained encoder: the
-    encoder is loaded from its own model folder (trained first if it is not there)."""
+    encoder is loaded from its own model folder, ``ctx.encoder_model_dir`` (trained first if it
+    is not there)."""
 
     kind = "classical"
-
-    def __init__(self, classical: PyODDetector, encoder, encoder_name: str, encoder_ctx):
-        self.config = classical.config
-        self.classical, self.encoder = classical, encoder
-        self.encoder_name, self.encoder_ctx = encoder_name, encoder_ctx
+    Config = FeaturesConfig
 
     def fit(self, train: ImageSet, ctx: FitContext) -> OnFeatures:
-        self.encoder.fit_encoder(train, self.encoder_ctx)
-        self.classical.fit_array(self.encoder.embed(train.images), ctx.seed)
+        from bench.registry import METHODS
+
+        c = self.config
+        self.encoder_ = METHODS.load_object(c.encoder)(c.encoder_config)
+        self.classical_ = METHODS.load_object(c.classical)(c.classical_config)
+        self.encoder_.fit_encoder(train, dataclasses.replace(ctx, model_dir=ctx.encoder_model_dir))
+        self.classical_.fit_array(self.encoder_.embed(train.images), ctx.seed)
         return self
 
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        return {f"{self.encoder_name}-feat": self.classical.score_array(self.encoder.embed(images))}
+        features = self.encoder_.embed(images)
+        return {f"{self.config.encoder}-feat": self.classical_.score_array(features)}
 
     @property
     def backbone(self) -> str:
-        return self.encoder.backbone
+        return self.encoder_.backbone
 
     @property
     def epochs(self) -> int:
-        return self.encoder.epochs
+        return self.encoder_.epochs
 
 
 def _pyod(name: str, model: str, config: type, doc: str) -> type:

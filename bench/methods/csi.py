@@ -11,28 +11,29 @@ import torch.nn.functional as F
 from bench.config import param
 from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
-from bench.methods.ssl_base import EnsembleScoreConfig, SSLConfig, SSLDetector
+from bench.methods.network import ContrastiveConfig, EnsembleScoreConfig, NetworkDetector
 from bench.nn.augment import SHIFTED_VIEW, ViewAugment, random_hflip, to_float
-from bench.nn.backbones import ContrastiveNet
+from bench.nn.backbones import Network
 from bench.nn.losses import nt_xent
 from bench.nn.scoring import csi_scores
 from bench.nn.shifts import N_SHIFTS, all_rotations, rotate
 
 
 @dataclass(frozen=True)
-class CSIConfig(SSLConfig, EnsembleScoreConfig):
+class CSIConfig(ContrastiveConfig, EnsembleScoreConfig):
     shift_weight: float = param(1.0, "weight of the shift-classification loss", ge=0)
 
 
-class CSI(SSLDetector):
+class CSI(NetworkDetector):
     """CSI: NT-Xent over 8B shifted views + 4-way shift CE; scores csi (CSI-ens) and sim."""
 
     Config = CSIConfig
+    scores = ("csi", "sim")
 
-    def build_model(self, train: ImageSet) -> ContrastiveNet:
+    def build_model(self, train: ImageSet) -> Network:
         c = self.config
-        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, c.proj_dim,
-                              n_shifts=N_SHIFTS, init=c.init)
+        return Network(c.backbone, train.shape[0], proj_hidden=c.proj_hidden, proj_dim=c.proj_dim,
+                       n_shifts=N_SHIFTS, init=c.init)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         v1, v2 = random_hflip(to_float(x).repeat(2, 1, 1, 1)).chunk(2)  # flip, then rotate
@@ -40,7 +41,7 @@ class CSI(SSLDetector):
         s2, _ = all_rotations(v2)
         out = self.model_(self.input(SHIFTED_VIEW(torch.cat([s1, s2]))))
         z1, z2 = out["z"].chunk(2)
-        loss_sim = nt_xent(z1, z2, self.config.temperature)  # other rotations are negatives
+        loss_sim = nt_xent(z1, z2, temperature=self.config.temperature)  # other rotations are negatives
         loss_shift = F.cross_entropy(out["shift_logits"].float(), torch.cat([shift, shift]))
         return loss_sim + self.config.shift_weight * loss_shift
 

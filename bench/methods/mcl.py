@@ -13,16 +13,16 @@ import torch.nn.functional as F
 from bench.config import param, score_field
 from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
-from bench.methods.ssl_base import SSLConfig, SSLDetector
+from bench.methods.network import ContrastiveConfig, NetworkDetector
 from bench.nn.augment import SHIFTED_VIEW, random_hflip, to_float
-from bench.nn.backbones import BackboneName, ContrastiveNet
+from bench.nn.backbones import BackboneName, Network
 from bench.nn.losses import masked_contrastive_loss, stochastic_positive_attraction_loss
 from bench.nn.scoring import fit_gaussians, mahalanobis, max_cosine_times_norm, sei_combine
 from bench.nn.shifts import N_SHIFTS, all_rotations, rotate, rotate_each
 
 
 @dataclass(frozen=True)
-class MCLConfig(SSLConfig):
+class MCLConfig(ContrastiveConfig):
     backbone: BackboneName = "resnet34"
     init: Literal["torch", "mcl"] = "mcl"
     epochs: int = 400
@@ -60,16 +60,18 @@ class MCLConfig(SSLConfig):
         gt=0, le=1)
 
 
-class MCL(SSLDetector):
+class MCL(NetworkDetector):
     """MCL: CCM + SPA over rotation-shifted views; scores sei (self-ensemble inference), cosnorm."""
 
     Config = MCLConfig
+    scores = ("sei", "cosnorm")
     uses_labels = True
     predicts_classes = True
 
-    def build_model(self, train: ImageSet) -> ContrastiveNet:
+    def build_model(self, train: ImageSet) -> Network:
         c = self.config
-        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, c.proj_dim, init=c.init)
+        return Network(c.backbone, train.shape[0], proj_hidden=c.proj_hidden, proj_dim=c.proj_dim,
+                       init=c.init)
 
     def _classes(self, y: torch.Tensor) -> torch.Tensor:
         """Class part of the Gaussians' joint label: the class when labeled, else 0."""
@@ -97,8 +99,11 @@ class MCL(SSLDetector):
             s1, s2 = rotate_each(v1, shift), rotate_each(v2, shift)
         classes, shift = self._loss_labels(y, shift)
         z1, z2 = self.model_(self.input(SHIFTED_VIEW(torch.cat([s1, s2]))))["z"].chunk(2)
-        args = (z1, z2, classes, shift, c.temperature, c.alpha, c.beta, c.clamp_negative)
-        return masked_contrastive_loss(*args) + c.spa_weight * stochastic_positive_attraction_loss(*args)
+        weights = dict(temperature=c.temperature, alpha=c.alpha, beta=c.beta,
+                       clamp_negative=c.clamp_negative)
+        ccm = masked_contrastive_loss(z1, z2, classes, shift, **weights)
+        spa = stochastic_positive_attraction_loss(z1, z2, classes, shift, **weights)
+        return ccm + c.spa_weight * spa
 
     def _views(self, images: torch.Tensor, n_views: int) -> tuple[torch.Tensor, list[int]]:
         """Projections of each view [V, N, d] (normalised where used) and each view's rotation."""

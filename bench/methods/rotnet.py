@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
-from bench.methods.ssl_base import ClassifierConfig, SSLDetector
+from bench.methods.network import ClassifierConfig, NetworkDetector
 from bench.nn.augment import ROT_VIEW, random_hflip, to_float
-from bench.nn.backbones import ContrastiveNet
+from bench.nn.backbones import Network
 from bench.nn.shifts import N_SHIFTS, all_rotations, rotate
 
 
@@ -21,15 +21,15 @@ class RotNetConfig(ClassifierConfig):
     epochs: int = 100
 
 
-class RotNet(SSLDetector):
+class RotNet(NetworkDetector):
     """Rotation prediction; score rot = - sum_k log p(k | x rotated by k)."""
 
     Config = RotNetConfig
+    scores = ("rot",)
 
-    def build_model(self, train: ImageSet) -> ContrastiveNet:
+    def build_model(self, train: ImageSet) -> Network:
         c = self.config
-        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, 0, n_shifts=N_SHIFTS,
-                              init=c.init)
+        return Network(c.backbone, train.shape[0], n_shifts=N_SHIFTS, init=c.init)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         shifted, shift_labels = all_rotations(random_hflip(to_float(x)))  # flip, then rotate

@@ -11,32 +11,34 @@ import torch.nn.functional as F
 
 from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
-from bench.methods.ssl_base import EnsembleScoreConfig, SSLConfig, SSLDetector
+from bench.methods.network import ContrastiveConfig, EnsembleScoreConfig, NetworkDetector
 from bench.nn.augment import SIMCLR_VIEW, ViewAugment, to_float
-from bench.nn.backbones import ContrastiveNet
+from bench.nn.backbones import Network
 from bench.nn.losses import nt_xent
 from bench.nn.scoring import max_cosine, max_cosine_times_norm
 
 
 @dataclass(frozen=True)
-class SimCLRConfig(SSLConfig, EnsembleScoreConfig):
+class SimCLRConfig(ContrastiveConfig, EnsembleScoreConfig):
     pass
 
 
-class SimCLR(SSLDetector):
+class SimCLR(NetworkDetector):
     """SimCLR: NT-Xent over 2B views; scores cosnorm (CSI's max cosine x norm) and cos."""
 
     Config = SimCLRConfig
+    scores = ("cosnorm", "cos")
 
-    def build_model(self, train: ImageSet) -> ContrastiveNet:
+    def build_model(self, train: ImageSet) -> Network:
         c = self.config
-        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden, c.proj_dim, init=c.init)
+        return Network(c.backbone, train.shape[0], proj_hidden=c.proj_hidden, proj_dim=c.proj_dim,
+                       init=c.init)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = to_float(x)
         views = torch.cat([SIMCLR_VIEW(x), SIMCLR_VIEW(x)])
         z1, z2 = self.model_(self.input(views))["z"].chunk(2)
-        return nt_xent(z1, z2, self.config.temperature)
+        return nt_xent(z1, z2, temperature=self.config.temperature)
 
     def mean_projection(self, images: torch.Tensor) -> torch.Tensor:
         """Unnormalised projection averaged over T augmented samples of each image [N, d].

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from bench.config import param, score_field
 from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
-from bench.methods.ssl_base import ClassifierConfig, SSLConfig, SSLDetector
+from bench.methods.network import ClassifierConfig, ContrastiveConfig, NetworkDetector
 from bench.nn.augment import CLASSIFIER_VIEW, SHIFTED_VIEW, SIMCLR_VIEW, random_hflip, to_float
-from bench.nn.backbones import ContrastiveNet
+from bench.nn.backbones import Network
 from bench.nn.losses import supervised_contrastive_loss
 from bench.nn.shifts import N_SHIFTS, all_rotations, rotate
 
@@ -82,7 +82,7 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, n_out: int, ep
 
 # --- cross-entropy classifier ----------------------------------------------------------------
 
-class LabeledDetector(SSLDetector):
+class LabeledDetector(NetworkDetector):
     """A network with a class head on its features (`class_heads` outputs per class)."""
 
     kind = "labeled"
@@ -91,11 +91,11 @@ class LabeledDetector(SSLDetector):
     class_heads = 1  # outputs per class (sup-CSI: one per class and rotation)
     has_projection = True
 
-    def build_model(self, train: ImageSet) -> ContrastiveNet:
+    def build_model(self, train: ImageSet) -> Network:
         c = self.config
-        return ContrastiveNet(c.backbone, train.shape[0], c.proj_hidden,
-                              c.proj_dim if self.has_projection else 0,
-                              n_classes=self.class_heads * len(train.classes), init=c.init)
+        head = dict(proj_hidden=c.proj_hidden, proj_dim=c.proj_dim) if self.has_projection else {}
+        return Network(c.backbone, train.shape[0], n_classes=self.class_heads * len(train.classes),
+                       init=c.init, **head)
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,7 @@ class CrossEntropy(LabeledDetector):
     """Cross-entropy classifier; scores msp, odin, mahalanobis, energy; reports accuracy."""
 
     Config = CEConfig
+    scores = ("msp", "odin", "mahalanobis", "energy")
     has_projection = False
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -148,7 +149,7 @@ class CrossEntropy(LabeledDetector):
 # --- supervised contrastive ------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class SupCLRConfig(SSLConfig):
+class SupCLRConfig(ContrastiveConfig):
     epochs: int = 700
     temperature: float = 0.07
     head_epochs: int = param(200, "full-batch Adam epochs of the linear head(s) on frozen "
@@ -159,11 +160,12 @@ class SupCLR(LabeledDetector):
     """SupCLR (Khosla et al. 2020): supervised contrastive; linear head; score msp."""
 
     Config = SupCLRConfig
+    scores = ("msp",)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = to_float(x)
         z1, z2 = self.model_(self.input(torch.cat([SIMCLR_VIEW(x), SIMCLR_VIEW(x)])))["z"].chunk(2)
-        return supervised_contrastive_loss(z1, z2, y, self.config.temperature)
+        return supervised_contrastive_loss(z1, z2, y, temperature=self.config.temperature)
 
     def finish_training(self, train: ImageSet) -> None:
         feats = self.forward(train.images, to_float, ("features",))["features"]
@@ -193,7 +195,8 @@ class SupCSI(SupCLR):
         (s1, shift), (s2, _) = all_rotations(v1), all_rotations(v2)
         joint = y.repeat(N_SHIFTS) + self.n_classes_ * shift
         z1, z2 = self.model_(self.input(SHIFTED_VIEW(torch.cat([s1, s2]))))["z"].chunk(2)
-        return supervised_contrastive_loss(z1, z2, joint, self.config.temperature)
+        return supervised_contrastive_loss(z1, z2, joint,
+                                           temperature=self.config.temperature)
 
     def finish_training(self, train: ImageSet) -> None:
         feats, labels = [], []

@@ -101,15 +101,16 @@ def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
                          nn.Linear(hidden_dim, out_dim))
 
 
-class ContrastiveNet(nn.Module):
-    """Backbone + projection head, with optional linear heads on the features.
+class Network(nn.Module):
+    """A backbone with the heads a method puts on it: a projection head (contrastive methods),
+    linear shift and class heads (rotation prediction, CSI, classifiers).
 
-    ``forward`` returns a dict: ``features`` (backbone output), ``z`` (unnormalised projection)
-    and, when present, ``shift_logits`` and ``class_logits``.
+    ``forward`` returns a dict: ``features`` (backbone output) and, when present, ``z``
+    (unnormalised projection), ``shift_logits`` and ``class_logits``.
     """
 
-    def __init__(self, backbone: str, in_channels: int, proj_hidden: int, proj_dim: int,
-                 n_shifts: int = 0, n_classes: int = 0, init: str = "torch"):
+    def __init__(self, backbone: str, in_channels: int, *, proj_hidden: int = 0,
+                 proj_dim: int = 0, n_shifts: int = 0, n_classes: int = 0, init: str = "torch"):
         super().__init__()
         self.backbone = build_backbone(backbone, in_channels, init)
         d = self.backbone.out_dim

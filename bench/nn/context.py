@@ -27,6 +27,7 @@ class FitContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
     model_dir: Path | None = None
+    encoder_model_dir: Path | None = None  # a classical method on features: the encoder's folder
     labeled: bool = False
     progress: bool = True
     compile: bool = False  # torch.compile the network (in place: state_dict keys unchanged)

@@ -36,7 +36,7 @@ def _partner_index(n: int, device: torch.device) -> torch.Tensor:
     return (idx + n) % (2 * n)
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, *, temperature: float) -> torch.Tensor:
     """SimCLR's NT-Xent: softmax over the 2N - 1 other views, the other view is the positive."""
     n = z1.shape[0]
     logits = _cosines(z1, z2) / temperature
@@ -44,8 +44,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(logits, _partner_index(n, logits.device))
 
 
-def mcl_pair_weights(class_labels: torch.Tensor, shift_labels: torch.Tensor, temperature: float,
-                     alpha: float, beta: float) -> torch.Tensor:
+def mcl_pair_weights(class_labels: torch.Tensor, shift_labels: torch.Tensor, *,
+                     temperature: float, alpha: float, beta: float) -> torch.Tensor:
     """CCM's weight w_ab for every pair of the 2N views (2N x 2N, diagonal unused).
 
     1/tau for the positive (other view of the same shifted image) and for pairs of different
@@ -71,10 +71,11 @@ def _weighted_logits(z1, z2, weights, clamp_negative: bool) -> torch.Tensor:
 
 
 def masked_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, class_labels: torch.Tensor,
-                            shift_labels: torch.Tensor, temperature: float, alpha: float,
+                            shift_labels: torch.Tensor, *, temperature: float, alpha: float,
                             beta: float, clamp_negative: bool) -> torch.Tensor:
     """MCL's class-conditional mask (CCM) loss: NT-Xent whose pair logits are w_ab * cos_ab."""
-    w = mcl_pair_weights(class_labels, shift_labels, temperature, alpha, beta)
+    w = mcl_pair_weights(class_labels, shift_labels, temperature=temperature, alpha=alpha,
+                         beta=beta)
     logits = _weighted_logits(z1, z2, w, clamp_negative)
     return F.cross_entropy(logits, _partner_index(z1.shape[0], logits.device))
 
@@ -96,7 +97,7 @@ def draw_partners(joint_labels: torch.Tensor, generator: torch.Generator | None 
 
 def stochastic_positive_attraction_loss(
     z1: torch.Tensor, z2: torch.Tensor, class_labels: torch.Tensor, shift_labels: torch.Tensor,
-    temperature: float, alpha: float, beta: float, clamp_negative: bool,
+    *, temperature: float, alpha: float, beta: float, clamp_negative: bool,
     partners: tuple[torch.Tensor, torch.Tensor] | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -111,7 +112,8 @@ def stochastic_positive_attraction_loss(
     joint = class_labels * JOINT_STRIDE + shift_labels
     partner, has = partners if partners is not None else draw_partners(joint, generator)
     target = torch.cat([partner, partner + n])  # view 1 -> view 1 of p(i), view 2 -> view 2
-    w = mcl_pair_weights(class_labels, shift_labels, temperature, alpha, beta)
+    w = mcl_pair_weights(class_labels, shift_labels, temperature=temperature, alpha=alpha,
+                         beta=beta)
     w = torch.where(_partner_mask(n, z1.device), 0.0, w)
     w = torch.where(F.one_hot(target, 2 * n).bool(), 1.0 / temperature, w)
     logits = _weighted_logits(z1, z2, w, clamp_negative)
@@ -120,7 +122,7 @@ def stochastic_positive_attraction_loss(
     return (per_view * keep).sum() / keep.sum().clamp_min(1.0)  # no host sync: 0 if none kept
 
 
-def supervised_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
+def supervised_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, *,
                                 temperature: float) -> torch.Tensor:
     """SupCon (Khosla et al. 2020, L_out): mean log-likelihood of every same-label view."""
     n = z1.shape[0]

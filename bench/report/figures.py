@@ -44,9 +44,9 @@ class NotDrawn(Exception):
 
 def class_names(dataset: str) -> tuple[str, ...] | None:
     """Names of a data set's classes for axis labels (None when they are just numbers)."""
-    from bench.datasets.torchvision_sets import CIFAR10_CLASSES, FASHION_CLASSES
+    from bench.registry import DATASETS
 
-    return {"fashion-mnist": FASHION_CLASSES, "cifar10": CIFAR10_CLASSES}.get(dataset)
+    return DATASETS.entry(dataset).names_of_classes() if dataset in DATASETS else None
 
 
 def method_colours(methods: list[str]) -> dict[str, tuple]:
@@ -116,16 +116,17 @@ def _published_per_class(reference: pd.DataFrame | None, dataset: str
 
 
 def _default_configs(frame: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
-    """The rows of each method's default config when there are any (sweeps and other `--set`
-    variants have the leaderboards and ablation figures), and whether variants were left out."""
+    """The rows of each method's default config where the method has one (sweeps and other
+    `--set` variants have the leaderboards and ablation figures; a method run only as variants
+    keeps them), and whether variants were left out."""
     variant = frame["variant"].fillna("").astype(str)
-    if (variant == "").any() and (variant != "").any():
-        return frame[variant == ""], True
-    return frame, False
+    has_default = frame["method"].map(frame.loc[variant == "", "method"].value_counts()).notna()
+    keep = (variant == "") | ~has_default
+    return frame[keep], bool((~keep).any())
 
 
 def auroc_per_class(rows: pd.DataFrame, out: Path, size: str = "page",
-               reference: pd.DataFrame | None = None) -> list[Path]:
+                    reference: pd.DataFrame | None = None) -> list[Path]:
     """One-class: AUROC per normal class, self-supervised and classical in two panels; one
     colour per method, one marker per score; bars are +-1 std over seeds (none for one seed).
     Each method's default config only, where there is one (`--set` variants: the leaderboards
@@ -138,64 +139,73 @@ def auroc_per_class(rows: pd.DataFrame, out: Path, size: str = "page",
         raise NotDrawn("no one-class rows")
     for (dataset, preset), d in part.groupby(["dataset", "preset"]):
         d, variants_left_out = _default_configs(d)
-        per_seed = d.groupby(["entry", "column", "seed"])["percent"].mean().reset_index()
-        stats = per_seed.groupby(["entry", "column"])["percent"].agg(["mean", "std", "count"])
-        stats = stats.reset_index()
-        classes = _class_order(d["column"].unique())
-        names = class_names(dataset)
-        labels = [names[int(c)] if names and c.isdigit() and int(c) < len(names) else c
-                  for c in classes]
-        entries = d.groupby("entry")["percent"].mean().sort_values(ascending=False).index
-        classical = _classical_entries(d)
-        panels = [("self-supervised (own network)", [e for e in entries if e not in classical]),
-                  ("classical (pixels or learned features)",
-                   [e for e in entries if e in classical])]
-        panels = [(t, e) for t, e in panels if e]
-        width = WIDTHS[size]
-        fig, axes = plt.subplots(len(panels), 1, figsize=(width, 3.3 * len(panels) + 0.4),
-                                 squeeze=False)
-        published = _published_per_class(reference, dataset)
-        for ax, (title, chosen) in zip(axes[:, 0], panels):
-            n = len(chosen)
-            if title.startswith("self-supervised"):
-                for k, (method, values) in enumerate(published.items()):
-                    y = [values.get(c, np.nan) for c in classes]
-                    ax.plot(np.arange(len(classes)), y, ls="none", marker=PUBLISHED_MARKERS[
-                        k % len(PUBLISHED_MARKERS)], ms=7, mew=1.1, color="0.35",
-                        label=f"{method} (published)", zorder=1)
-            colours = method_colours([_entry_method(e) for e in chosen])
-            scores_of: dict[str, int] = {}
-            for j, entry in enumerate(chosen):
-                method = _entry_method(entry)
-                marker = MARKERS[scores_of.setdefault(method, 0) % len(MARKERS)]
-                scores_of[method] += 1
-                s = stats[stats["entry"] == entry].set_index("column").reindex(classes)
-                x = np.arange(len(classes)) + (j - (n - 1) / 2) * min(0.8 / max(n, 1), 0.12)
-                yerr = s["std"].where(s["count"] > 1).fillna(0).to_numpy()
-                ax.errorbar(x, s["mean"], yerr=yerr if yerr.any() else None, fmt=marker, ms=3.5,
-                            lw=0.8, capsize=1.5, color=colours.get(method, "grey"), label=entry)
-            ax.axhline(50, color="grey", lw=0.7, ls="--")
-            ax.set_xticks(np.arange(len(classes) + 1) - 0.5, minor=True)
-            ax.grid(False, axis="x", which="major")
-            ax.grid(True, axis="x", which="minor", lw=0.6)
-            ax.set(ylabel="AUROC (%)", title=title)
-            shown = stats[stats["entry"].isin(chosen)]["mean"]
-            low = float(np.nanmin(shown))
-            if title.startswith("self-supervised") and published:
-                low = min(low, min(v for values in published.values() for v in values.values()))
-            ax.set_ylim(max(0, low - 5), 100.5)
-            ax.set_xticks(np.arange(len(classes)), labels, rotation=30 if names else 0,
-                          ha="right" if names else "center")
-            ax.set_xlabel("normal class")
-            ax.legend(fontsize=6, ncol=3, loc="upper center",
-                      bbox_to_anchor=(0.5, -0.36 if names else -0.2), frameon=False)
-        fig.get_layout_engine().set(h_pad=0.12)  # room between a legend and the next panel
+        fig = _per_class_figure(d, dataset, size, _published_per_class(reference, dataset))
         fig.suptitle(f"One-class {dataset}" + (f", {preset} preset" if preset else "")
                      + ": AUROC per normal class (mean over seeds, bars: +-1 std)"
                      + ("\ndefault configs; --set variants are in the leaderboard"
                         if variants_left_out else ""))
         paths += save(fig, out, f"auroc_per_class_{dataset}" + (f"_{preset}" if preset else ""))
     return paths
+
+
+def _per_class_figure(d: pd.DataFrame, dataset: str, size: str,
+                      published: dict[str, dict[str, float]]):
+    """The panels of one data set: its own-network entries (with the published marks), then its
+    classical ones."""
+    per_seed = d.groupby(["entry", "column", "seed"])["percent"].mean().reset_index()
+    stats = per_seed.groupby(["entry", "column"])["percent"].agg(["mean", "std", "count"])
+    stats = stats.reset_index()
+    classes = _class_order(d["column"].unique())
+    entries = d.groupby("entry")["percent"].mean().sort_values(ascending=False).index
+    classical = _classical_entries(d)
+    panels = [("self-supervised (own network)", [e for e in entries if e not in classical]),
+              ("classical (pixels or learned features)", [e for e in entries if e in classical])]
+    panels = [(t, e) for t, e in panels if e]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(WIDTHS[size], 3.3 * len(panels) + 0.4),
+                             squeeze=False)
+    for ax, (title, chosen) in zip(axes[:, 0], panels):
+        marks = published if title.startswith("self-supervised") else {}
+        _per_class_panel(ax, title, stats, chosen, classes, class_names(dataset), marks)
+    fig.get_layout_engine().set(h_pad=0.12)  # room between a legend and the next panel
+    return fig
+
+
+def _per_class_panel(ax, title: str, stats: pd.DataFrame, chosen: list[str], classes: list[str],
+                     names: tuple[str, ...] | None, published: dict[str, dict[str, float]]) -> None:
+    """One panel: a dot (+-1 std) per entry and class, published values as grey marks behind."""
+    n = len(chosen)
+    for k, (method, values) in enumerate(published.items()):
+        y = [values.get(c, np.nan) for c in classes]
+        ax.plot(np.arange(len(classes)), y, ls="none", marker=PUBLISHED_MARKERS[
+            k % len(PUBLISHED_MARKERS)], ms=7, mew=1.1, color="0.35",
+            label=f"{method} (published)", zorder=1)
+    colours = method_colours([_entry_method(e) for e in chosen])
+    scores_of: dict[str, int] = {}
+    for j, entry in enumerate(chosen):
+        method = _entry_method(entry)
+        marker = MARKERS[scores_of.setdefault(method, 0) % len(MARKERS)]
+        scores_of[method] += 1
+        s = stats[stats["entry"] == entry].set_index("column").reindex(classes)
+        x = np.arange(len(classes)) + (j - (n - 1) / 2) * min(0.8 / max(n, 1), 0.12)
+        yerr = s["std"].where(s["count"] > 1).fillna(0).to_numpy()
+        ax.errorbar(x, s["mean"], yerr=yerr if yerr.any() else None, fmt=marker, ms=3.5,
+                    lw=0.8, capsize=1.5, color=colours.get(method, "grey"), label=entry)
+    ax.axhline(50, color="grey", lw=0.7, ls="--")
+    ax.set_xticks(np.arange(len(classes) + 1) - 0.5, minor=True)
+    ax.grid(False, axis="x", which="major")
+    ax.grid(True, axis="x", which="minor", lw=0.6)
+    ax.set(ylabel="AUROC (%)", title=title)
+    low = float(np.nanmin(stats[stats["entry"].isin(chosen)]["mean"]))
+    if published:
+        low = min(low, min(v for values in published.values() for v in values.values()))
+    ax.set_ylim(max(0, low - 5), 100.5)
+    labels = [names[int(c)] if names and c.isdigit() and int(c) < len(names) else c
+              for c in classes]
+    ax.set_xticks(np.arange(len(classes)), labels, rotation=30 if names else 0,
+                  ha="right" if names else "center")
+    ax.set_xlabel("normal class")
+    ax.legend(fontsize=6, ncol=3, loc="upper center",
+              bbox_to_anchor=(0.5, -0.36 if names else -0.2), frameon=False)
 
 
 def ood_heatmaps(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
@@ -403,21 +413,17 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width)
 
 
-def ablation(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
-    """AUROC against the value of a --set sweep (variants `key=value`, with other fields held
-    fixed in the label), per method/score, mean over classes with a 95% interval over seeds; a
-    figure, a CSV and a Markdown table per (protocol, data set, preset, swept field)."""
-    from bench.report.stats import seed_summary
+def _assignments(variant: str) -> dict[str, str]:
+    return dict(kv.split("=", 1) for kv in variant.split(","))
 
-    part = _auroc(rows)
-    part = part[part["variant"].astype(str) != ""]
-    if part.empty:
-        raise NotDrawn("no --set sweep among the rows (variants like alpha=0.05)")
+
+def _swept(part: pd.DataFrame) -> list[pd.DataFrame]:
+    """Per (protocol, data set, preset, method, fields set): the rows where exactly one field
+    takes several values (an ablation), with that field, its value and the fields held fixed."""
     found = []
-    assignments = part["variant"].map(lambda v: dict(kv.split("=", 1) for kv in v.split(",")))
-    part = part.assign(_keys=assignments.map(lambda a: ",".join(sorted(a))))
+    part = part.assign(_keys=part["variant"].map(lambda v: ",".join(sorted(_assignments(v)))))
     for _, d in part.groupby(["protocol", "dataset", "preset", "method", "_keys"]):
-        assigned = d["variant"].map(lambda v: dict(kv.split("=", 1) for kv in v.split(",")))
+        assigned = d["variant"].map(_assignments)
         keys = sorted({k for a in assigned for k in a})
         varying = [k for k in keys if assigned.map(lambda a, k=k: a.get(k)).nunique() > 1]
         if len(varying) != 1:  # not one swept field: not an ablation
@@ -429,60 +435,80 @@ def ablation(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
                               panel=d["method"] + "/" + d["score"], fixed=fixed,
                               base=d["method"] + "/" + d["score"]
                               + np.where(fixed != "", " [" + fixed + "]", "")))
+    return found
+
+
+def _ablation_table(d: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Mean over classes and 95% interval over seeds, per entry and value of `key`."""
+    from bench.report.stats import seed_summary
+
+    per_seed = d.groupby(["panel", "fixed", "base", "value_text", "seed"])["percent"] \
+        .mean().reset_index()
+    lines = []
+    for (panel, fixed, base, value_text), g in per_seed.groupby(
+            ["panel", "fixed", "base", "value_text"]):
+        s = seed_summary(g["percent"].to_numpy())
+        lines.append({"method/score": base, key: value_text, "mean": s.mean, "low": s.low,
+                      "high": s.high, "seeds": s.n, "_panel": panel, "_fixed": fixed})
+    table = pd.DataFrame(lines)
+    return table.assign(_x=pd.to_numeric(table[key], errors="coerce")).sort_values(
+        ["method/score", "_x", key])
+
+
+def _ablation_figure(table: pd.DataFrame, key: str, size: str, title: str):
+    panels = sorted(table["_panel"].unique(), key=lambda p: (not p.endswith(("/sei", "/csi",
+                                                                              "/rot")), p))
+    fig, axes = plt.subplots(1, len(panels), figsize=(WIDTHS[size], 2.6), squeeze=False)
+    numeric = table["_x"]
+    log_x = numeric.notna().all() and numeric.min() > 0 and numeric.max() / numeric.min() >= 10
+    values = table.drop_duplicates(key).sort_values(["_x", key])
+    for ax, panel in zip(axes[0], panels):
+        for i, (fixed, g) in enumerate(table[table["_panel"] == panel].groupby("_fixed")):
+            x = g["_x"] if g["_x"].notna().all() else np.arange(len(g))
+            ax.plot(x, g["mean"], marker=MARKERS[i % len(MARKERS)], lw=1.2, ms=4,
+                    label=fixed or "preset defaults")
+            if g["low"].notna().any():
+                ax.fill_between(x, g["low"], g["high"], alpha=0.15)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xticks(values["_x"] if values["_x"].notna().all() else np.arange(len(values)),
+                      values[key])
+        ax.minorticks_off()
+        ax.set(xlabel=key, ylabel="mean AUROC (%)", title=panel)
+        ax.legend(fontsize=6, title="other fields", title_fontsize=6)
+    fig.suptitle(title, fontsize=8)
+    return fig
+
+
+def ablation(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
+    """AUROC against the value of a --set sweep (variants `key=value`, with other fields held
+    fixed in the label), per method/score, mean over classes with a 95% interval over seeds; a
+    figure, a CSV and a Markdown table per (protocol, data set, preset, swept field)."""
+    from bench.store import atomic_write_csv, atomic_write_text, inside
+
+    part = _auroc(rows)
+    found = _swept(part[part["variant"].astype(str) != ""])
     if not found:
         raise NotDrawn("no --set sweep among the rows (variants like alpha=0.05)")
-    part = pd.concat(found, ignore_index=True)
     paths = []
-    for (protocol, dataset, preset, key), d in part.groupby(["protocol", "dataset", "preset",
-                                                              "key"]):
+    for (protocol, dataset, preset, key), d in pd.concat(found, ignore_index=True).groupby(
+            ["protocol", "dataset", "preset", "key"]):
         if d["value_text"].nunique() < 2:
             continue
-        per_seed = d.groupby(["panel", "fixed", "base", "value_text", "seed"])["percent"] \
-            .mean().reset_index()
-        lines = []
-        for (panel, fixed, base, value_text), g in per_seed.groupby(
-                ["panel", "fixed", "base", "value_text"]):
-            s = seed_summary(g["percent"].to_numpy())
-            lines.append({"method/score": base, key: value_text, "mean": s.mean,
-                          "low": s.low, "high": s.high, "seeds": s.n, "_panel": panel,
-                          "_fixed": fixed})
-        table = pd.DataFrame(lines)
-        numeric = pd.to_numeric(table[key], errors="coerce")
-        table = table.assign(_x=numeric).sort_values(["method/score", "_x", key])
-        panels = sorted(table["_panel"].unique(), key=lambda p: (not p.endswith(("/sei", "/csi",
-                                                                                  "/rot")), p))
-        fig, axes = plt.subplots(1, len(panels), figsize=(WIDTHS[size], 2.6), squeeze=False)
-        log_x = numeric.notna().all() and numeric.min() > 0 and numeric.max() / numeric.min() >= 10
-        values = table.drop_duplicates(key).sort_values(["_x", key])
-        for ax, panel in zip(axes[0], panels):
-            for i, (fixed, g) in enumerate(table[table["_panel"] == panel].groupby("_fixed")):
-                x = g["_x"] if g["_x"].notna().all() else np.arange(len(g))
-                ax.plot(x, g["mean"], marker=MARKERS[i % len(MARKERS)], lw=1.2, ms=4,
-                        label=fixed or "preset defaults")
-                if g["low"].notna().any():
-                    ax.fill_between(x, g["low"], g["high"], alpha=0.15)
-            if log_x:
-                ax.set_xscale("log")
-            ax.set_xticks(values["_x"] if values["_x"].notna().all() else np.arange(len(values)),
-                          values[key])
-            ax.minorticks_off()
-            ax.set(xlabel=key, ylabel="mean AUROC (%)", title=panel)
-            ax.legend(fontsize=6, title="other fields", title_fontsize=6)
-        fig.suptitle(f"{table_where(protocol, dataset, preset)}: AUROC against {key} (mean over "
-                     "classes; band: 95% interval over seeds)", fontsize=8)
-        table = table.drop(columns=["_panel", "_fixed"])
+        where = table_where(protocol, dataset, preset)
+        table = _ablation_table(d, key)
+        fig = _ablation_figure(table, key, size, f"{where}: AUROC against {key} (mean over "
+                               "classes; band: 95% interval over seeds)")
         stem = f"ablation_{table_name(protocol, dataset, preset)}_{key}"
         paths += save(fig, out, stem)
-        shown = table.drop(columns="_x").round({"mean": 1, "low": 1, "high": 1})
-        from bench.store import atomic_write_csv, atomic_write_text, inside
-
+        shown = table.drop(columns=["_panel", "_fixed", "_x"]).round(
+            {"mean": 1, "low": 1, "high": 1})
         atomic_write_csv(inside(out, f"{stem}.csv"), shown)
         md = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
         md += "".join("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |\n"
                       for row in shown.itertuples(index=False))
-        atomic_write_text(inside(out, f"{stem}.md"), f"### {table_where(protocol, dataset, preset)}: "
-                          "AUROC (%) against "
-                          f"{key}, mean over classes; low/high: 95% interval over seeds\n\n" + md)
+        atomic_write_text(inside(out, f"{stem}.md"), f"### {where}: AUROC (%) against {key}, "
+                          "mean over classes; low/high: 95% interval over seeds\n\n" + md)
         paths += [out / f"{stem}.csv", out / f"{stem}.md"]
     if not paths:
         raise NotDrawn("no swept field with two values or more")
@@ -516,12 +542,17 @@ def tsne(job_dir: Path, out: Path, size: str = "page", max_points: int = 2000) -
     return save(fig, out, f"tsne_{job_dir.name}")
 
 
-def pick_job(records: list[dict], method_order=("mcl", "csi", "simclr", "rotnet")) -> str | None:
-    """A representative finished job: the first of MCL, CSI, SimCLR, Rot, else any."""
-    done = [r for r in records if r.get("status") == "done"]
-    for m in method_order:
+def pick_job(records: list[dict]) -> str | None:
+    """A representative finished job: the first of the featured method (MCL), else of any method
+    with its own network (registry order), else any."""
+    from bench.registry import FEATURED_METHOD, METHODS
+
+    done = [r for r in records if r.get("status") == "done"
+            and r.get("features", "pixel") == "pixel"]
+    networks = [m for m in METHODS.names() if METHODS.kind(m) != "classical"]
+    for m in [FEATURED_METHOD, *networks]:
         for r in done:
-            if r["method"] == m and r.get("features", "pixel") == "pixel":
+            if r.get("method") == m:
                 return r["job_id"]
     return done[0]["job_id"] if done else None
 

@@ -84,10 +84,14 @@ def _our_cells(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
                           as_index=False)["value"].mean()
 
 
-# classes of the one-class data sets the reference tables cover (a published mean without
-# per-class values is compared only with a run over all of them)
-CLASS_COUNTS = {"cifar10": 10, "cifar100": 20, "fashion-mnist": 10, "mnist": 10,
-                "imagenet30": 30}
+
+
+def _class_count(dataset: str) -> int:
+    """Classes of a one-class data set (a published mean without per-class values is compared
+    only with a run over all of them); 0 for a name the registry does not know."""
+    from bench.registry import DATASETS
+
+    return DATASETS.entry(dataset).n_classes if dataset in DATASETS else 0
 
 
 def _mean_cell(ours: pd.DataFrame, refs: pd.DataFrame) -> tuple[pd.Series, float, str] | None:
@@ -97,7 +101,7 @@ def _mean_cell(ours: pd.DataFrame, refs: pd.DataFrame) -> tuple[pd.Series, float
     per_seed = ours.groupby("seed")["value"].mean()
     published = refs[refs["normal_class"] != "mean"].set_index("normal_class")["value"]
     stated = refs[refs["normal_class"] == "mean"]["value"]
-    every = {str(c) for c in range(CLASS_COUNTS.get(str(refs["dataset"].iloc[0]), -1))}
+    every = {str(c) for c in range(_class_count(str(refs["dataset"].iloc[0])))}
     if not stated.empty and every and set(classes) == every:
         return per_seed, float(stated.iloc[0]), "mean"
     if set(classes) <= set(published.index) and classes:

@@ -87,21 +87,6 @@ def wilcoxon_holm(table: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.Series, 
     return ranks, same
 
 
-def cliques(ranks: pd.Series, same: list[tuple]) -> list[list[str]]:
-    """Maximal runs of rank-adjacent methods that are pairwise not different (for CD bars)."""
-    order = list(ranks.index)
-    linked = {frozenset(p) for p in same}
-    out = []
-    for i in range(len(order)):
-        j = i
-        while j + 1 < len(order) and all(frozenset((order[k], order[j + 1])) in linked
-                                          for k in range(i, j + 1)):
-            j += 1
-        if j > i and not any(set(order[i:j + 1]) <= set(c) for c in out):
-            out.append(order[i:j + 1])
-    return out
-
-
 def blocks_table(rows: pd.DataFrame, metric: str = "auroc", with_dropped: bool = False):
     """Blocks (dataset, class or OOD set; seeds averaged) x method/score entries; with
     `with_dropped`, also the entries left out because they did not run on every block kept."""

@@ -1,9 +1,11 @@
-"""What the self-supervised detectors share: the config fields of the engine and the fit skeleton.
+"""What the methods with a network share: the engine's config fields and the fit skeleton.
 
-A method subclasses `SSLDetector`, builds its network in `build_model`, writes its loss for one
-batch in `training_loss` (its training loop, readable on one screen) and its scores in `score`.
-The defaults of `SSLConfig` are CSI's paper settings; a method's config overrides what its own
-paper does differently (the `paper` preset is the defaults).
+A method subclasses `NetworkDetector`, builds its network in `build_model`, writes its loss for
+one batch in `training_loss` and its scores in `score`. `NetworkConfig` holds what every network
+method reads (backbone, optimiser, schedule, checkpoints); `ContrastiveConfig` adds the projection
+head and the temperature of the contrastive methods; `ClassifierConfig` sets the cross-entropy
+classifiers' SGD settings. Their defaults are CSI's paper settings; a method's config overrides
+what its own paper does differently (the `paper` preset is the defaults).
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ from bench.datasets import ImageSet
 from bench.methods.base import Detector, to_numpy
 from bench.nn import train as engine
 from bench.nn.augment import to_float
-from bench.nn.backbones import BackboneName, ContrastiveNet
+from bench.nn.backbones import BackboneName, Network
 from bench.nn.context import FitContext
 from bench.nn.optim import make_optimizer, make_schedule, steps_per_epoch
 from bench.nn.state import reseed, train_or_load
 
 
 @dataclass(frozen=True)
-class SSLConfig(Config):
+class NetworkConfig(Config):
     backbone: BackboneName = param(
         "resnet18", "network: CIFAR ResNet-18/34 (paper), resnet-small (quick), resnet-tiny (tests)")
     init: Literal["torch", "mcl"] = param(
@@ -49,13 +51,19 @@ class SSLConfig(Config):
     warmup_epochs: int = param(10, "warm-up epochs", ge=0)
     final_lr_fraction: float = param(0.0, "cosine schedule: where it ends, as a fraction of lr",
                                      ge=0, le=1)
-    proj_hidden: int = param(512, "hidden width of the projection head", ge=1)
-    proj_dim: int = param(128, "projection dimension (0: no projection head)", ge=0)
-    temperature: float = param(0.5, "softmax temperature of the contrastive loss", gt=0)
     checkpoint_every: int = param(10, "epochs between checkpoints", ge=1)
     max_train_samples: int = param(
         0, "train on a seeded random subset of this many images (0: all); scores use all", ge=0)
     score_batch_size: int = score_field(1024, "images per forward pass when scoring", ge=1)
+
+
+@dataclass(frozen=True)
+class ContrastiveConfig(NetworkConfig):
+    """Methods trained with a contrastive loss on a projection head."""
+
+    proj_hidden: int = param(512, "hidden width of the projection head", ge=1)
+    proj_dim: int = param(128, "projection dimension", ge=1)
+    temperature: float = param(0.5, "softmax temperature of the contrastive loss", gt=0)
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,7 @@ class EnsembleScoreConfig:
 
 
 @dataclass(frozen=True)
-class ClassifierConfig(SSLConfig):
+class ClassifierConfig(NetworkConfig):
     """Networks trained with cross-entropy (rotation prediction, the CE baseline): Hendrycks et
     al.'s SGD settings, no projection head."""
 
@@ -79,15 +87,14 @@ class ClassifierConfig(SSLConfig):
     weight_decay: float = 5e-4
     schedule: Literal["csi", "cosine"] = "cosine"
     warmup_epochs: int = 0
-    proj_dim: int = 0
 
 
-class SSLDetector(Detector):
+class NetworkDetector(Detector):
     """Fit skeleton: data on the device, optimiser and schedule, train (or load) the network."""
 
     kind = "self-supervised"
 
-    def build_model(self, train: ImageSet) -> ContrastiveNet:
+    def build_model(self, train: ImageSet) -> Network:
         raise NotImplementedError
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -100,14 +107,14 @@ class SSLDetector(Detector):
     def after_fit(self, train: ImageSet) -> None:
         """Features of the training set that scoring needs (banks, Gaussians)."""
 
-    def fit(self, train: ImageSet, ctx: FitContext) -> SSLDetector:
+    def fit(self, train: ImageSet, ctx: FitContext) -> NetworkDetector:
         """Train (or load) the network, then the training-set features its scores need."""
         self.fit_encoder(train, ctx)
         reseed(ctx.seed, "train-features")  # same bank after training or loading
         self.after_fit(train)
         return self
 
-    def fit_encoder(self, train: ImageSet, ctx: FitContext) -> SSLDetector:
+    def fit_encoder(self, train: ImageSet, ctx: FitContext) -> NetworkDetector:
         """Train the network, or load it from ctx.model_dir; no scoring state."""
         c = self.config
         self.ctx_ = ctx
