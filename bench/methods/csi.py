@@ -31,9 +31,7 @@ class CSI(NetworkDetector):
     scores = ("csi", "sim")
 
     def build_model(self, train: ImageSet) -> Network:
-        c = self.config
-        return Network(c.backbone, train.shape[0], proj_hidden=c.proj_hidden, proj_dim=c.proj_dim,
-                       n_shifts=N_SHIFTS, init=c.init)
+        return self.network(train, n_shifts=N_SHIFTS)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         v1, v2 = random_hflip(to_float(x).repeat(2, 1, 1, 1)).chunk(2)  # flip, then rotate

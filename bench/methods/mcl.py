@@ -15,7 +15,7 @@ from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
 from bench.methods.network import ContrastiveConfig, NetworkDetector
 from bench.nn.augment import SHIFTED_VIEW, random_hflip, to_float
-from bench.nn.backbones import BackboneName, Network
+from bench.nn.backbones import BackboneName
 from bench.nn.losses import masked_contrastive_loss, stochastic_positive_attraction_loss
 from bench.nn.scoring import fit_gaussians, mahalanobis, max_cosine_times_norm, sei_combine
 from bench.nn.shifts import N_SHIFTS, all_rotations, rotate, rotate_each
@@ -67,11 +67,6 @@ class MCL(NetworkDetector):
     scores = ("sei", "cosnorm")
     uses_labels = True
     predicts_classes = True
-
-    def build_model(self, train: ImageSet) -> Network:
-        c = self.config
-        return Network(c.backbone, train.shape[0], proj_hidden=c.proj_hidden, proj_dim=c.proj_dim,
-                       init=c.init)
 
     def _classes(self, y: torch.Tensor) -> torch.Tensor:
         """Class part of the Gaussians' joint label: the class when labeled, else 0."""

@@ -95,7 +95,16 @@ class NetworkDetector(Detector):
     kind = "self-supervised"
 
     def build_model(self, train: ImageSet) -> Network:
-        raise NotImplementedError
+        """The method's network: the config's backbone and heads (override to add heads)."""
+        return self.network(train)
+
+    def network(self, train: ImageSet, **heads: int) -> Network:
+        """The config's backbone with `heads` (n_shifts, n_classes); a contrastive config adds
+        its projection head."""
+        c = self.config
+        if isinstance(c, ContrastiveConfig):
+            heads = {"proj_hidden": c.proj_hidden, "proj_dim": c.proj_dim, **heads}
+        return Network(c.backbone, train.shape[0], init=c.init, **heads)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The loss of one batch: x uint8 images on the device, y their class labels."""

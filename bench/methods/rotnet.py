@@ -28,8 +28,7 @@ class RotNet(NetworkDetector):
     scores = ("rot",)
 
     def build_model(self, train: ImageSet) -> Network:
-        c = self.config
-        return Network(c.backbone, train.shape[0], n_shifts=N_SHIFTS, init=c.init)
+        return self.network(train, n_shifts=N_SHIFTS)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         shifted, shift_labels = all_rotations(random_hflip(to_float(x)))  # flip, then rotate

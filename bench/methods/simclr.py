@@ -13,7 +13,6 @@ from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
 from bench.methods.network import ContrastiveConfig, EnsembleScoreConfig, NetworkDetector
 from bench.nn.augment import SIMCLR_VIEW, ViewAugment, to_float
-from bench.nn.backbones import Network
 from bench.nn.losses import nt_xent
 from bench.nn.scoring import max_cosine, max_cosine_times_norm
 
@@ -28,11 +27,6 @@ class SimCLR(NetworkDetector):
 
     Config = SimCLRConfig
     scores = ("cosnorm", "cos")
-
-    def build_model(self, train: ImageSet) -> Network:
-        c = self.config
-        return Network(c.backbone, train.shape[0], proj_hidden=c.proj_hidden, proj_dim=c.proj_dim,
-                       init=c.init)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = to_float(x)

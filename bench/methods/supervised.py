@@ -89,13 +89,9 @@ class LabeledDetector(NetworkDetector):
     needs_labels = True
     predicts_classes = True
     class_heads = 1  # outputs per class (sup-CSI: one per class and rotation)
-    has_projection = True
 
     def build_model(self, train: ImageSet) -> Network:
-        c = self.config
-        head = dict(proj_hidden=c.proj_hidden, proj_dim=c.proj_dim) if self.has_projection else {}
-        return Network(c.backbone, train.shape[0], n_classes=self.class_heads * len(train.classes),
-                       init=c.init, **head)
+        return self.network(train, n_classes=self.class_heads * len(train.classes))
 
 
 @dataclass(frozen=True)
@@ -113,7 +109,6 @@ class CrossEntropy(LabeledDetector):
 
     Config = CEConfig
     scores = ("msp", "odin", "mahalanobis", "energy")
-    has_projection = False
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = self.model_(self.input(CLASSIFIER_VIEW(to_float(x))))["class_logits"]
