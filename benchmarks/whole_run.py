@@ -1,8 +1,7 @@
 """Wall time of a whole `bench run` under `--precision auto` against `--precision fp32`, back to
 back in one invocation, each into a fresh run directory (nothing resumed, nothing shared).
 
-Issue 14's whole-run target is on the default run (digits, every method, quick preset). The
-ratio it prints is auto / fp32 wall time; below it, the same split into the self-supervised
+By default it times the default run (digits, every method, quick preset). The ratio it prints is auto / fp32 wall time; below it, the same split into the self-supervised
 networks' jobs (train + scoring seconds recorded in the rows) and everything else (classical
 methods, data, start-up), which shows where a ratio above the network's own comes from.
 

@@ -200,3 +200,144 @@ def test_kde_scores_equal_pyods_kde_where_its_tree_walk_is_accurate(bandwidth):
     ours = ExactGaussianKDE(bandwidth).fit(train).decision_function(near)
     pyod = PyODKDE(bandwidth=bandwidth).fit(train).decision_function(near)
     np.testing.assert_allclose(ours, pyod, rtol=1e-9, atol=1e-9)
+
+
+# --- CSI's colour jitter, NormalizeLayer and loader; MCL's flips and SEI fit ----------------------
+
+def _csi_rgb2hsv(rgb):
+    """CSI's transform_layers.rgb2hsv, transcribed."""
+    r, g, b = rgb[:, 0, :, :], rgb[:, 1, :, :], rgb[:, 2, :, :]
+    cmax = rgb.max(1)[0]
+    cmin = rgb.min(1)[0]
+    delta = cmax - cmin
+    hue = torch.atan2(math.sqrt(3) * (g - b), 2 * r - g - b)
+    hue = (hue % (2 * math.pi)) / (2 * math.pi)
+    saturate = delta / cmax
+    hsv = torch.stack([hue, saturate, cmax], dim=1)
+    hsv[~torch.isfinite(hsv)] = 0.0
+    return hsv
+
+
+def _csi_hsv2rgb(hsv):
+    h, s, v = hsv[:, [0]], hsv[:, [1]], hsv[:, [2]]
+    c = v * s
+    n = hsv.new_tensor([5, 3, 1]).view(3, 1, 1)
+    k = (n + h * 6) % 6
+    t = torch.clamp(torch.min(k, 4 - k), 0, 1)
+    return v - c * t
+
+
+def _csi_transform(x, f_contrast, f_h, f_s, f_v, contrast_first):
+    """CSI's ColorJitterLayer.transform and RandomHSVFunction.forward, transcribed, with the
+    factors given instead of drawn."""
+    def adjust_contrast(x):
+        means = torch.mean(x, dim=[2, 3], keepdim=True)
+        x = (x - means) * f_contrast.view(-1, 1, 1, 1) + means
+        return torch.clamp(x, 0, 1)
+
+    def adjust_hsv(x):
+        x = _csi_rgb2hsv(x)
+        h = x[:, 0, :, :]
+        h += f_h.view(-1, 1, 1) * 255.0 / 360.0
+        h = h % 1
+        x[:, 0, :, :] = h
+        x[:, 1, :, :] = x[:, 1, :, :] * f_s.view(-1, 1, 1)
+        x[:, 2, :, :] = x[:, 2, :, :] * f_v.view(-1, 1, 1)
+        x = torch.clamp(x, 0, 1)
+        return _csi_hsv2rgb(x)
+
+    for t in ([adjust_contrast, adjust_hsv] if contrast_first else [adjust_hsv, adjust_contrast]):
+        x = t(x)
+    return x
+
+
+@pytest.mark.parametrize("contrast_first", [True, False])
+def test_csi_colour_jitter_equals_a_transcription_of_csis_layer(contrast_first):
+    from bench.nn.augment import csi_jitter_with
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 3, 6, 6, generator=g)
+    x[0] = 0.5  # a grey image: hue undefined, set to 0 as CSI does
+    f_c, f_s, f_v = (0.6 + 0.8 * torch.rand(5, generator=g) for _ in range(3))
+    f_h = 0.2 * torch.rand(5, generator=g) - 0.1
+    got = csi_jitter_with(x, f_c, f_h, f_s, f_v, contrast_first)
+    want = _csi_transform(x.clone(), f_c, f_h, f_s, f_v, contrast_first)
+    assert torch.allclose(got, want, atol=1e-6, rtol=0)
+
+
+def test_csi_colour_jitter_draws_csis_factors_and_comes_before_the_crop(monkeypatch):
+    from bench.nn import augment
+
+    seen = {}
+    real = augment.csi_jitter_with
+
+    def spy(x, contrast, hue, saturation, value, contrast_first):
+        seen.update(contrast=contrast, hue=hue, saturation=saturation, value=value,
+                    shape=tuple(x.shape))
+        return real(x, contrast, hue, saturation, value, contrast_first)
+
+    monkeypatch.setattr(augment, "csi_jitter_with", spy)
+    x = torch.rand(4000, 3, 8, 8)
+    augment.ViewAugment(style="csi", crop_scale=(0.25, 0.25))(x)
+    assert seen["shape"] == (4000, 3, 8, 8)  # jittered at full size: before the crop
+    for name, (lo, hi) in {"contrast": (0.6, 1.4), "saturation": (0.6, 1.4), "value": (0.6, 1.4),
+                           "hue": (-0.1, 0.1)}.items():
+        v = seen[name]
+        assert v.min() >= lo and v.max() <= hi and v.min() < lo + 0.01 and v.max() > hi - 0.01
+
+
+def test_normalize_input_is_csis_normalize_layer():
+    torch.manual_seed(0)
+    plain = Network("resnet-tiny", 3, proj_hidden=8, proj_dim=4).eval()
+    normed = Network("resnet-tiny", 3, proj_hidden=8, proj_dim=4, normalize_input=True).eval()
+    normed.load_state_dict(plain.state_dict())  # no parameters of its own
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(normed(x)["z"], plain((x - 0.5) / 0.5)["z"], atol=1e-6)
+    assert not torch.allclose(normed(x)["z"], plain(x)["z"], atol=1e-3)  # BN does not undo it
+
+
+def test_csi_keeps_the_last_partial_batch_and_mcl_drops_it():
+    from bench.nn.optim import steps_per_epoch
+
+    assert steps_per_epoch(50_000, 128, drop_last=False) == 391  # len(DataLoader) of CSI
+    assert steps_per_epoch(50_000, 128, drop_last=True) == 390
+    assert steps_per_epoch(10, 32, drop_last=True) == 1 == steps_per_epoch(10, 32, drop_last=False)
+
+
+def test_mcl_flips_each_rotation_entry_on_its_own():
+    """MCL's loader: each (image, rotation) entry flips each view independently (vertically for
+    90/270, the same as a horizontal flip before rotating)."""
+    from helpers import tiny
+
+    det = tiny("mcl", batch_size=64)
+    seen = []
+    det.model_ = lambda x: seen.append(x) or {"z": torch.randn(x.shape[0], 4)}
+    det.input = lambda x: x
+    det.view = lambda view: (lambda x: x)  # no crop: compare the flips alone
+
+    class Ctx:
+        labeled = False
+
+    det.ctx_ = Ctx()
+    x = torch.rand(64, 1, 6, 6).mul(255).to(torch.uint8)
+    x[:, :, :, :3] = 0  # left half dark: a flip is visible
+    torch.manual_seed(0)
+    det.training_loss(x, torch.zeros(64, dtype=torch.long))
+    views = seen[0].view(2, 4, 64, 1, 6, 6)
+    from bench.nn.shifts import rotate
+
+    unrotated = torch.stack([rotate(views[:, k].reshape(-1, 1, 6, 6), -k).reshape(2, 64, 1, 6, 6)
+                             for k in range(4)], 1)  # [view, rotation, image, ...]
+    flipped = unrotated[..., :3].sum((-1, -2, -3)) > 0  # the dark half moved right
+    assert flipped.float().mean().item() == pytest.approx(0.5, abs=0.1)
+    per_image = flipped.reshape(8, 64)
+    assert not (per_image == per_image[0]).all(), "rotations share one flip"
+
+
+def test_sei_fit_fraction_as_mcls_code():
+    from bench.methods.mcl import sei_fraction
+
+    assert sei_fraction("code", 50_000) == pytest.approx(0.40448, abs=1e-5)  # 79 x 1024 / 200,000
+    assert sei_fraction("code", 5_000) == pytest.approx(0.4608)  # 9 x 1024 / 20,000
+    assert sei_fraction(0.4, 5_000) == 0.4
+    assert sei_fraction("code", 100) == 1.0

@@ -58,7 +58,7 @@ def test_paper_preset_is_the_defaults():
     [variant] = build_method_configs("mcl", MCLConfig, load_preset("paper"), [])
     assert variant.config == MCLConfig()
     assert (MCLConfig().backbone, MCLConfig().epochs, MCLConfig().sei_fit_fraction) == (
-        "resnet34", 400, 0.4)
+        "resnet34", 400, "code")
 
 
 @pytest.mark.parametrize("text,message", [
@@ -130,7 +130,8 @@ def test_describe_fields_lists_defaults_per_preset():
 
 
 def test_standard_preset_trains_on_whole_classes_and_scores_as_the_paper():
-    """Issue 19: the whole training split, and the paper's scoring (SEI fit, CSI's ensemble)."""
+    """The whole training split, and the paper's scoring (CSI's ensemble, SEI's views and ridge;
+    SEI fits on the first 40% of the images, as the committed standard numbers were measured)."""
     import dataclasses
 
     from bench.config import is_score_field
@@ -142,7 +143,8 @@ def test_standard_preset_trains_on_whole_classes_and_scores_as_the_paper():
         c = standard.config
         assert c.max_train_samples == 0 and c.backbone == "resnet-small"
         for f in dataclasses.fields(cls):
-            if is_score_field(cls, f.name) and f.name != "score_batch_size":
+            if is_score_field(cls, f.name) and f.name not in ("score_batch_size",
+                                                               "sei_fit_fraction"):
                 assert getattr(c, f.name) == getattr(paper.config, f.name), (method, f.name)
     [mcl] = build_method_configs("mcl", METHODS.load_object("mcl").Config,
                                  load_preset("standard"), [])

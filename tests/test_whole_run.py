@@ -1,5 +1,5 @@
-"""The whole-run and epoch-spread benchmarks (issue 14's auto vs fp32 times) cannot rot: tiny runs
-in CI."""
+"""The whole-run and epoch-spread benchmarks (auto vs fp32 wall times) cannot rot: tiny runs in
+CI."""
 
 import re
 import subprocess

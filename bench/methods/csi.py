@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from bench.nn.shifts import N_SHIFTS, all_rotations, rotate
 
 @dataclass(frozen=True)
 class CSIConfig(ContrastiveConfig, EnsembleScoreConfig):
+    normalize_input: bool = True  # CSI's code: NormalizeLayer, its colour jitter, its loader
+    color_jitter: Literal["torchvision", "csi"] = "csi"
+    drop_last: bool = False
     shift_weight: float = param(1.0, "weight of the shift-classification loss", ge=0)
 
 
@@ -37,7 +41,7 @@ class CSI(NetworkDetector):
         v1, v2 = random_hflip(to_float(x).repeat(2, 1, 1, 1)).chunk(2)  # flip, then rotate
         s1, shift = all_rotations(v1)
         s2, _ = all_rotations(v2)
-        out = self.model_(self.input(SHIFTED_VIEW(torch.cat([s1, s2]))))
+        out = self.model_(self.input(self.view(SHIFTED_VIEW)(torch.cat([s1, s2]))))
         z1, z2 = out["z"].chunk(2)
         loss_sim = nt_xent(z1, z2, temperature=self.config.temperature)  # other rotations are negatives
         loss_shift = F.cross_entropy(out["shift_logits"].float(), torch.cat([shift, shift]))
@@ -47,7 +51,7 @@ class CSI(NetworkDetector):
         """Per rotation k, the mean over T augmented samples of the unnormalised projection
         [K, N, d] and of the shift logits [K, N, K]."""
         c = self.config
-        view = ViewAugment(crop_scale=(c.test_crop_area, c.test_crop_area), flip_p=0.0)
+        view = self.view(ViewAugment(crop_scale=(c.test_crop_area, c.test_crop_area), flip_p=0.0))
 
         def one_sample() -> dict[str, torch.Tensor]:
             per_k = [self.forward(images, lambda u8, k=k: view(rotate(random_hflip(to_float(u8)), k)),

@@ -3,6 +3,7 @@ scored with self-ensemble inference (SEI) over rotation (and flip) views."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +19,7 @@ from bench.nn.augment import SHIFTED_VIEW, random_hflip, to_float
 from bench.nn.backbones import BackboneName
 from bench.nn.losses import masked_contrastive_loss, stochastic_positive_attraction_loss
 from bench.nn.scoring import fit_gaussians, mahalanobis, max_cosine_times_norm, sei_combine
-from bench.nn.shifts import N_SHIFTS, all_rotations, rotate, rotate_each
+from bench.nn.shifts import N_SHIFTS, all_rotations, rotate, rotate_blocks, rotate_each
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,11 @@ class MCLConfig(ContrastiveConfig):
     clamp_negative: bool = param(True, "clamp cosines below at 1e-7 before weighting (code)")
     spa_weight: float = param(1.0, "weight of the SPA loss", ge=0)
     group_rotations: bool = param(
-        True, "a batch holds all 4 rotations of each image (the code's SEI_shuffle loader)")
+        True, "a batch holds all 4 rotations of each image (the code's SEI_shuffle loader); "
+              "false: one random rotation per image and step")
+    flip_each_rotation: bool = param(
+        True, "each (image, rotation) entry flips its two views on its own (the code's loader); "
+              "false: one flip per image and view, shared by its 4 rotations")
     # What CCM and SPA treat as the class without labels. The official rule y = class + C x
     # rotation, applied to one normal class, makes other rotations "same class, other rotation"
     # (weight beta): that is "single", equal to the official loss to 1e-6. "rotation" (other
@@ -55,9 +60,23 @@ class MCLConfig(ContrastiveConfig):
     sei_ridge: float = score_field(1e-9, "ridge added to each covariance's diagonal", ge=0)
     sei_ridge_kind: Literal["absolute", "relative"] = score_field(
         "absolute", "absolute: the ridge itself (code: 1e-9); relative: x the mean variance")
-    sei_fit_fraction: float = score_field(
-        0.4, "fraction of the training images the Gaussians are fitted on (code: first 40%)",
-        gt=0, le=1)
+    sei_fit_fraction: float | Literal["code"] = score_field(
+        "code", "fraction of the training images the Gaussians are fitted on (the first ones); "
+                "code: as MCL's code, (ceil(8N / 1024) // 5 + 1) x 1,024 entries of 4 "
+                "rotations, 40.45% of CIFAR-10", gt=0, le=1)
+
+
+SEI_BATCH = 1024  # entries per batch of the code's SEI loader (batch_size in mcl_config.yml)
+
+
+def sei_fraction(setting: float | str, n_images: int) -> float:
+    """The fraction of the training images SEI fits on. "code": MCL's `extract_train_reps`
+    reads the loader of 2 x 4 x N entries (unflipped, then flipped; 4 rotations per image) up
+    to batch len(loader) // 5, so (ceil(8N / 1024) // 5 + 1) x 1,024 entries, 4 per image."""
+    if setting != "code":
+        return float(setting)
+    batches = math.ceil(8 * n_images / SEI_BATCH) // 5 + 1
+    return min(1.0, batches * SEI_BATCH / (4 * n_images))
 
 
 class MCL(NetworkDetector):
@@ -85,15 +104,20 @@ class MCL(NetworkDetector):
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         c = self.config
         x = to_float(x)
-        v1, v2 = random_hflip(x.repeat(2, 1, 1, 1)).chunk(2)  # flip, then rotate
-        if c.group_rotations:
+        if c.group_rotations and c.flip_each_rotation:  # the code: each (image, rotation) entry
+            copies = x.repeat(2 * N_SHIFTS, 1, 1, 1)    # flips each of its two views on its own
+            (s1, shift), (s2, _) = map(rotate_blocks, random_hflip(copies).chunk(2))
+            y = y.repeat(N_SHIFTS)
+        elif c.group_rotations:  # one flip per image and view, shared by its 4 rotations
+            v1, v2 = random_hflip(x.repeat(2, 1, 1, 1)).chunk(2)  # flip, then rotate
             (s1, shift), (s2, _) = all_rotations(v1), all_rotations(v2)
             y = y.repeat(N_SHIFTS)
-        else:  # one random rotation per image, as the code's shuffled loader
+        else:  # one random rotation per image and step (not the code's loader: docs/methods.md)
+            v1, v2 = random_hflip(x.repeat(2, 1, 1, 1)).chunk(2)
             shift = torch.randint(0, N_SHIFTS, (x.shape[0],), device=x.device)
             s1, s2 = rotate_each(v1, shift), rotate_each(v2, shift)
         classes, shift = self._loss_labels(y, shift)
-        z1, z2 = self.model_(self.input(SHIFTED_VIEW(torch.cat([s1, s2]))))["z"].chunk(2)
+        z1, z2 = self.model_(self.input(self.view(SHIFTED_VIEW)(torch.cat([s1, s2]))))["z"].chunk(2)
         weights = dict(temperature=c.temperature, alpha=c.alpha, beta=c.beta,
                        clamp_negative=c.clamp_negative)
         ccm = masked_contrastive_loss(z1, z2, classes, shift, **weights)
@@ -115,7 +139,7 @@ class MCL(NetworkDetector):
 
     def after_fit(self, train: ImageSet) -> None:
         c = self.config
-        n_fit = max(2, int(round(len(train) * c.sei_fit_fraction)))
+        n_fit = max(2, int(round(len(train) * sei_fraction(c.sei_fit_fraction, len(train)))))
         fit_images = train.images[:n_fit]
         feats = self.ctx_.cached("mcl-train-rot4", fit_images,
                                  lambda: {"z": self._views(fit_images, 4)[0]})["z"]

@@ -10,6 +10,7 @@ what its own paper does differently (the `paper` preset is the defaults).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -22,7 +23,7 @@ from bench.config import Config, param, score_field
 from bench.datasets import ImageSet
 from bench.methods.base import Detector, to_numpy
 from bench.nn import train as engine
-from bench.nn.augment import to_float
+from bench.nn.augment import ViewAugment, to_float
 from bench.nn.backbones import BackboneName, Network
 from bench.nn.context import FitContext
 from bench.nn.optim import make_optimizer, make_schedule, steps_per_epoch
@@ -35,8 +36,12 @@ class NetworkConfig(Config):
         "resnet18", "network: CIFAR ResNet-18/34 (paper), resnet-small (quick), resnet-tiny (tests)")
     init: Literal["torch", "mcl"] = param(
         "torch", "weight init: PyTorch's defaults, or MCL's code (kaiming-normal fan-out convs)")
+    normalize_input: bool = param(
+        False, "map inputs from [0, 1] to [-1, 1] inside the network (CSI's NormalizeLayer)")
     epochs: int = param(1000, "training epochs", ge=1)
     batch_size: int = param(128, "source images per step (before views and shifts)", ge=1)
+    drop_last: bool = param(True, "drop the last partial batch of an epoch (MCL's loader; CSI's "
+                                  "keeps it)")
     optimizer: Literal["sgd", "lars", "adam"] = param("lars", "optimiser (lars: torchlars' rule)")
     lr: float = param(1.0, "peak learning rate", gt=0)
     momentum: float = param(0.9, "SGD / LARS momentum", ge=0, lt=1)
@@ -64,6 +69,9 @@ class ContrastiveConfig(NetworkConfig):
     proj_hidden: int = param(512, "hidden width of the projection head", ge=1)
     proj_dim: int = param(128, "projection dimension", ge=1)
     temperature: float = param(0.5, "softmax temperature of the contrastive loss", gt=0)
+    color_jitter: Literal["torchvision", "csi"] = param(
+        "torchvision", "colour jitter of the views: torchvision's after the crop (SimCLR's, MCL's "
+                       "code), or CSI's layers before it")
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,13 @@ class NetworkDetector(Detector):
         c = self.config
         if isinstance(c, ContrastiveConfig):
             heads = {"proj_hidden": c.proj_hidden, "proj_dim": c.proj_dim, **heads}
-        return Network(c.backbone, train.shape[0], init=c.init, **heads)
+        return Network(c.backbone, train.shape[0], init=c.init,
+                       normalize_input=c.normalize_input, **heads)
+
+    def view(self, augment: ViewAugment) -> ViewAugment:
+        """`augment` with the config's colour jitter (contrastive methods choose theirs)."""
+        style = getattr(self.config, "color_jitter", augment.style)
+        return augment if style == augment.style else dataclasses.replace(augment, style=style)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The loss of one batch: x uint8 images on the device, y their class labels."""
@@ -141,11 +155,12 @@ class NetworkDetector(Detector):
 
         def fit_model() -> list[dict[str, float]]:
             opt = make_optimizer(self.model_.parameters(), c)
-            sched = make_schedule(opt, c, steps_per_epoch(len(subset), batch))
+            sched = make_schedule(opt, c, steps_per_epoch(len(subset), batch, c.drop_last))
             history = engine.train(
                 self.model_, lambda idx: self.training_loss(images[idx], labels[idx]), len(subset),
                 epochs=c.epochs, batch_size=batch, optimizer=opt, scheduler=sched, ctx=ctx,
-                desc=type(self).__name__, checkpoint_every=c.checkpoint_every)
+                desc=type(self).__name__, checkpoint_every=c.checkpoint_every,
+                drop_last=c.drop_last)
             self.finish_training(train)
             return history
 

@@ -4,6 +4,7 @@ and the cosine alone."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -19,7 +20,10 @@ from bench.nn.scoring import max_cosine, max_cosine_times_norm
 
 @dataclass(frozen=True)
 class SimCLRConfig(ContrastiveConfig, EnsembleScoreConfig):
-    pass
+    # CSI's code, which trains its SimCLR baseline: its NormalizeLayer, colour jitter and loader
+    normalize_input: bool = True
+    color_jitter: Literal["torchvision", "csi"] = "csi"
+    drop_last: bool = False
 
 
 class SimCLR(NetworkDetector):
@@ -30,7 +34,8 @@ class SimCLR(NetworkDetector):
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = to_float(x)
-        views = torch.cat([SIMCLR_VIEW(x), SIMCLR_VIEW(x)])
+        view = self.view(SIMCLR_VIEW)
+        views = torch.cat([view(x), view(x)])
         z1, z2 = self.model_(self.input(views))["z"].chunk(2)
         return nt_xent(z1, z2, temperature=self.config.temperature)
 
@@ -42,7 +47,7 @@ class SimCLR(NetworkDetector):
         this mean is large where the views agree, which is what makes the norm a normality cue.
         """
         c = self.config
-        view = ViewAugment(crop_scale=(c.test_crop_area, c.test_crop_area), flip_p=0.0)
+        view = self.view(ViewAugment(crop_scale=(c.test_crop_area, c.test_crop_area), flip_p=0.0))
         return self.ensemble_mean(c.ens_samples,
                                   lambda: self.forward(images, lambda u8: view(to_float(u8))))["z"]
 

@@ -4,6 +4,7 @@ supervised CSI with linear heads on the frozen encoder."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -147,6 +148,9 @@ class CrossEntropy(LabeledDetector):
 class SupCLRConfig(ContrastiveConfig):
     epochs: int = 700
     temperature: float = 0.07
+    normalize_input: bool = True  # CSI's code trains SupCLR and sup-CSI: its layers and loader
+    color_jitter: Literal["torchvision", "csi"] = "csi"
+    drop_last: bool = False
     head_epochs: int = param(200, "full-batch Adam epochs of the linear head(s) on frozen "
                                   "features", ge=1)
 
@@ -159,7 +163,8 @@ class SupCLR(LabeledDetector):
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = to_float(x)
-        z1, z2 = self.model_(self.input(torch.cat([SIMCLR_VIEW(x), SIMCLR_VIEW(x)])))["z"].chunk(2)
+        view = self.view(SIMCLR_VIEW)
+        z1, z2 = self.model_(self.input(torch.cat([view(x), view(x)])))["z"].chunk(2)
         return supervised_contrastive_loss(z1, z2, y, temperature=self.config.temperature)
 
     def finish_training(self, train: ImageSet) -> None:
@@ -189,7 +194,7 @@ class SupCSI(SupCLR):
         v1, v2 = random_hflip(to_float(x).repeat(2, 1, 1, 1)).chunk(2)
         (s1, shift), (s2, _) = all_rotations(v1), all_rotations(v2)
         joint = y.repeat(N_SHIFTS) + self.n_classes_ * shift
-        z1, z2 = self.model_(self.input(SHIFTED_VIEW(torch.cat([s1, s2]))))["z"].chunk(2)
+        z1, z2 = self.model_(self.input(self.view(SHIFTED_VIEW)(torch.cat([s1, s2]))))["z"].chunk(2)
         return supervised_contrastive_loss(z1, z2, joint,
                                            temperature=self.config.temperature)
 

@@ -4,17 +4,20 @@ Written once, shared by SimCLR, CSI, MCL and rotation prediction. Input and outp
 images in [0, 1], N x C x H x W. No PIL, no DataLoader workers: one batch costs a handful of
 kernels (one grid_sample for crop + flip, elementwise colour ops).
 
-Departures from torchvision's per-image transforms, all distribution-preserving or documented in
-docs/methods.md: crop boxes whose sides exceed the image after 10 tries fall back to the whole
-image (torchvision: a centre crop at the clamped ratio); colour jitter applies brightness,
-contrast, saturation, hue in that fixed order (torchvision: a random order per image); the crop is
-resampled bilinearly from the source pixels in one step (torchvision: crop, then resize).
+Two colour jitters: torchvision's (SimCLR's and MCL's pipelines: crop, then jitter and grey) and
+CSI's own layers (`csi_color_jitter`: jitter and grey, then the crop). Departures from
+torchvision's per-image transforms, all distribution-preserving or documented in docs/methods.md:
+crop boxes whose sides exceed the image after 10 tries fall back to the whole image (torchvision:
+a centre crop at the clamped ratio); colour jitter applies brightness, contrast, saturation, hue
+in that fixed order (torchvision: a random order per image); the crop is resampled bilinearly
+from the source pixels in one step (torchvision: crop, then resize).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -123,6 +126,56 @@ def color_jitter(x: torch.Tensor, strength: tuple[float, float, float, float],
     return torch.where(apply.view(-1, 1, 1, 1), y, x)
 
 
+def rgb_to_hsv_atan2(x: torch.Tensor) -> torch.Tensor:
+    """CSI's RGB to HSV (`rgb2hsv` of its transform_layers.py): the hue by atan2 (within 1.2
+    degrees of the sector formula), 0 where it is undefined."""
+    r, g, b = x.unbind(1)
+    maxc = x.max(1).values
+    delta = maxc - x.min(1).values
+    hue = torch.atan2(math.sqrt(3) * (g - b), 2 * r - g - b)
+    hue = (hue % (2 * math.pi)) / (2 * math.pi)
+    hsv = torch.stack([hue, delta / maxc, maxc], 1)
+    return torch.where(torch.isfinite(hsv), hsv, torch.zeros_like(hsv))
+
+
+def csi_jitter_with(x: torch.Tensor, contrast: torch.Tensor, hue: torch.Tensor,
+                    saturation: torch.Tensor, value: torch.Tensor, contrast_first: bool
+                    ) -> torch.Tensor:
+    """CSI's ColorJitterLayer.transform with given per-sample factors (each N): contrast about
+    each channel's own mean; hue shifted by f x 255/360 and saturation and brightness scaled in
+    HSV; the two steps in the order given (CSI draws it once per batch)."""
+    def adjust_contrast(y: torch.Tensor) -> torch.Tensor:
+        means = y.mean(dim=(2, 3), keepdim=True)
+        return ((y - means) * contrast.view(-1, 1, 1, 1) + means).clamp(0, 1)
+
+    def adjust_hsv(y: torch.Tensor) -> torch.Tensor:
+        h, s, v = rgb_to_hsv_atan2(y).unbind(1)
+        h = (h + hue.view(-1, 1, 1) * 255.0 / 360.0) % 1
+        hsv = torch.stack([h, s * saturation.view(-1, 1, 1), v * value.view(-1, 1, 1)], 1)
+        return hsv_to_rgb(hsv.clamp(0, 1))
+
+    for step in ((adjust_contrast, adjust_hsv) if contrast_first else (adjust_hsv, adjust_contrast)):
+        x = step(x)
+    return x
+
+
+def csi_color_jitter(x: torch.Tensor, strength: tuple[float, float, float, float],
+                     apply: torch.Tensor) -> torch.Tensor:
+    """CSI's colour jitter on the samples where `apply` is True (RGB input): factors as its
+    ColorJitterLayer draws them, the order of its two steps drawn once per batch."""
+    n = x.shape[0]
+    brightness, contrast, saturation, hue = strength
+
+    def factor(spread: float, center: float = 1.0, floor: float | None = 0.0) -> torch.Tensor:
+        lo = center - spread if floor is None else max(floor, center - spread)
+        return torch.empty(n, device=x.device).uniform_(lo, center + spread)
+
+    contrast_first = bool(torch.rand(()) > 0.5)  # CSI: np.random.rand() > 0.5, per batch
+    y = csi_jitter_with(x, factor(contrast), factor(hue, 0.0, None), factor(saturation),
+                        factor(brightness), contrast_first)
+    return torch.where(apply.view(-1, 1, 1, 1), y, x)
+
+
 @dataclass(frozen=True)
 class ViewAugment:
     """SimCLR's view augmentation (CIFAR variant, no blur), applied per sample.
@@ -137,17 +190,27 @@ class ViewAugment:
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
     jitter_p: float = 0.8
     grayscale_p: float = 0.2
+    style: Literal["torchvision", "csi"] = "torchvision"  # whose colour jitter, and its place
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.style == "csi":  # CSI's code: jitter and grey first, then the crop
+            return self._crop(self._colour(x))
+        return self._colour(self._crop(x))
+
+    def _crop(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         box = sample_crop_boxes(n, self.crop_scale, self.crop_ratio, x.device)
         flip = torch.rand(n, device=x.device) < self.flip_p
-        x = crop_and_flip(x, box, flip)
-        if x.shape[1] == 3:
-            x = color_jitter(x, self.jitter, torch.rand(n, device=x.device) < self.jitter_p)
-            gray = torch.rand(n, device=x.device) < self.grayscale_p
-            x = torch.where(gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
-        return x
+        return crop_and_flip(x, box, flip)
+
+    def _colour(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != 3:
+            return x
+        n = x.shape[0]
+        jitter = csi_color_jitter if self.style == "csi" else color_jitter
+        x = jitter(x, self.jitter, torch.rand(n, device=x.device) < self.jitter_p)
+        gray = torch.rand(n, device=x.device) < self.grayscale_p
+        return torch.where(gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
 
 
 def random_hflip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:

@@ -110,8 +110,10 @@ class Network(nn.Module):
     """
 
     def __init__(self, backbone: str, in_channels: int, *, proj_hidden: int = 0,
-                 proj_dim: int = 0, n_shifts: int = 0, n_classes: int = 0, init: str = "torch"):
+                 proj_dim: int = 0, n_shifts: int = 0, n_classes: int = 0, init: str = "torch",
+                 normalize_input: bool = False):
         super().__init__()
+        self.normalize_input = normalize_input  # CSI's NormalizeLayer: [0, 1] -> [-1, 1]
         self.backbone = build_backbone(backbone, in_channels, init)
         d = self.backbone.out_dim
         self.projector = mlp_head(d, proj_hidden, proj_dim) if proj_dim > 0 else None
@@ -119,7 +121,7 @@ class Network(nn.Module):
         self.class_head = nn.Linear(d, n_classes) if n_classes else None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.backbone(x)
+        features = self.backbone((x - 0.5) / 0.5 if self.normalize_input else x)
         out = {"features": features}
         if self.projector is not None:
             out["z"] = self.projector(features)

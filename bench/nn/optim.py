@@ -108,6 +108,7 @@ def make_schedule(optimizer: Optimizer, config, steps_per_epoch: int
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Full batches per epoch (drop_last); a set smaller than one batch gives one batch."""
-    return max(1, n // batch_size)
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
+    """Batches per epoch: full ones only (drop_last), or with the last partial one; a set
+    smaller than one batch gives one batch."""
+    return max(1, n // batch_size if drop_last else -(-n // batch_size))

@@ -23,6 +23,15 @@ def all_rotations(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return shifted, labels
 
 
+def rotate_blocks(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """4N images in rotation-major blocks (e.g. 4 copies, each flipped on its own) with block k
+    rotated by k: the layout and labels of `all_rotations`."""
+    n = images.shape[0] // N_SHIFTS
+    shifted = torch.cat([rotate(block, k) for k, block in enumerate(images.split(n))])
+    labels = torch.arange(N_SHIFTS, device=images.device).repeat_interleave(n)
+    return shifted, labels
+
+
 def rotate_each(images: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Rotate image i by k[i] * 90 degrees (k int64 of length N); images must be square."""
     out = images.clone()

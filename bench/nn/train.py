@@ -54,7 +54,8 @@ def as_input(x: torch.Tensor, precision: Precision | None = None) -> torch.Tenso
 def train(model: torch.nn.Module, step: Callable[[torch.Tensor], torch.Tensor], n: int, *,
           epochs: int, batch_size: int, optimizer: Optimizer,
           scheduler: torch.optim.lr_scheduler.LRScheduler, ctx: FitContext, desc: str,
-          checkpoint_every: int = 10, log_every: int = 20) -> list[dict[str, float]]:
+          checkpoint_every: int = 10, log_every: int = 20,
+          drop_last: bool = True) -> list[dict[str, float]]:
     """Run `epochs` epochs of `step(batch_indices) -> loss` over n items; returns the history.
 
     Resumes from ``ctx.model_dir/checkpoint.pt`` when present (model, optimiser, schedule, RNG
@@ -64,11 +65,11 @@ def train(model: torch.nn.Module, step: Callable[[torch.Tensor], torch.Tensor], 
     device, precision = ctx.device, ctx.precision
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_grad_scaler())
     history, start = resume(ctx, model, optimizer, scheduler, scaler, desc, epochs)
-    per_epoch = steps_per_epoch(n, batch_size)
+    per_epoch = steps_per_epoch(n, batch_size, drop_last)
     bar = progress_bar(ctx, total=epochs * per_epoch, initial=start * per_epoch, desc=desc)
     model.train()
     for epoch in range(start, epochs):
-        t0, total = time.perf_counter(), torch.zeros((), device=device)
+        t0, total, seen = time.perf_counter(), torch.zeros((), device=device), 0
         order = torch.randperm(n, device=device)
         for i in range(per_epoch):
             index = order[i * batch_size:(i + 1) * batch_size]
@@ -79,18 +80,18 @@ def train(model: torch.nn.Module, step: Callable[[torch.Tensor], torch.Tensor], 
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            total += loss.detach().float()
+            total, seen = total + loss.detach().float(), seen + len(index)
             if (i + 1) % log_every == 0 or i + 1 == per_epoch:  # the only host syncs
                 mean = (total / (i + 1)).item()
                 if not math.isfinite(mean):
                     raise TrainingDiverged(f"{desc}: loss is {mean} at epoch {epoch + 1}")
-                rate = (i + 1) * len(index) / (time.perf_counter() - t0)
+                rate = seen / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{rate:.0f}", refresh=False)
             bar.update(1)
         seconds = time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "loss": (total / per_epoch).item(),
                         "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
-                        "images_per_second": per_epoch * min(batch_size, n) / seconds})
+                        "images_per_second": seen / seconds})
         if ctx.model_dir is not None and ((epoch + 1) % checkpoint_every == 0
                                           or epoch + 1 == epochs):
             save_checkpoint(Path(ctx.model_dir), training_state(
