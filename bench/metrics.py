@@ -1,6 +1,6 @@
 """Detection metrics. Each takes ``(is_anomaly, anomaly_score)`` like scikit-learn's ``(y_true, y_score)``.
 
-Positive classes (design.md): AUROC and AUPR-out treat anomalies / OOD as positive; AUPR-in treats
+Positive classes (README, "Results schema"): AUROC and AUPR-out treat anomalies / OOD as positive; AUPR-in treats
 in-distribution samples as positive (scored by minus the anomaly score); FPR95 is the fraction of
 anomalies accepted at the threshold that accepts 95% of normal samples.
 """
@@ -72,5 +72,5 @@ DETECTION_METRICS = {
 
 
 def detection_metrics(is_anomaly, anomaly_score) -> dict[str, float]:
-    """All detection metrics of design.md for one score variant."""
+    """AUROC, AUPR-in, AUPR-out and FPR95 of one score variant."""
     return {name: fn(is_anomaly, anomaly_score) for name, fn in DETECTION_METRICS.items()}

@@ -142,3 +142,38 @@ def test_committed_comparison_with_published_numbers_regenerates(capsys):
               "--side-by-side"])
     assert info.value.code == 0
     assert capsys.readouterr().out == committed.read_text()
+
+
+def _documented_imports() -> dict[str, set[str]]:
+    """The imports column of docs/architecture.md: {module or package/: {bench modules}}."""
+    table = {}
+    for line in (ROOT / "docs" / "architecture.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[0] != "`module`":
+            name = cells[0].strip("`")
+            table[name] = set() if cells[2] in ("-", "") else {c.strip() for c in cells[2].split(",")}
+    return table
+
+
+def test_the_architecture_doc_names_each_modules_imports():
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    documented = _documented_imports()
+    checked = 0
+    for entry, claimed in documented.items():
+        if entry in ("presets/", "reference/"):
+            continue
+        if entry.endswith("/"):
+            package = "bench." + entry.rstrip("/")
+            members = [m for m in modules if m == package or m.startswith(package + ".")]
+        else:
+            package = "bench." + entry.removesuffix(".py")
+            members = [package]
+        found = set()
+        for m in members:
+            for imported in _top_level_imports(modules[m], m):
+                if imported in modules and imported != "bench" and not (imported == package
+                                                or imported.startswith(package + ".")):
+                    found.add(imported.split(".")[1])
+        assert found == claimed, (entry, sorted(found), sorted(claimed))
+        checked += 1
+    assert checked >= 15
