@@ -40,12 +40,6 @@ class MCLConfig(ContrastiveConfig):
     beta: float = param(2.0, "CCM weight of the same class at another rotation", ge=0)
     clamp_negative: bool = param(True, "clamp cosines below at 1e-7 before weighting (code)")
     spa_weight: float = param(1.0, "weight of the SPA loss", ge=0)
-    group_rotations: bool = param(
-        True, "a batch holds all 4 rotations of each image (the code's SEI_shuffle loader); "
-              "false: one random rotation per image and step")
-    flip_each_rotation: bool = param(
-        True, "each (image, rotation) entry flips its two views on its own (the code's loader); "
-              "false: one flip per image and view, shared by its 4 rotations")
     # What CCM and SPA treat as the class without labels. The official rule y = class + C x
     # rotation, applied to one normal class, makes other rotations "same class, other rotation"
     # (weight beta): that is "single", equal to the official loss to 1e-6. "rotation" (other
@@ -54,6 +48,10 @@ class MCLConfig(ContrastiveConfig):
     pseudo_class: Literal["rotation", "single"] = param(
         "rotation", "without labels: rotation = rotations as classes (ours); single = one class, "
                     "the official rule")
+    group_rotations: bool = param(True, "a batch holds all 4 rotations of each image (the code's "
+                                        "SEI_shuffle loader); false: one random rotation each")
+    flip_each_rotation: bool = param(True, "each (image, rotation) entry flips its two views on "
+                                           "its own (the code); false: one flip per image and view")
     sei_views: Literal[1, 4, 8] = score_field(
         8, "SEI views: 1 (rotation 0 only), 4 rotations, or 8 (x horizontal flip)")
     sei_combine: Literal["wa", "mean", "min"] = score_field("wa", "how SEI combines views")

@@ -57,11 +57,9 @@ def train(model: torch.nn.Module, step: Callable[[torch.Tensor], torch.Tensor], 
           checkpoint_every: int = 10, log_every: int = 20,
           drop_last: bool = True) -> list[dict[str, float]]:
     """Run `epochs` epochs of `step(batch_indices) -> loss` over n items; returns the history.
-
-    Resumes from ``ctx.model_dir/checkpoint.pt`` when present (model, optimiser, schedule, RNG
-    states and history), so an interrupted run ends with the same weights as an uninterrupted one
-    (bit for bit on CPU; on CUDA only under --deterministic).
-    """
+    Resumes from ``ctx.model_dir/checkpoint.pt`` (model, optimiser, schedule, RNG states,
+    history): an interrupted run ends with the weights of an uninterrupted one (bit for bit on
+    CPU; on CUDA under --deterministic)."""
     device, precision = ctx.device, ctx.precision
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_grad_scaler())
     history, start = resume(ctx, model, optimizer, scheduler, scaler, desc, epochs)
