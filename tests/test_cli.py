@@ -235,7 +235,7 @@ def test_ood_protocol_skips_a_missing_ood_set_unless_strict(tmp_path, capsys):
     assert "ood / synthetic" in stdout
 
 
-def test_labeled_protocol_reports_accuracy(tmp_path, capsys, tiny_args):
+def test_labeled_protocol_reports_accuracy(tmp_path, capsys, tiny_args, tiny_network_args):
     out = tmp_path / "runs"
     code, _, err = run_cli(["run", "--protocol", "ood-labeled", "--methods", "mcl,ce",
                             "--datasets", "synthetic", "--ood", "uniform", "--out", str(out),
@@ -244,7 +244,15 @@ def test_labeled_protocol_reports_accuracy(tmp_path, capsys, tiny_args):
     rows = pd.read_csv(out / "results.csv")
     acc = rows[rows["metric"] == "accuracy"]
     assert set(acc["method"]) == {"mcl", "ce"} and acc["value"].between(0, 1).all()
-    assert set(rows[rows["method"] == "ce"]["score"]) == {"msp", "odin", "mahalanobis", "energy"}
+    posthoc = {"deep-knn", "mahalanobis", "rmds"}  # every network's features, with labels
+    logit = {"energy", "maxlogit", "gen", "react", "ash-s", "ash-b", "vim", "she"}
+    assert set(rows[rows["method"] == "ce"]["score"]) == {"msp", "odin"} | posthoc | logit
+    assert set(rows[rows["method"] == "mcl"]["score"]) == {"sei", "cosnorm"} | posthoc
+    # the post-hoc settings change scoring only: the trained networks are reused
+    code, _, err = run_cli(["run", "--protocol", "ood-labeled", "--methods", "ce", "--datasets",
+                            "synthetic", "--ood", "uniform", "--out", str(out), *tiny_network_args,
+                            "--set", "ce.knn_k=3", "--set", "ce.react_percentile=80"], capsys)
+    assert code == 0 and "using the trained model" in err, err
 
 
 def test_compile_flag_compiles_the_network_without_changing_the_job(tmp_path, tiny_network_args,

@@ -99,12 +99,13 @@ def test_global_pool_is_a_mean_over_height_and_width():
                           atol=1e-6)
 
 
-def test_ce_mahalanobis_in_chunks_equals_the_one_shot_form():
-    from bench.methods.supervised import mahalanobis_score, tied_gaussians
+def test_mahalanobis_in_chunks_equals_the_one_shot_form(monkeypatch):
+    from bench.nn import posthoc
 
     torch.manual_seed(0)
     feats, labels = torch.randn(300, 6), torch.randint(0, 3, (300,))
-    means, precision = tied_gaussians(feats, labels, 3)
-    diff = feats.double()[:, None, :] - means[None]
-    one_shot = torch.einsum("ncd,de,nce->nc", diff, precision, diff).min(1).values
-    assert torch.allclose(mahalanobis_score(feats, means, precision, chunk=64), one_shot)
+    g = posthoc.fit_tied_gaussians(feats, labels, 3)
+    diff = feats.double()[:, None, :] - g.means[None]
+    one_shot = torch.einsum("ncd,de,nce->nc", diff, g.precision, diff).min(1).values
+    monkeypatch.setattr(posthoc, "CHUNK", 64)
+    assert torch.allclose(posthoc.mahalanobis(feats, g), one_shot)

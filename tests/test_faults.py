@@ -94,7 +94,7 @@ def test_truncated_model_is_retrained_when_reused(finished, tiny_args, capsys):
     code, _, err = run_cli(_args(again, tiny_args, "--set", "mcl.sei_views=4"), capsys)
     assert code == 0, err
     four = fresh[fresh["variant"] == "sei_views=4"].reset_index(drop=True)
-    assert len(four) == 8  # sei and cosnorm, 4 metrics: equal to a run that was never damaged
+    assert len(four) == 16  # sei, cosnorm, deep-knn, mahalanobis x 4 metrics, as undamaged
     undamaged = _values(again)
     pd.testing.assert_frame_equal(four, undamaged[undamaged["method"] == "mcl"]
                                   .reset_index(drop=True))

@@ -4,13 +4,8 @@ import torch
 
 from bench.datasets import load_dataset
 from bench.methods import mcl as mcl_module
-from bench.methods.supervised import (
-    energy_score,
-    mahalanobis_score,
-    msp_score,
-    odin_score,
-    tied_gaussians,
-)
+from bench.methods.supervised import odin_score
+from bench.nn import posthoc
 from bench.nn.context import FitContext
 from helpers import tiny
 
@@ -23,9 +18,9 @@ def _softmax(a):
 def test_msp_and_energy_match_numpy():
     logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
     t = torch.tensor(logits)
-    assert msp_score(t).numpy() == pytest.approx(-_softmax(logits).max(1))
+    assert posthoc.msp(t).numpy() == pytest.approx(-_softmax(logits).max(1))
     lse = np.log(np.exp(logits).sum(1))
-    assert energy_score(t).numpy() == pytest.approx(-lse)
+    assert posthoc.energy(t).numpy() == pytest.approx(-lse)
 
 
 def test_odin_matches_the_closed_form_on_a_linear_model():
@@ -48,8 +43,8 @@ def test_mahalanobis_with_shared_covariance_matches_numpy():
     y = np.repeat([0, 1], 20)
     f[y == 1] += 2.0
     test = rng.normal(size=(6, 3))
-    means, precision = tied_gaussians(torch.tensor(f), torch.tensor(y), 2)
-    got = mahalanobis_score(torch.tensor(test), means, precision).numpy()
+    g = posthoc.fit_tied_gaussians(torch.tensor(f), torch.tensor(y), 2)
+    got = posthoc.mahalanobis(torch.tensor(test), g).numpy()
     mu = np.stack([f[y == c].mean(0) for c in range(2)])
     centred = f - mu[y]
     P = np.linalg.pinv(centred.T @ centred / len(f))

@@ -47,7 +47,7 @@ class Flip(NetworkDetector):
         shifted, labels = all_rotations(to_float(x))
         return F.cross_entropy(self.model_(self.input(shifted))["shift_logits"].float(), labels)
 
-    def score(self, images):
+    def method_scores(self, images):
         logits = self.forward(images, to_float, ("shift_logits",))["shift_logits"]
         return {"zero": -to_numpy(logits[:, 0]) + self.config.margin}
 
@@ -124,7 +124,7 @@ def test_a_new_method_is_one_module_and_one_registry_line(throwaway, tmp_path, c
                                  "--figure", "per-class", "--figure", "jobs", "--no-tsne"],
                                 capsys)
     assert code == 0, err
-    assert panels == {"self-supervised": {"flip/zero [margin=0.5]"},
-                      "classical": {"median/pixel", "knn/pixel"}}
+    flip = {f"flip/{s} [margin=0.5]" for s in ("zero", "deep-knn", "mahalanobis")}
+    assert panels == {"self-supervised": flip, "classical": {"median/pixel", "knn/pixel"}}
     assert (tmp_path / "figs" / "auroc_per_class_synthetic_quick.png").exists()
     assert any(p.name.startswith("roc_flip-") for p in (tmp_path / "figs").iterdir())

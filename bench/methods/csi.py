@@ -66,7 +66,7 @@ class CSI(NetworkDetector):
         feats = self.ctx_.cached(tag, train.images, lambda: self.ensemble_features(train.images))
         self.train_feats_ = {k: v.to(self.ctx_.device) for k, v in feats.items()}
 
-    def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+    def method_scores(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         test = self.ensemble_features(images)
         full, sim = csi_scores(test["z"], test["shift"], self.train_feats_["z"],
                                self.train_feats_["shift"])

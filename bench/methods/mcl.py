@@ -164,7 +164,7 @@ class MCL(NetworkDetector):
             dist.append(mahalanobis(F.normalize(z, dim=1), self.means_[own], self.whiteners_[own]))
         return sei_combine(torch.stack(dist, 1), self.config.sei_combine)
 
-    def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+    def method_scores(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         z_views, rots = self._views(images, self.config.sei_views)
         sei, _ = self._sei(images, z_views, rots)
         cosnorm = -max_cosine_times_norm(z_views[0], self.bank_)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from bench.config import Config, param, score_field
 from bench.datasets import ImageSet
 from bench.methods.base import Detector, to_numpy
+from bench.nn import posthoc
 from bench.nn import train as engine
 from bench.nn.augment import ViewAugment, to_float
 from bench.nn.backbones import BackboneName, Network
@@ -60,6 +61,11 @@ class NetworkConfig(Config):
     max_train_samples: int = param(
         0, "train on a seeded random subset of this many images (0: all); scores use all", ge=0)
     score_batch_size: int = score_field(1024, "images per forward pass when scoring", ge=1)
+    posthoc: bool = score_field(
+        True, "add the post-hoc scores of the network's penultimate features (deep-knn, "
+              "mahalanobis; rmds with labels; a class head's logit scores too)")
+    knn_k: int = score_field(50, "deep-knn: distance to the k-th nearest training feature (Sun "
+                                 "et al. 2022 and OpenOOD: 50)", ge=1)
 
 
 @dataclass(frozen=True)
@@ -98,9 +104,12 @@ class ClassifierConfig(NetworkConfig):
 
 
 class NetworkDetector(Detector):
-    """Fit skeleton: data on the device, optimiser and schedule, train (or load) the network."""
+    """Fit skeleton: data on the device, optimiser and schedule, train (or load) the network;
+    a method's own scores (`method_scores`) and the post-hoc scores of its features."""
 
     kind = "self-supervised"
+    # post-hoc scores every network offers (bench/nn/posthoc.py); rmds needs two classes or more
+    posthoc_scores: ClassVar[tuple[str, ...]] = ("deep-knn", "mahalanobis", "rmds")
 
     def build_model(self, train: ImageSet) -> Network:
         """The method's network: the config's backbone and heads (override to add heads)."""
@@ -135,7 +144,45 @@ class NetworkDetector(Detector):
         self.fit_encoder(train, ctx)
         reseed(ctx.seed, "train-features")  # same bank after training or loading
         self.after_fit(train)
+        if self.config.posthoc:
+            self.fit_posthoc(train)
         return self
+
+    def method_scores(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        """The method's own scores (its paper's), higher = more anomalous."""
+        raise NotImplementedError
+
+    def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        scores = self.method_scores(images)
+        if self.config.posthoc:
+            scores.update({k: to_numpy(v) for k, v in self.posthoc_of(images).items()})
+        return scores
+
+    def penultimate(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate (backbone) features of un-augmented images, [N, d] float32."""
+        return self.forward(images, to_float, ("features",))["features"]
+
+    def fit_posthoc(self, train: ImageSet) -> None:
+        """The training features' bank and Gaussians (class Gaussians with labels)."""
+        feats = self.ctx_.cached("posthoc-train", train.images,
+                                 lambda: {"features": self.penultimate(train.images)})["features"]
+        labels = train.labels.to(feats.device)
+        n = len(train.classes) if self.ctx_.labeled else 1
+        labels = labels if self.ctx_.labeled else torch.zeros_like(labels)
+        self.posthoc_ = {"bank": F.normalize(feats, dim=1), "features": feats, "labels": labels,
+                         "gaussians": posthoc.fit_tied_gaussians(feats, labels, n)}
+        if n > 1:
+            self.posthoc_["rmds"] = posthoc.fit_rmds(feats, labels, n)
+
+    def posthoc_of(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """deep-knn, mahalanobis and (with two classes or more) rmds of `images`."""
+        f = self.penultimate(images)
+        p = self.posthoc_
+        out = {"deep-knn": posthoc.knn_distance(f, p["bank"], self.config.knn_k),
+               "mahalanobis": posthoc.mahalanobis(f, p["gaussians"])}
+        if "rmds" in p:
+            out["rmds"] = posthoc.rmds(f, p["rmds"])
+        return out
 
     def fit_encoder(self, train: ImageSet, ctx: FitContext) -> NetworkDetector:
         """Train the network, or load it from ctx.model_dir; no scoring state."""

@@ -35,7 +35,7 @@ class RotNet(NetworkDetector):
         logits = self.model_(self.input(ROT_VIEW(shifted)))["shift_logits"]
         return F.cross_entropy(logits.float(), shift_labels)
 
-    def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+    def method_scores(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         total = torch.zeros(images.shape[0], dtype=torch.float64, device=self.ctx_.device)
         for k in range(N_SHIFTS):
             out = self.forward(images, lambda u8, k=k: rotate(to_float(u8), k), ("shift_logits",))

@@ -57,7 +57,7 @@ class SimCLR(NetworkDetector):
                              lambda: {"z": self.mean_projection(train.images)})["z"]
         self.bank_ = F.normalize(z.to(self.ctx_.device), dim=1)
 
-    def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+    def method_scores(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         """cosnorm: CSI's score, max cosine to the bank x the norm; cos: the max cosine alone
         (what the network learned, without the norm factor: docs/methods.md)."""
         z = self.mean_projection(images)

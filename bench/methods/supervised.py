@@ -1,10 +1,11 @@
-"""Labeled OOD baselines: a cross-entropy classifier (MSP, ODIN, Mahalanobis, energy), SupCLR and
-supervised CSI with linear heads on the frozen encoder."""
+"""Labeled OOD baselines: a cross-entropy classifier (MSP, ODIN), SupCLR and supervised CSI with
+linear heads on the frozen encoder; each with the post-hoc scores of its features and its class
+head's logits (bench/nn/posthoc.py: energy, MaxLogit, GEN, ReAct, ASH-S, ASH-B, ViM, SHE)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -14,22 +15,13 @@ from bench.config import param, score_field
 from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
 from bench.methods.network import ClassifierConfig, ContrastiveConfig, NetworkDetector
+from bench.nn import posthoc
 from bench.nn.augment import CLASSIFIER_VIEW, SHIFTED_VIEW, SIMCLR_VIEW, random_hflip, to_float
 from bench.nn.backbones import Network
 from bench.nn.losses import supervised_contrastive_loss
 from bench.nn.shifts import N_SHIFTS, all_rotations, rotate
 
 # --- scores of a classifier, pure functions of a model and a batch ---------------------------
-
-def msp_score(logits: torch.Tensor) -> torch.Tensor:
-    """Anomaly score: minus the maximum softmax probability (Hendrycks & Gimpel 2017)."""
-    return -F.softmax(logits.float(), dim=1).max(1).values
-
-
-def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Anomaly score: the free energy -T logsumexp(logits / T) (Liu et al. 2020)."""
-    return -temperature * torch.logsumexp(logits.float() / temperature, dim=1)
-
 
 def odin_score(logits_fn, x: torch.Tensor, temperature: float, epsilon: float) -> torch.Tensor:
     """ODIN (Liang et al. 2018): temperature-scaled MSP after a small input perturbation that
@@ -40,33 +32,6 @@ def odin_score(logits_fn, x: torch.Tensor, temperature: float, epsilon: float) -
     with torch.no_grad():
         perturbed = x + epsilon * grad.sign()
         return -F.softmax(logits_fn(perturbed).float() / temperature, dim=1).max(1).values
-
-
-def tied_gaussians(features: torch.Tensor, labels: torch.Tensor, n_classes: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class means [C, d] and the precision of the shared covariance (Lee et al. 2018; the
-    pseudo-inverse, as scikit-learn's EmpiricalCovariance that their code uses)."""
-    f = features.double()
-    means = torch.stack([f[labels == c].mean(0) for c in range(n_classes)])
-    centred = f - means[labels]
-    cov = centred.t() @ centred / f.shape[0]
-    return means, torch.linalg.pinv(cov, hermitian=True)
-
-
-def mahalanobis_score(features: torch.Tensor, means: torch.Tensor, precision: torch.Tensor,
-                      chunk: int = 1024) -> torch.Tensor:
-    """Anomaly score: min over classes of the squared Mahalanobis distance (shared covariance).
-
-    Chunks of `chunk` rows and one class at a time: memory stays at chunk x d (the N x C x d
-    tensor of a one-shot einsum is gigabytes for CIFAR-100)."""
-    out = []
-    for part in features.double().split(chunk):
-        best = torch.full((part.shape[0],), float("inf"), dtype=torch.float64, device=part.device)
-        for mu in means:
-            diff = part - mu
-            best = torch.minimum(best, ((diff @ precision) * diff).sum(1))
-        out.append(best)
-    return torch.cat(out)
 
 
 def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, n_out: int, epochs: int,
@@ -83,20 +48,71 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, n_out: int, ep
 
 # --- cross-entropy classifier ----------------------------------------------------------------
 
+@dataclass(frozen=True)
+class LogitScoreConfig:
+    """The post-hoc logit scores' settings: the papers' and OpenOOD v1.5's defaults."""
+
+    vim_dim: int = score_field(0, "ViM's principal dimension (0: half the feature dimension, "
+                                  "OpenOOD's 256 of ResNet-18's 512)", ge=0)
+    react_percentile: float = score_field(90.0, "ReAct's clipping percentile of the training "
+                                                "activations", gt=0, lt=100)
+    ash_percentile: float = score_field(90.0, "ASH-S and ASH-B: the percentage of activations "
+                                              "pruned", ge=0, lt=100)
+    gen_gamma: float = score_field(0.1, "GEN's gamma", gt=0)
+    gen_m: int = score_field(100, "GEN's M: the largest probabilities summed (at most the "
+                                  "classes)", ge=1)
+
+
+LOGIT_SCORES = ("energy", "maxlogit", "gen", "react", "ash-s", "ash-b", "vim", "she")
+
+
 class LabeledDetector(NetworkDetector):
-    """A network with a class head on its features (`class_heads` outputs per class)."""
+    """A network with a class head on its features (`class_heads` outputs per class); it offers
+    the post-hoc logit scores of that head as well as the feature scores."""
 
     kind = "labeled"
     needs_labels = True
     predicts_classes = True
     class_heads = 1  # outputs per class (sup-CSI: one per class and rotation)
+    posthoc_scores: ClassVar[tuple[str, ...]] = (*NetworkDetector.posthoc_scores, *LOGIT_SCORES)
 
     def build_model(self, train: ImageSet) -> Network:
         return self.network(train, n_classes=self.class_heads * len(train.classes))
 
+    def linear_head(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W [C, d], b [C]) of the class logits the logit scores read."""
+        head = self.model_.class_head
+        return head.weight.detach().float(), head.bias.detach().float()
+
+    def fit_posthoc(self, train: ImageSet) -> None:
+        super().fit_posthoc(train)
+        c, p = self.config, self.posthoc_
+        w, b = self.linear_head()
+        feats = p["features"]
+        dim = c.vim_dim or feats.shape[1] // 2
+        p["react"] = posthoc.react_threshold(feats, c.react_percentile)
+        p["vim"] = posthoc.fit_vim(feats, w, b, min(dim, feats.shape[1] - 1))
+        p["she"] = posthoc.fit_she(feats, p["labels"], posthoc.linear(feats, w, b).argmax(1),
+                                   len(train.classes))
+
+    def posthoc_of(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = super().posthoc_of(images)
+        c, p = self.config, self.posthoc_
+        f = self.penultimate(images)
+        w, b = self.linear_head()
+        logits = posthoc.linear(f, w, b)
+        out.update({
+            "energy": posthoc.energy(logits), "maxlogit": posthoc.max_logit(logits),
+            "gen": posthoc.gen(logits, c.gen_gamma, c.gen_m),
+            "react": posthoc.react(f, w, b, p["react"]),
+            "ash-s": posthoc.ash_energy(f, w, b, c.ash_percentile, binary=False),
+            "ash-b": posthoc.ash_energy(f, w, b, c.ash_percentile, binary=True),
+            "vim": posthoc.vim(f, w, b, p["vim"]), "she": posthoc.she(f, logits, p["she"])})
+        return out
+
 
 @dataclass(frozen=True)
-class CEConfig(ClassifierConfig):
+class CEConfig(ClassifierConfig, LogitScoreConfig):
     epochs: int = 200
     odin_temperature: float = score_field(1000.0, "ODIN's softmax temperature", gt=0)
     odin_epsilon: float = score_field(0.0014, "ODIN's input perturbation size", ge=0)
@@ -106,23 +122,17 @@ ODIN_CHUNK = 256  # images per ODIN backward pass (bounds its activation memory)
 
 
 class CrossEntropy(LabeledDetector):
-    """Cross-entropy classifier; scores msp, odin, mahalanobis, energy; reports accuracy."""
+    """Cross-entropy classifier; scores msp, odin and the post-hoc ones; reports accuracy."""
 
     Config = CEConfig
-    scores = ("msp", "odin", "mahalanobis", "energy")
+    scores = ("msp", "odin")
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = self.model_(self.input(CLASSIFIER_VIEW(to_float(x))))["class_logits"]
         return F.cross_entropy(logits.float(), y)
 
-    def after_fit(self, train: ImageSet) -> None:
-        feats = self.forward(train.images, to_float, ("features",))["features"]
-        self.means_, self.precision_ = tied_gaussians(
-            feats, train.labels.to(feats.device), len(train.classes))
-
-    def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        out = self.forward(images, to_float, ("class_logits", "features"))
-        logits = out["class_logits"]
+    def method_scores(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        logits = self.forward(images, to_float, ("class_logits",))["class_logits"]
         c = self.config
         odin, device = [], self.ctx_.device
         for start in range(0, images.shape[0], ODIN_CHUNK):
@@ -133,10 +143,7 @@ class CrossEntropy(LabeledDetector):
                     return self.model_(self.input(v))["class_logits"].float()
 
             odin.append(odin_score(logits_of, x, c.odin_temperature, c.odin_epsilon))
-        return {"msp": to_numpy(msp_score(logits)), "odin": to_numpy(torch.cat(odin)),
-                "mahalanobis": to_numpy(mahalanobis_score(out["features"], self.means_,
-                                                          self.precision_)),
-                "energy": to_numpy(energy_score(logits))}
+        return {"msp": to_numpy(posthoc.msp(logits)), "odin": to_numpy(torch.cat(odin))}
 
     def predict_class(self, images: torch.Tensor) -> np.ndarray:
         return self.forward(images, to_float, ("class_logits",))["class_logits"].argmax(1).cpu().numpy()
@@ -145,7 +152,7 @@ class CrossEntropy(LabeledDetector):
 # --- supervised contrastive ------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class SupCLRConfig(ContrastiveConfig):
+class SupCLRConfig(ContrastiveConfig, LogitScoreConfig):
     epochs: int = 700
     temperature: float = 0.07
     normalize_input: bool = True  # CSI's code trains SupCLR and sup-CSI: its layers and loader
@@ -176,8 +183,8 @@ class SupCLR(LabeledDetector):
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward(images, to_float, ("class_logits",))["class_logits"]
 
-    def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        return {"msp": to_numpy(msp_score(self._logits(images)))}
+    def method_scores(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        return {"msp": to_numpy(posthoc.msp(self._logits(images)))}
 
     def predict_class(self, images: torch.Tensor) -> np.ndarray:
         return self._logits(images).argmax(1).cpu().numpy()
@@ -208,6 +215,12 @@ class SupCSI(SupCLR):
         head = fit_linear_head(torch.cat(feats), torch.cat(labels), N_SHIFTS * self.n_classes_,
                                self.config.head_epochs)
         self.model_.class_head.load_state_dict(head.state_dict())
+
+    def linear_head(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotation-0 block of the joint head: class logits of un-rotated features (the logit
+        scores read one feature vector per image)."""
+        w, b = super().linear_head()
+        return w[:self.n_classes_], b[:self.n_classes_]
 
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits marginalised over rotations: mean_k of joint logits (c, k) on x rotated by k."""

@@ -1,0 +1,221 @@
+"""Post-hoc OOD scores as pure functions of penultimate features, logits and a linear head.
+
+Every score here is an *anomaly* score (higher = more likely OOD): the papers' confidence with its
+sign flipped. The fits (`fit_*`) read the training set's features once; the scores read a batch.
+Formulas and defaults follow the papers and OpenOOD v1.5's postprocessors (docs/methods.md lists
+each, and every departure).
+
+    features  [N, d] penultimate activations (after the global pool), float
+    logits    [N, C] = features @ W.T + b, the network's class head
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+CHUNK = 1024  # test rows per block of a bank product
+
+
+def linear(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return features.float() @ weight.float().t() + bias.float()
+
+
+# --- logit scores ------------------------------------------------------------------------------
+
+def msp(logits: torch.Tensor) -> torch.Tensor:
+    """Minus the maximum softmax probability (Hendrycks & Gimpel 2017)."""
+    return -F.softmax(logits.float(), dim=1).max(1).values
+
+
+def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """The free energy -T logsumexp(logits / T) (Liu et al. 2020; OpenOOD's EBO)."""
+    return -temperature * torch.logsumexp(logits.float() / temperature, dim=1)
+
+
+def max_logit(logits: torch.Tensor) -> torch.Tensor:
+    """Minus the maximum logit (Hendrycks et al. 2022; OpenOOD's MLS)."""
+    return -logits.float().max(1).values
+
+
+def gen(logits: torch.Tensor, gamma: float = 0.1, m: int = 100) -> torch.Tensor:
+    """Generalized entropy of the M largest probabilities, sum_j p_j^gamma (1 - p_j)^gamma
+    (Liu et al. 2023): higher for flatter predictions."""
+    p = F.softmax(logits.float(), dim=1)
+    top = p.sort(dim=1).values[:, -min(m, p.shape[1]):]
+    return (top.pow(gamma) * (1 - top).pow(gamma)).sum(1)
+
+
+# --- activation shaping, then energy -------------------------------------------------------------
+
+def react_threshold(train_features: torch.Tensor, percentile: float = 90.0) -> float:
+    """ReAct's clipping threshold: the `percentile`-th percentile of every training activation,
+    interpolated linearly as numpy.percentile (exact at any size, unlike torch.quantile's cap)."""
+    flat = train_features.float().flatten()
+    position = percentile / 100.0 * (flat.numel() - 1)
+    lo, frac = int(position), position - int(position)
+    low = flat.kthvalue(lo + 1).values
+    if frac == 0:
+        return float(low)
+    return float(low + frac * (flat.kthvalue(lo + 2).values - low))
+
+
+def react(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+          threshold: float) -> torch.Tensor:
+    """ReAct (Sun et al. 2021): energy of the logits of the activations clipped at `threshold`."""
+    return energy(linear(features.float().clamp(max=threshold), weight, bias))
+
+
+def _keep_top(features: torch.Tensor, percentile: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The activations with all but the largest (100 - percentile)% of each row set to 0, and the
+    number kept, k = d - round(d x percentile / 100) (ASH's rule)."""
+    x = features.float()
+    d = x.shape[1]
+    k = max(1, d - int(round(d * percentile / 100.0)))
+    values, index = x.topk(k, dim=1)
+    return torch.zeros_like(x).scatter_(1, index, values), torch.tensor(k, dtype=x.dtype)
+
+
+def ash_s(features: torch.Tensor, percentile: float = 90.0) -> torch.Tensor:
+    """ASH-S (Djurisic et al. 2023): prune to the top activations, then scale them by
+    exp(s1 / s2), s1 and s2 the row's sums before and after pruning."""
+    s1 = features.float().sum(1, keepdim=True)
+    kept, _ = _keep_top(features, percentile)
+    return kept * torch.exp(s1 / kept.sum(1, keepdim=True))
+
+
+def ash_b(features: torch.Tensor, percentile: float = 90.0) -> torch.Tensor:
+    """ASH-B: prune to the top activations and set each kept one to s1 / k (the row's sum shared
+    equally by the k kept ones)."""
+    s1 = features.float().sum(1, keepdim=True)
+    kept, k = _keep_top(features, percentile)
+    return torch.where(kept != 0, s1 / k, kept)
+
+
+def ash_energy(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+               percentile: float, binary: bool) -> torch.Tensor:
+    shaped = (ash_b if binary else ash_s)(features, percentile)
+    return energy(linear(shaped, weight, bias))
+
+
+# --- feature scores ----------------------------------------------------------------------------
+
+def knn_distance(features: torch.Tensor, bank: torch.Tensor, k: int = 50) -> torch.Tensor:
+    """The distance to the k-th nearest training feature, both L2-normalised (Sun et al. 2022,
+    "deep nearest neighbours"); `bank` must be normalised already."""
+    z = F.normalize(features.float(), dim=1)
+    k = min(k, bank.shape[0])
+    bank_t = bank.float().t().contiguous()
+    out = []
+    for part in z.split(CHUNK):
+        kth_cos = (part @ bank_t).topk(k, dim=1).values[:, -1]
+        out.append((2 - 2 * kth_cos).clamp_min(0).sqrt())
+    return torch.cat(out)
+
+
+@dataclass(frozen=True)
+class Gaussians:
+    """Class means [C, d] and the precision of one shared covariance [d, d] (float64)."""
+
+    means: torch.Tensor
+    precision: torch.Tensor
+
+
+def fit_tied_gaussians(features: torch.Tensor, labels: torch.Tensor, n_classes: int
+                       ) -> Gaussians:
+    """Class means and the pseudo-inverse of the covariance of the class-centred features (Lee et
+    al. 2018, as scikit-learn's EmpiricalCovariance that their code and OpenOOD's use)."""
+    f = features.double()
+    means = torch.stack([f[labels == c].mean(0) for c in range(n_classes)])
+    centred = f - means[labels]
+    cov = centred.t() @ centred / f.shape[0]
+    return Gaussians(means, torch.linalg.pinv(cov, hermitian=True))
+
+
+def squared_mahalanobis(features: torch.Tensor, g: Gaussians) -> torch.Tensor:
+    """[N, C] squared Mahalanobis distances to each class mean under the shared covariance,
+    in chunks of rows (an N x C x d tensor is gigabytes for CIFAR-100)."""
+    out = []
+    for part in features.double().split(CHUNK):
+        rows = []
+        for mu in g.means:
+            diff = part - mu
+            rows.append(((diff @ g.precision) * diff).sum(1))
+        out.append(torch.stack(rows, 1))
+    return torch.cat(out)
+
+
+def mahalanobis(features: torch.Tensor, g: Gaussians) -> torch.Tensor:
+    """Min over classes of the squared Mahalanobis distance (Lee et al. 2018; OpenOOD's MDS)."""
+    return squared_mahalanobis(features, g).min(1).values
+
+
+@dataclass(frozen=True)
+class RelativeGaussians:
+    classes: Gaussians
+    background: Gaussians  # one Gaussian of all training features
+
+
+def fit_rmds(features: torch.Tensor, labels: torch.Tensor, n_classes: int) -> RelativeGaussians:
+    """RMDS's class Gaussians (shared covariance) and background Gaussian (Ren et al. 2021)."""
+    background = fit_tied_gaussians(features, torch.zeros_like(labels), 1)
+    return RelativeGaussians(fit_tied_gaussians(features, labels, n_classes), background)
+
+
+def rmds(features: torch.Tensor, g: RelativeGaussians) -> torch.Tensor:
+    """Relative Mahalanobis distance: min over classes of MD_c(x) - MD_0(x), MD_0 the
+    background Gaussian's (squared distances, as OpenOOD's RMDS)."""
+    return (squared_mahalanobis(features, g.classes)
+            - squared_mahalanobis(features, g.background)).min(1).values
+
+
+@dataclass(frozen=True)
+class ViM:
+    origin: torch.Tensor  # u = -pinv(W) b
+    residual: torch.Tensor  # [d, d - D]: the principal space's complement
+    alpha: float
+
+
+def fit_vim(train_features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+            dim: int) -> ViM:
+    """ViM's origin, residual space and scale (Wang et al. 2022): eigenvectors of the
+    uncentred covariance of (x - u) beyond the `dim` largest eigenvalues; alpha = mean max
+    training logit / mean residual norm."""
+    x = train_features.double()
+    w, b = weight.double(), bias.double()
+    u = -torch.linalg.pinv(w) @ b
+    centred = x - u
+    eigvals, eigvecs = torch.linalg.eigh(centred.t() @ centred / x.shape[0])
+    order = eigvals.argsort(descending=True)
+    residual = eigvecs[:, order[dim:]]
+    vlogit = (centred @ residual).norm(dim=1)
+    alpha = float((x @ w.t() + b).max(1).values.mean() / vlogit.mean())
+    return ViM(u, residual, alpha)
+
+
+def vim(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, v: ViM
+        ) -> torch.Tensor:
+    """Virtual logit minus energy: alpha ||(x - u) R|| - logsumexp(logits)."""
+    x = features.double()
+    vlogit = ((x - v.origin) @ v.residual).norm(dim=1) * v.alpha
+    return vlogit - torch.logsumexp(x @ weight.double().t() + bias.double(), dim=1)
+
+
+def fit_she(train_features: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor,
+            n_classes: int) -> torch.Tensor:
+    """SHE's stored patterns (Zhang et al. 2023): per class, the mean feature of the training
+    images it classifies correctly (all of the class's images where none is)."""
+    f = train_features.float()
+    patterns = []
+    for c in range(n_classes):
+        mask = (labels == c) & (predictions == c)
+        patterns.append(f[mask if mask.any() else labels == c].mean(0))
+    return torch.stack(patterns)
+
+
+def she(features: torch.Tensor, logits: torch.Tensor, patterns: torch.Tensor) -> torch.Tensor:
+    """Minus the inner product of the features with the pattern of the predicted class (the
+    simplified Hopfield energy; OpenOOD's `inner_product` metric)."""
+    return -(features.float() * patterns[logits.argmax(1)]).sum(1)
