@@ -117,6 +117,10 @@ def cli() -> None:
 @click.option("--download/--no-download", default=True, show_default=True,
               help="Allow downloading missing torchvision data sets (checksummed).")
 @click.option("--ood", help="OOD protocols: comma-separated OOD sets (default: the protocol table).")
+@click.option("--ood-table", default="bench", show_default=True,
+              help="Which OOD table: bench (this suite's near / far sets), or openood-v1.5 "
+                   "(OpenOOD v1.5's CIFAR benchmark, read from its image lists; `bench list "
+                   "protocols`).")
 @click.option("--strict", is_flag=True, help="A missing OOD set is an error instead of skipped.")
 @click.option("--executor", default="local", show_default=True,
               type=click.Choice(["local", "ray", "slurm", "slurm-local"]),
@@ -138,7 +142,8 @@ def cli() -> None:
               help="Deterministic kernels (cuDNN, cuBLAS): a resumed CUDA run ends with the same "
                    "weights as an uninterrupted one; slower.")
 def run(methods, datasets, protocol, classes, seeds, preset, overrides, features, out, data_dir,
-        device, precision, download, ood, strict, executor, workers, devices, ray_address,
+        device, precision, download, ood, ood_table, strict, executor, workers, devices,
+        ray_address,
         slurm_partition, slurm_time, slurm_gpus_per_job, wait, retry_failed, compile_model,
         deterministic) -> int:
     """Run methods x data sets x classes x seeds; write <out>/results.csv and a leaderboard."""
@@ -149,7 +154,7 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
         raise BenchError("--workers must be at least 1")
     spec, notes = _run_spec(methods, datasets, protocol, classes, seeds, preset, overrides,
                             features, out, data_dir, device, precision, download, ood, strict,
-                            compile_model, deterministic,
+                            compile_model, deterministic, ood_table,
                             remote=executor == "slurm" or bool(executor == "ray" and ray_address),
                             executor=executor)
     ex = make_executor(executor, workers=workers, devices=devices, ray_address=ray_address,
@@ -161,7 +166,7 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
 
 def _run_spec(methods, datasets, protocol, classes, seeds, preset, overrides, features, out,
               data_dir, device, precision, download, ood, strict, compile_model, deterministic,
-              *, remote: bool, executor: str):
+              ood_table, *, remote: bool, executor: str):
     """The RunSpec of `bench run`'s flags, and the notes to print once the input is valid."""
     from bench.config import RunSpec, resolve_preset
     from bench.nn.devices import check_device, select_device
@@ -192,7 +197,7 @@ def _run_spec(methods, datasets, protocol, classes, seeds, preset, overrides, fe
         overrides=tuple(overrides), out=out, data_dir=data_dir or "", device=device,
         download=download, ood=_split(ood, "--ood"), strict=strict, compile=compile_model,
         precision=precision, features=_split(features, "--features") or ("pixel",),
-        deterministic=deterministic,
+        deterministic=deterministic, ood_table=ood_table,
     )
     return spec, notes
 
@@ -257,15 +262,19 @@ def _list_datasets() -> None:
 
 
 def _list_protocols() -> None:
-    from bench.protocols import OOD_TABLES, PROTOCOL_VERSION, PROTOCOLS
+    from bench.protocols import PROTOCOL_VERSION, PROTOCOLS, TABLES
 
     for p in PROTOCOLS.values():
         click.echo(f"{p.name:<12} {p.description}")
-    click.echo(f"\nOOD sets per in-distribution set (protocol version {PROTOCOL_VERSION}); "
-               "the -val protocols use the validation sets:")
-    for d, table in OOD_TABLES.items():
-        click.echo(f"  {d:<14} near: {', '.join(table.near):<40} far: {', '.join(table.far)}"
-                   f"  validation: {', '.join(table.validation)}")
+    for name, table in TABLES.items():
+        source = (" (OpenOOD's image lists, in-distribution test images too)"
+                  if any(t.source for t in table.values()) else "")
+        click.echo(f"\nOOD table {name}{source}, protocol version {PROTOCOL_VERSION}"
+                   + ("; the -val protocols use the validation sets" if not source else "") + ":")
+        for d, t in table.items():
+            validation = f"  validation: {', '.join(t.validation)}" if t.validation else ""
+            click.echo(f"  {d:<14} near: {', '.join(t.near):<40} far: {', '.join(t.far)}"
+                       + validation)
 
 
 def _list_presets() -> None:

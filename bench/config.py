@@ -386,6 +386,7 @@ class RunSpec:
     precision: str = "auto"
     features: tuple[str, ...] = ("pixel",)
     deterministic: bool = False
+    ood_table: str = "bench"
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

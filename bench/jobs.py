@@ -24,7 +24,7 @@ import bench
 from bench.config import as_dict, stable_hash, training_dict
 from bench.errors import FileError
 from bench.metrics import accuracy, detection_metrics
-from bench.protocols import PROTOCOL_VERSION, Task, get_protocol, load_task
+from bench.protocols import DEFAULT_TABLE, PROTOCOL_VERSION, Task, get_protocol, load_task
 from bench.registry import METHODS
 from bench.store import RunStore, file_lock
 
@@ -60,6 +60,7 @@ class Job:
     compile: bool = False  # how it runs, not what it computes: not part of the identity
     precision: str = "auto"  # likewise (recorded in every row)
     deterministic: bool = False  # likewise
+    ood_table: str = DEFAULT_TABLE  # which table's OOD sets (and, for OpenOOD's, test images)
 
     def describe(self) -> str:
         where = f"class {self.normal_class}" if self.normal_class is not None else "all classes"
@@ -69,7 +70,7 @@ class Job:
 
     @property
     def task(self) -> Task:
-        return Task(self.protocol, self.dataset, self.normal_class, self.ood_sets)
+        return Task(self.protocol, self.dataset, self.normal_class, self.ood_sets, self.ood_table)
 
 
 @functools.lru_cache(maxsize=1)
@@ -98,6 +99,8 @@ def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_
     base = {"method": method, "protocol": task.protocol, "dataset": task.dataset,
             "normal_class": task.normal_class, "seed": seed}
     job_key = {**base, "config": as_dict(config), "ood_sets": list(task.ood_sets)}
+    if task.ood_table != DEFAULT_TABLE:  # the same set names, other images
+        job_key["ood_table"] = task.ood_table
     if variant:  # the same config reached by two sweeps is two entries (one model, shared)
         job_key["variant"] = variant
     encoder_train_id = ""
@@ -114,7 +117,7 @@ def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_
                seed=seed, preset=preset, data_dir=data_dir, download=download, variant=variant,
                features=features, encoder_config=encoder_config,
                encoder_train_id=encoder_train_id, compile=compile, precision=precision,
-               deterministic=deterministic)
+               deterministic=deterministic, ood_table=task.ood_table)
 
 
 # --- rows from scores (pure) -------------------------------------------------------------------
@@ -127,6 +130,7 @@ def row_base(job: Job, *, run_id: str, device: str, precision: str, n_train: int
         "run_id": run_id, "job_id": job.job_id, "method": job.method,
         "features": features_label(job),
         "variant": job.variant, "protocol": job.protocol, "protocol_version": PROTOCOL_VERSION,
+        "ood_table": job.ood_table if get_protocol(job.protocol).uses_ood_sets else "",
         "dataset": job.dataset,
         "normal_class": "all" if job.normal_class is None else str(job.normal_class),
         "seed": job.seed, "n_train": n_train, "preset": job.preset, "backbone": backbone,
@@ -154,7 +158,8 @@ def rows_from_scores(base: dict[str, Any],
         for score_name, values in scores.items():
             counts = {"ood_dataset": group, "n_test_normal": len(is_anomaly) - n_anom,
                       "n_test_anomalous": n_anom, "score": score_name}
-            for metric, value in detection_metrics(is_anomaly, values).items():
+            openood = base.get("ood_table", "") not in ("", DEFAULT_TABLE)
+            for metric, value in detection_metrics(is_anomaly, values, openood).items():
                 rows.append({**base, **counts, "metric": metric, "value": value})
             if acc is not None:
                 rows.append({**base, **counts, "metric": "accuracy", "value": acc})

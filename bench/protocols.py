@@ -71,6 +71,9 @@ class OODTable:
     far: tuple[str, ...]
     # for tuning (ood-val): made from held-out training images, unlike any test set
     validation: tuple[str, ...] = ("patches", "smooth-noise")
+    # where the test images come from: "" the registry's sets; "openood-v1.5": OpenOOD's image
+    # lists (the in-distribution test split too), `bench/datasets/openood.py`
+    source: str = ""
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -112,6 +115,33 @@ OOD_TABLES = {
     "imagenet30": _ONLY_INTERP_NEAR,
 }
 
+DEFAULT_TABLE = "bench"
+OPENOOD_V15 = "openood-v1.5"
+_OPENOOD_FAR = ("mnist", "svhn", "texture", "places365")
+# every table by name (`--ood-table`); a row records the one that made it (`ood_table`)
+TABLES: dict[str, dict[str, OODTable]] = {
+    DEFAULT_TABLE: OOD_TABLES,
+    # OpenOOD v1.5's CIFAR benchmark (Zhang et al. 2023; configs/datasets/cifar*/cifar*_ood.yml)
+    OPENOOD_V15: {
+        "cifar10": OODTable(near=("cifar100", "tin"), far=_OPENOOD_FAR, validation=(),
+                            source=OPENOOD_V15),
+        "cifar100": OODTable(near=("cifar10", "tin"), far=_OPENOOD_FAR, validation=(),
+                             source=OPENOOD_V15),
+    },
+}
+
+
+def get_table(name: str, dataset: str | None = None) -> dict[str, OODTable] | OODTable:
+    """A table by name, or its entry for `dataset`; BenchError naming what exists."""
+    if name not in TABLES:
+        raise unknown_name("OOD table", name, TABLES)
+    if dataset is None:
+        return TABLES[name]
+    if dataset not in TABLES[name]:
+        raise BenchError(f"--ood-table {name} has no entry for {dataset} (it has "
+                         f"{', '.join(TABLES[name])})")
+    return TABLES[name][dataset]
+
 
 @dataclass(frozen=True)
 class Task:
@@ -119,6 +149,7 @@ class Task:
     dataset: str
     normal_class: int | None  # one-class only
     ood_sets: tuple[str, ...] = ()
+    ood_table: str = DEFAULT_TABLE
 
     @property
     def label(self) -> str:
@@ -141,17 +172,27 @@ def check_in_distribution(name: str) -> None:
                          "it cannot be a normal / in-distribution set")
 
 
-def ood_group(dataset: str, ood_set: str) -> str:
-    """near / far / other for an OOD set of an in-distribution set."""
-    table = OOD_TABLES.get(dataset)
-    return table.group(ood_set) if table else "other"
+def ood_group(dataset: str, ood_set: str, table: str = DEFAULT_TABLE) -> str:
+    """near / far / other for an OOD set of an in-distribution set in a table."""
+    entry = TABLES.get(table or DEFAULT_TABLE, {}).get(dataset)
+    return entry.group(ood_set) if entry else "other"
 
 
-def ood_sets_for(dataset: str, override: tuple[str, ...] | None, protocol: str = "ood"
-                 ) -> tuple[str, ...]:
-    """The OOD sets of a data set under a protocol: --ood if given, else the table's test sets
-    (ood, ood-labeled) or validation sets (the -val protocols)."""
+def ood_sets_for(dataset: str, override: tuple[str, ...] | None, protocol: str = "ood",
+                 table: str = DEFAULT_TABLE) -> tuple[str, ...]:
+    """The OOD sets of a data set under a protocol: --ood if given (a subset of the table's
+    sets when the table brings its own images), else the table's test sets (ood, ood-labeled)
+    or validation sets (the -val protocols)."""
     validation = get_protocol(protocol).test == "validation"
+    if table != DEFAULT_TABLE:
+        entry = get_table(table, dataset)
+        if validation:
+            raise BenchError(f"--ood-table {table}: no validation sets here; use protocol ood "
+                             "or ood-labeled")
+        for name in override or ():
+            if name not in entry.all:
+                raise unknown_name(f"OOD set of {table} for {dataset}", name, entry.all)
+        return tuple(override) if override else entry.all
     if override:
         for name in override:
             DATASETS.check(name)
@@ -163,12 +204,12 @@ def ood_sets_for(dataset: str, override: tuple[str, ...] | None, protocol: str =
         return tuple(override)
     if dataset not in OOD_TABLES:
         raise BenchError(f"no default OOD sets for {dataset}; name them with --ood")
-    table = OOD_TABLES[dataset]
-    return table.validation if validation else table.all
+    table_entry = OOD_TABLES[dataset]
+    return table_entry.validation if validation else table_entry.all
 
 
 def tasks(protocol: str, dataset: str, n_classes: int, classes: tuple[int, ...] | None,
-          ood_sets: tuple[str, ...] = ()) -> list[Task]:
+          ood_sets: tuple[str, ...] = (), ood_table: str = DEFAULT_TABLE) -> list[Task]:
     proto = get_protocol(protocol)
     if proto.per_class:
         chosen = classes if classes is not None else tuple(range(n_classes))
@@ -177,7 +218,7 @@ def tasks(protocol: str, dataset: str, n_classes: int, classes: tuple[int, ...] 
             raise BenchError(f"--classes {','.join(map(str, bad))}: {dataset} has classes "
                              f"0..{n_classes - 1}")
         return [Task(protocol, dataset, c) for c in chosen]
-    return [Task(protocol, dataset, None, ood_sets)]
+    return [Task(protocol, dataset, None, ood_sets, ood_table)]
 
 
 def load_ood_set(name: str, reference: ImageSet, data_dir, download: bool) -> ImageSet:
@@ -190,14 +231,22 @@ def load_ood_set(name: str, reference: ImageSet, data_dir, download: bool) -> Im
     return ImageSet(images, ood.labels, ood.classes, name)
 
 
-def available_ood_sets(ood_sets: tuple[str, ...], data_dir, download: bool, strict: bool
+def available_ood_sets(ood_sets: tuple[str, ...], data_dir, download: bool, strict: bool,
+                       dataset: str = "", table: str = DEFAULT_TABLE
                        ) -> tuple[tuple[str, ...], dict[str, str]]:
     """The OOD sets whose files are there (probed, not decoded), and {missing set: reason};
     strict makes a miss an error."""
+    from pathlib import Path
+
     ok, missing = [], {}
+    source = get_table(table, dataset).source if table != DEFAULT_TABLE else ""
     for name in ood_sets:
         try:
-            if DATASETS.entry(name).kind != "generated":
+            if source:
+                from bench.datasets import openood
+
+                openood.probe(Path(str(data_dir)), dataset, name)
+            elif DATASETS.entry(name).kind != "generated":
                 probe_dataset(name, "test", data_dir, download)
             ok.append(name)
         except DataMissingError as exc:
@@ -224,9 +273,25 @@ def validation_split(train: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
     return order[held:].sort().values, order[:held].sort().values
 
 
+def _openood_task(task: Task, train: ImageSet, data_dir) -> TaskData:
+    """OpenOOD's images: its list of the in-distribution test split and of each OOD set."""
+    from pathlib import Path
+
+    from bench.datasets import openood
+
+    size = train.shape[1]
+    test = openood.load(Path(str(data_dir)), task.dataset, task.dataset, size)
+    test = ImageSet(test.images, test.labels, train.classes, task.dataset)
+    ood = {name: openood.load(Path(str(data_dir)), task.dataset, name, size)
+           for name in task.ood_sets}
+    return TaskData(train, test, None, ood)
+
+
 def load_task(task: Task, data_dir, download: bool) -> TaskData:
     train = load_dataset(task.dataset, "train", data_dir, download)
     proto = get_protocol(task.protocol)
+    if task.ood_table != DEFAULT_TABLE and proto.uses_ood_sets:
+        return _openood_task(task, train, data_dir)
     if proto.test == "validation":
         keep, held = validation_split(train)
         test = train.subset(held)

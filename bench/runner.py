@@ -30,10 +30,12 @@ from bench.errors import BenchError, DataMissingError, unknown_name
 from bench.jobs import PIXEL, Job, make_job
 from bench.nn.precision import CHOICES as PRECISIONS
 from bench.protocols import (
+    DEFAULT_TABLE,
     Protocol,
     available_ood_sets,
     check_in_distribution,
     get_protocol,
+    get_table,
     ood_sets_for,
     tasks,
 )
@@ -127,6 +129,11 @@ def validate(spec: RunSpec) -> tuple[Protocol, list[str]]:
         warnings.append(f"--classes does not apply to protocol {spec.protocol} (ignored)")
     if spec.ood is not None and protocol.per_class:
         warnings.append("--ood does not apply to protocol one-class (ignored)")
+    if spec.ood_table != DEFAULT_TABLE:
+        if protocol.per_class:
+            raise BenchError(f"--ood-table {spec.ood_table}: protocol one-class has no OOD sets")
+        for d in spec.datasets:
+            get_table(spec.ood_table, d)
     return protocol, warnings
 
 
@@ -156,15 +163,21 @@ def probe(spec: RunSpec, protocol: Protocol, data_dir: str
     disk (and downloaded if allowed), not decoded."""
     missing_messages, info, skipped = [], {}, {}
     for d in spec.datasets:
-        ood = ood_sets_for(d, spec.ood, spec.protocol) if protocol.uses_ood_sets else ()
+        ood = (ood_sets_for(d, spec.ood, spec.protocol, spec.ood_table)
+               if protocol.uses_ood_sets else ())
         try:
             train = load_dataset(d, "train", data_dir, spec.download)
             load_dataset(d, "test", data_dir, spec.download)
+            if ood and spec.ood_table != DEFAULT_TABLE:  # its own in-distribution test images
+                from bench.datasets import openood
+
+                openood.probe(Path(data_dir), d, d)
         except DataMissingError as exc:
             missing_messages.append(str(exc))
             continue
         if ood:
-            ood, skipped[d] = available_ood_sets(ood, data_dir, spec.download, spec.strict)
+            ood, skipped[d] = available_ood_sets(ood, data_dir, spec.download, spec.strict, d,
+                                                 spec.ood_table)
             if not ood:
                 raise BenchError(f"{d}: none of its OOD sets is available; "
                                  + "; ".join(skipped[d].values()))
@@ -182,8 +195,8 @@ def count_jobs(spec: RunSpec, configs: dict[str, list[Variant]],
                info: dict[str, tuple[int, tuple[str, ...]]]) -> int:
     """How many jobs `expand` would make, without making them."""
     per_method = sum(len(configs[m]) * len(_sources(spec, m)) for m in spec.methods)
-    tasks_total = sum(len(tasks(spec.protocol, d, info[d][0], spec.classes, info[d][1]))
-                      for d in spec.datasets)
+    tasks_total = sum(len(tasks(spec.protocol, d, info[d][0], spec.classes, info[d][1],
+                                spec.ood_table)) for d in spec.datasets)
     return per_method * tasks_total * len(spec.seeds)
 
 
@@ -201,7 +214,8 @@ def expand(spec: RunSpec, configs: dict[str, list[Variant]],
                 encoder = configs[source][0].config if source != PIXEL else None
                 for d in spec.datasets:
                     n_classes, ood = info[d]
-                    for task in tasks(spec.protocol, d, n_classes, spec.classes, ood):
+                    for task in tasks(spec.protocol, d, n_classes, spec.classes, ood,
+                                      spec.ood_table):
                         for seed in spec.seeds:
                             jobs.append(make_job(
                                 m, variant.config, task, seed, spec.preset, data_dir,

@@ -43,23 +43,25 @@ from bench.errors import BenchError, file_error, os_cause
 
 ROW_COLUMNS = [
     "run_id", "job_id", "method", "score", "features", "variant", "protocol", "protocol_version",
-    "dataset", "normal_class", "ood_dataset", "seed", "metric", "value", "n_train",
+    "ood_table", "dataset", "normal_class", "ood_dataset", "seed", "metric", "value", "n_train",
     "n_test_normal", "n_test_anomalous", "preset", "backbone", "epochs", "precision",
     "train_seconds", "eval_seconds", "device", "config_hash", "code_version", "created_at",
 ]
 ROW_DTYPES = {"normal_class": str, "ood_dataset": str, "job_id": str, "run_id": str,
               "config_hash": str, "backbone": str, "score": str, "features": str,
-              "variant": str, "protocol_version": str, "precision": str, "method": str,
+              "variant": str, "protocol_version": str, "ood_table": str, "precision": str,
+              "method": str,
               "protocol": str, "dataset": str, "preset": str, "metric": str}
-ROW_ORDER = ["protocol", "dataset", "method", "score", "features", "variant", "normal_class",
-             "ood_dataset", "seed", "metric"]
+ROW_ORDER = ["protocol", "ood_table", "dataset", "method", "score", "features", "variant",
+             "normal_class", "ood_dataset", "seed", "metric"]
 # what a rows file must have (the rest is filled in: migrate_rows, or left empty)
 REQUIRED_COLUMNS = ("job_id", "method", "score", "protocol", "dataset", "normal_class",
                     "ood_dataset", "seed", "metric", "value", "preset")
-METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "accuracy")  # every one a fraction in [0, 1]
+# every one a fraction in [0, 1]; fpr95_openood: OpenOOD v1.5's FPR@95 (rows of its table)
+METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_openood", "accuracy")
 # columns that name files (leaderboards, figures) or folders: one safe path component each
 # (the preset may be empty: rows made before presets)
-NAME_COLUMNS = ("protocol", "dataset", "preset", "method", "job_id")
+NAME_COLUMNS = ("protocol", "dataset", "preset", "method", "job_id", "ood_table")
 JOB_FILES = ("rows.csv", "scores.npz", "embedding.npz")
 RENAMED_SCORES = {("simclr", "knn"): "cosnorm", ("mcl", "knn"): "cosnorm"}
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
@@ -475,6 +477,8 @@ def migrate_rows(rows: pd.DataFrame) -> pd.DataFrame:
         if column not in rows:
             rows[column] = default
     rows["protocol_version"] = rows["protocol_version"].replace("", "1")
+    if "ood_table" not in rows:  # rows made before OOD tables had names: the default one
+        rows["ood_table"] = np.where(rows["protocol"] == "one-class", "", "bench")
     if "backbone" in rows:  # classical methods' backbone was called "pixels"
         rows["backbone"] = rows["backbone"].replace("pixels", "pixel")
     for (method, old), new in RENAMED_SCORES.items():
@@ -503,7 +507,8 @@ def validate_rows(rows: pd.DataFrame, path: Path) -> pd.DataFrame:
     and the first bad line: names that could not name a file, values that are not numbers,
     metrics outside [0, 1] (AUROC 99.4 instead of 0.994, inf), negative or fractional seeds."""
     for column in NAME_COLUMNS:
-        named = _is_name(rows[column]) | ((rows[column] == "") if column == "preset" else False)
+        named = _is_name(rows[column]) | ((rows[column] == "") if column in ("preset", "ood_table")
+                                          else False)
         _first_bad(path, column, rows[column], ~named,
                    "is not a name (letters, digits and ._+=,@- only): it would name a file")
     _first_bad(path, "metric", rows["metric"], ~rows["metric"].isin(METRICS),

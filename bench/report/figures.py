@@ -24,7 +24,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from bench.report.leaderboard import column_key, entry_label, table_name, table_where  # noqa: E402
+from bench.report.leaderboard import (  # noqa: E402
+    TABLE_KEYS,
+    column_key,
+    entry_label,
+    table_name,
+    table_where,
+)
 from bench.report.stats import blocks_table, wilcoxon_holm  # noqa: E402
 from bench.store import load_npz  # noqa: E402
 
@@ -217,12 +223,13 @@ def ood_heatmaps(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path
     part = _auroc(rows[rows["protocol"] != "one-class"])
     if part.empty:
         raise NotDrawn("no OOD rows")
-    for (protocol, dataset, preset), d in part.groupby(["protocol", "dataset", "preset"]):
+    for key, d in part.groupby(TABLE_KEYS):
+        dataset, ood_table = key[1], key[3] or "bench"
         table = d.pivot_table(index="entry", columns="column", values="percent", aggfunc="mean")
         order = sorted(table.columns, key=lambda c: ({"near": 0, "far": 1}.get(
-            ood_group(dataset, c), 2), c))
+            ood_group(dataset, c, ood_table), 2), c))
         table = table[order]
-        table.columns = [f"{c} ({ood_group(dataset, c)})" for c in order]
+        table.columns = [f"{c} ({ood_group(dataset, c, ood_table)})" for c in order]
         table = table.loc[table.mean(axis=1).sort_values(ascending=False).index]
         width = WIDTHS[size]
         fig, ax = plt.subplots(figsize=(width, 0.28 * table.shape[0] + 1.6))
@@ -232,10 +239,10 @@ def ood_heatmaps(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path
                         ax=ax, annot_kws={"fontsize": 6},
                         cbar_kws={"label": "AUROC (%), 50 = chance"})
         ax.set(xlabel="OOD set (group)", ylabel="method/score",
-               title=f"{table_where(protocol, dataset, preset)}: in-distribution vs OOD sets")
+               title=f"{table_where(*key)}: in-distribution vs OOD sets")
         ax.tick_params(axis="y", rotation=0)
         ax.tick_params(axis="x", rotation=30)
-        paths += save(fig, out, f"ood_heatmap_{table_name(protocol, dataset, preset)}")
+        paths += save(fig, out, f"ood_heatmap_{table_name(*key)}")
     return paths
 
 

@@ -59,16 +59,26 @@ def load_rows(runs: list[str | Path], rows_files: list[str | Path] = (),
     return sort_rows(rows.drop_duplicates(DEDUP_KEYS, keep="first"))
 
 
-def table_name(protocol: str, dataset: str, preset: str) -> str:
-    """The file stem of a table: <protocol>_<dataset>_<preset>."""
-    return f"{protocol}_{dataset}" + (f"_{preset}" if preset else "")
+TABLE_KEYS = ["protocol", "dataset", "preset", "ood_table"]  # one leaderboard each
+
+
+def _named_table(ood_table: str) -> bool:
+    return ood_table not in ("", "bench")
+
+
+def table_name(protocol: str, dataset: str, preset: str, ood_table: str = "") -> str:
+    """The file stem of a table: <protocol>_<dataset>[_<OOD table>]_<preset> (the default
+    OOD table is not named)."""
+    return (f"{protocol}_{dataset}" + (f"_{ood_table}" if _named_table(ood_table) else "")
+            + (f"_{preset}" if preset else ""))
 
 
 def write_rows_files(rows: pd.DataFrame, out: str | Path) -> list[Path]:
-    """One sorted rows file per (protocol, dataset, preset): what results/rows/ commits."""
+    """One sorted rows file per (protocol, dataset, preset, OOD table): what results/rows/
+    commits."""
     written = []
     clean_stale_temporaries(out, recursive=False)
-    for key, part in rows.groupby(["protocol", "dataset", "preset"], sort=True):
+    for key, part in rows.groupby(TABLE_KEYS, sort=True):
         path = inside(out, f"{table_name(*key)}.csv")
         atomic_write_csv(path, sort_rows(part))
         written.append(path)
@@ -158,9 +168,9 @@ class Summary:
     """The leaderboard tables of one metric and what to say under each."""
 
     metric: str = "auroc"
-    tables: dict[tuple[str, str, str], pd.DataFrame] = field(default_factory=dict)
-    partial: dict[tuple[str, str, str], dict[str, list]] = field(default_factory=dict)
-    table_notes: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
+    tables: dict[tuple[str, ...], pd.DataFrame] = field(default_factory=dict)
+    partial: dict[tuple[str, ...], dict[str, list]] = field(default_factory=dict)
+    table_notes: dict[tuple[str, ...], list[str]] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)  # seeds that miss some columns
     below_chance: list[str] = field(default_factory=list)  # AUROC entries with mean < 50%
 
@@ -169,14 +179,14 @@ class Summary:
         return [n for key in self.tables for n in self.table_notes.get(key, [])]
 
 
-def _ood_groups(protocol: str, dataset: str, columns: list) -> dict[str, list]:
+def _ood_groups(protocol: str, dataset: str, columns: list, ood_table: str = "") -> dict[str, list]:
     if protocol == "one-class":
         return {}
     from bench.protocols import ood_group
 
     groups: dict[str, list] = {"near": [], "far": []}
     for c in columns:
-        g = ood_group(dataset, str(c))
+        g = ood_group(dataset, str(c), ood_table or "bench")
         if g in groups:
             groups[g].append(c)
     return {k: v for k, v in groups.items() if v}
@@ -186,9 +196,9 @@ def summarise(rows: pd.DataFrame, metric: str = "auroc") -> Summary:
     """Every table of one metric and the notes under it, from one pass over the rows."""
     out = Summary(metric)
     picked = rows[rows["metric"] == metric]
-    for (protocol, dataset, preset), part in picked.groupby(["protocol", "dataset", "preset"],
-                                                            sort=True):
-        where = table_where(protocol, dataset, preset)
+    for key, part in picked.groupby(TABLE_KEYS, sort=True):
+        protocol, dataset, preset, ood_table = key
+        where = table_where(*key)
         part, version_notes = _newest_version(part)
         part = part.assign(entry=entry_label(part), column=column_key(part))
         per_seed = part.pivot_table(index=["entry", "seed"], columns="column", values="value",
@@ -197,8 +207,7 @@ def summarise(rows: pd.DataFrame, metric: str = "auroc") -> Summary:
         complete = _complete(per_seed)
         left_out = _left_out_notes(where, per_seed, complete)
         table, missing = _table(per_seed[complete], columns,
-                                _ood_groups(protocol, dataset, columns), metric)
-        key = (protocol, dataset, preset)
+                                _ood_groups(protocol, dataset, columns, ood_table), metric)
         out.tables[key], out.partial[key] = table, missing
         partial_notes = [f"{where}: {e} ran on {len(columns) - len(m)} of {len(columns)} "
                          f"columns (missing {', '.join(map(str, m))}); its mean (*) is not "
@@ -241,12 +250,14 @@ def to_markdown(table: pd.DataFrame, title: str, missing: dict[str, list] | None
     return text
 
 
-def table_where(protocol: str, dataset: str, preset: str) -> str:
-    """How notes and titles name a table: ``one-class / digits, quick preset``."""
-    return f"{protocol} / {dataset}" + (f", {preset} preset" if preset else "")
+def table_where(protocol: str, dataset: str, preset: str, ood_table: str = "") -> str:
+    """How notes and titles name a table: ``one-class / digits, quick preset``, ``ood-labeled
+    / cifar10 (openood-v1.5), paper preset``."""
+    return (f"{protocol} / {dataset}" + (f" ({ood_table})" if _named_table(ood_table) else "")
+            + (f", {preset} preset" if preset else ""))
 
 
-def _title(summary: Summary, key: tuple[str, str, str]) -> str:
+def _title(summary: Summary, key: tuple[str, ...]) -> str:
     best = "lower is better" if summary.metric in LOWER_IS_BETTER else "higher is better"
     return f"{table_where(*key)} ({summary.metric.upper()} %, mean over seeds; {best})"
 
