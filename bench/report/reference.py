@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError, unknown_name
-from bench.report.leaderboard import column_key, entry_label
+from bench.report.leaderboard import column_key, entry_label, table_where
 from bench.report.stats import seed_summary
 
 
@@ -55,11 +55,13 @@ def read_reference(path: Path) -> pd.DataFrame:
     """One published table; a BenchError naming the file when it is not one (wrong columns,
     values that are not fractions)."""
     try:
-        table = pd.read_csv(path, dtype={"normal_class": str, "ours": str, "ood_dataset": str},
-                            keep_default_na=False)
+        table = pd.read_csv(path, dtype={"normal_class": str, "ours": str, "ood_dataset": str,
+                                         "ood_table": str}, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
             ValueError) as exc:
         raise BenchError(f"{path}: not a reference table ({type(exc).__name__})") from None
+    if "ood_table" not in table.columns:  # a table of the default OOD sets
+        table["ood_table"] = np.where(table["protocol"] == "one-class", "", "bench")
     missing = [c for c in REFERENCE_COLUMNS if c not in table.columns]
     if missing:
         raise BenchError(f"{path}: not a reference table (it lacks the columns "
@@ -73,15 +75,29 @@ def read_reference(path: Path) -> pd.DataFrame:
     return table.assign(value=values)
 
 
+CELL_KEYS = ["protocol", "dataset", "preset", "ood_table", "entry", "cell", "seed"]
+
+
 def _our_cells(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per (protocol, dataset, entry, cell, seed) values."""
+    """Per (protocol, dataset, preset, OOD table, entry, cell, seed) values; OOD protocols add
+    the cells `near` and `far`, each seed's mean over its table's near or far sets."""
+    from bench.protocols import ood_group
+
     picked = rows[rows["metric"] == metric]
     if picked.empty:
-        return pd.DataFrame(columns=["protocol", "dataset", "preset", "entry", "cell", "seed",
-                                     "value"])
-    picked = picked.assign(entry=entry_label(picked), cell=column_key(picked).astype(str))
-    return picked.groupby(["protocol", "dataset", "preset", "entry", "cell", "seed"],
-                          as_index=False)["value"].mean()
+        return pd.DataFrame(columns=[*CELL_KEYS, "value"])
+    picked = picked.assign(entry=entry_label(picked), cell=column_key(picked).astype(str),
+                           ood_table=picked["ood_table"].fillna(""))
+    cells = picked.groupby(CELL_KEYS, as_index=False)["value"].mean()
+    ood = cells[cells["protocol"] != "one-class"]
+    if ood.empty:
+        return cells
+    group = [ood_group(d, c, t or "bench") for d, c, t in
+             zip(ood["dataset"], ood["cell"], ood["ood_table"])]
+    grouped = ood.assign(cell=group)
+    grouped = grouped[grouped["cell"].isin(["near", "far"])]
+    return pd.concat([cells, grouped.groupby(CELL_KEYS, as_index=False)["value"].mean()],
+                     ignore_index=True)
 
 
 
@@ -132,9 +148,10 @@ def compare(rows: pd.DataFrame, reference: pd.DataFrame, ours: list[str] | None 
     out = []
     for metric, refs in reference.groupby("metric"):
         cells = _our_cells(rows, metric)
-        keys = ["protocol", "dataset", "paper", "method", "ours"]
-        for (protocol, dataset, _, _, named), group in refs.groupby(keys, sort=False):
-            here = cells[(cells["protocol"] == protocol) & (cells["dataset"] == dataset)]
+        keys = ["protocol", "dataset", "ood_table", "paper", "method", "ours"]
+        for (protocol, dataset, table, _, _, named), group in refs.groupby(keys, sort=False):
+            here = cells[(cells["protocol"] == protocol) & (cells["dataset"] == dataset)
+                         & (cells["ood_table"] == (table if protocol != "one-class" else ""))]
             if ours is None:
                 entries = [named] if named else []
             elif list(ours) == [ALL_ENTRIES]:
@@ -156,6 +173,7 @@ def _compare_entry(matching: pd.DataFrame, group: pd.DataFrame, entry: str, metr
     protocol, dataset, paper, method = first.protocol, first.dataset, first.paper, first.method
     for preset, mine in matching.groupby("preset", sort=True):
         base = {"protocol": protocol, "dataset": dataset, "preset": preset,
+                "ood_table": first.ood_table if protocol != "one-class" else "",
                 "metric": metric, "published_method": method, "paper": paper,
                 "confirmed": first.confirmed, "ours": entry}
         for ref in group.itertuples(index=False):
@@ -183,9 +201,11 @@ def _row(base: dict, cell: str, published: float, confirmed, values: np.ndarray)
 
 
 def _cell_order(c) -> tuple:
-    """Classes in numeric order, then OOD sets, then the means."""
+    """Classes in numeric order, then OOD sets, then the near and far means, then the means."""
     c = str(c)
-    return (0, int(c), "") if c.isdigit() else (2 if c.startswith("mean") else 1, 0, c)
+    if c.isdigit():
+        return (0, int(c), "")
+    return ({"near": 2, "far": 3}.get(c, 4 if c.startswith("mean") else 1), 0, c)
 
 
 def format_comparison(table: pd.DataFrame) -> str:
@@ -197,10 +217,11 @@ def format_comparison(table: pd.DataFrame) -> str:
         return "" if pd.isna(v) else f"{100 * v:.1f}"
 
     blocks = []
-    keys = ["protocol", "dataset", "preset", "published_method", "ours"]
-    for (protocol, dataset, preset, method, ours), part in table.groupby(keys, sort=True):
+    keys = ["protocol", "dataset", "preset", "ood_table", "published_method", "ours"]
+    for (protocol, dataset, preset, ood_table, method, ours), part in table.groupby(keys,
+                                                                                    sort=True):
         part = part.iloc[sorted(range(len(part)), key=lambda i: _cell_order(part["cell"].iloc[i]))]
-        where = f"{protocol} / {dataset}" + (f", {preset} preset" if preset else "")
+        where = table_where(protocol, dataset, preset, ood_table)
         lines = [f"{where}: {method} ({part['paper'].iloc[0]}) vs ours {ours} "
                  f"({part['metric'].iloc[0].upper()} %)",
                  f"  {'cell':<16}{'published':>10}{'ours':>8}{'95% interval':>16}{'seeds':>7}"
@@ -226,10 +247,10 @@ def format_side_by_side(table: pd.DataFrame) -> str:
         return "(no cell of the runs matches a published cell)"
 
     blocks = []
-    for (protocol, dataset, preset, metric), part in table.groupby(
-            ["protocol", "dataset", "preset", "metric"], sort=True):
+    for (protocol, dataset, preset, ood_table, metric), part in table.groupby(
+            ["protocol", "dataset", "preset", "ood_table", "metric"], sort=True):
         cells = sorted(set(part["cell"]), key=_cell_order)
-        where = f"{protocol} / {dataset}" + (f", {preset} preset" if preset else "")
+        where = table_where(protocol, dataset, preset, ood_table)
         lines = [f"{where} ({metric.upper()} %)", "",
                  "| method | " + " | ".join(cells) + " | seeds |",
                  "|---" * (len(cells) + 2) + "|"]
