@@ -286,10 +286,11 @@ def test_csi_colour_jitter_draws_csis_factors_and_comes_before_the_crop(monkeypa
         assert v.min() >= lo and v.max() <= hi and v.min() < lo + 0.01 and v.max() > hi - 0.01
 
 
-def test_normalize_input_is_csis_normalize_layer():
+def test_input_norm_csi_is_csis_normalize_layer():
     torch.manual_seed(0)
     plain = Network("resnet-tiny", 3, proj_hidden=8, proj_dim=4).eval()
-    normed = Network("resnet-tiny", 3, proj_hidden=8, proj_dim=4, normalize_input=True).eval()
+    normed = Network("resnet-tiny", 3, proj_hidden=8, proj_dim=4, input_mean=(0.5,) * 3,
+                     input_std=(0.5,) * 3).eval()
     normed.load_state_dict(plain.state_dict())  # no parameters of its own
     x = torch.rand(2, 3, 8, 8)
     assert torch.allclose(normed(x)["z"], plain((x - 0.5) / 0.5)["z"], atol=1e-6)

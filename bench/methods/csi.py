@@ -14,7 +14,7 @@ from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
 from bench.methods.network import ContrastiveConfig, EnsembleScoreConfig, NetworkDetector
 from bench.nn.augment import SHIFTED_VIEW, ViewAugment, random_hflip, to_float
-from bench.nn.backbones import Network
+from bench.nn.backbones import InputNorm, Network
 from bench.nn.losses import nt_xent
 from bench.nn.scoring import csi_scores
 from bench.nn.shifts import N_SHIFTS, all_rotations, rotate
@@ -22,7 +22,7 @@ from bench.nn.shifts import N_SHIFTS, all_rotations, rotate
 
 @dataclass(frozen=True)
 class CSIConfig(ContrastiveConfig, EnsembleScoreConfig):
-    normalize_input: bool = True  # CSI's code: NormalizeLayer, its colour jitter, its loader
+    input_norm: InputNorm = "csi"  # CSI's code: NormalizeLayer, its colour jitter, its loader
     color_jitter: Literal["torchvision", "csi"] = "csi"
     drop_last: bool = False
     shift_weight: float = param(1.0, "weight of the shift-classification loss", ge=0)

@@ -25,7 +25,7 @@ from bench.methods.base import Detector, to_numpy
 from bench.nn import posthoc
 from bench.nn import train as engine
 from bench.nn.augment import ViewAugment, to_float
-from bench.nn.backbones import BackboneName, Network
+from bench.nn.backbones import BackboneName, InputNorm, Network, input_stats
 from bench.nn.context import FitContext
 from bench.nn.optim import make_optimizer, make_schedule, steps_per_epoch
 from bench.nn.state import reseed, train_or_load
@@ -37,8 +37,9 @@ class NetworkConfig(Config):
         "resnet18", "network: CIFAR ResNet-18/34 (paper), resnet-small (quick), resnet-tiny (tests)")
     init: Literal["torch", "mcl"] = param(
         "torch", "weight init: PyTorch's defaults, or MCL's code (kaiming-normal fan-out convs)")
-    normalize_input: bool = param(
-        False, "map inputs from [0, 1] to [-1, 1] inside the network (CSI's NormalizeLayer)")
+    input_norm: InputNorm = param(
+        "none", "inputs normalised inside the network: none ([0, 1]), csi (CSI's NormalizeLayer, "
+                "[-1, 1]) or openood (OpenOOD's per-data-set mean and std)")
     epochs: int = param(1000, "training epochs", ge=1)
     batch_size: int = param(128, "source images per step (before views and shifts)", ge=1)
     drop_last: bool = param(True, "drop the last partial batch of an epoch (MCL's loader; CSI's "
@@ -121,8 +122,9 @@ class NetworkDetector(Detector):
         c = self.config
         if isinstance(c, ContrastiveConfig):
             heads = {"proj_hidden": c.proj_hidden, "proj_dim": c.proj_dim, **heads}
-        return Network(c.backbone, train.shape[0], init=c.init,
-                       normalize_input=c.normalize_input, **heads)
+        mean, std = input_stats(c.input_norm, train.name, train.shape[0])
+        return Network(c.backbone, train.shape[0], init=c.init, input_mean=mean, input_std=std,
+                       **heads)
 
     def view(self, augment: ViewAugment) -> ViewAugment:
         """`augment` with the config's colour jitter (contrastive methods choose theirs)."""

@@ -14,6 +14,7 @@ from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
 from bench.methods.network import ContrastiveConfig, EnsembleScoreConfig, NetworkDetector
 from bench.nn.augment import SIMCLR_VIEW, ViewAugment, to_float
+from bench.nn.backbones import InputNorm
 from bench.nn.losses import nt_xent
 from bench.nn.scoring import max_cosine, max_cosine_times_norm
 
@@ -21,7 +22,7 @@ from bench.nn.scoring import max_cosine, max_cosine_times_norm
 @dataclass(frozen=True)
 class SimCLRConfig(ContrastiveConfig, EnsembleScoreConfig):
     # CSI's code, which trains its SimCLR baseline: its NormalizeLayer, colour jitter and loader
-    normalize_input: bool = True
+    input_norm: InputNorm = "csi"
     color_jitter: Literal["torchvision", "csi"] = "csi"
     drop_last: bool = False
 

@@ -17,7 +17,7 @@ from bench.methods.base import to_numpy
 from bench.methods.network import ClassifierConfig, ContrastiveConfig, NetworkDetector
 from bench.nn import posthoc
 from bench.nn.augment import CLASSIFIER_VIEW, SHIFTED_VIEW, SIMCLR_VIEW, random_hflip, to_float
-from bench.nn.backbones import Network
+from bench.nn.backbones import InputNorm, Network
 from bench.nn.losses import supervised_contrastive_loss
 from bench.nn.shifts import N_SHIFTS, all_rotations, rotate
 
@@ -155,7 +155,7 @@ class CrossEntropy(LabeledDetector):
 class SupCLRConfig(ContrastiveConfig, LogitScoreConfig):
     epochs: int = 700
     temperature: float = 0.07
-    normalize_input: bool = True  # CSI's code trains SupCLR and sup-CSI: its layers and loader
+    input_norm: InputNorm = "csi"  # CSI's code trains SupCLR and sup-CSI: its layers and loader
     color_jitter: Literal["torchvision", "csi"] = "csi"
     drop_last: bool = False
     head_epochs: int = param(200, "full-batch Adam epochs of the linear head(s) on frozen "

@@ -65,6 +65,25 @@ BACKBONES = {
 
 
 BackboneName = Literal["resnet18", "resnet34", "resnet-small", "resnet-tiny"]
+InputNorm = Literal["none", "csi", "openood"]
+# OpenOOD v1.5's normalization_dict (openood/preprocessors/transform.py); ImageNet's elsewhere
+OPENOOD_STATS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+                 "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))}
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def input_stats(norm: str, dataset: str, channels: int) -> tuple[tuple, tuple]:
+    """(mean, std) per channel that the network subtracts and divides by: none, CSI's
+    NormalizeLayer ([0, 1] -> [-1, 1]), or OpenOOD's preprocessing of the data set."""
+    if norm == "none":
+        return (), ()
+    if norm == "csi":
+        return (0.5,) * channels, (0.5,) * channels
+    if norm == "openood":
+        mean, std = OPENOOD_STATS.get(dataset, IMAGENET_STATS)
+        return (tuple(mean[:channels]) if channels == 3 else (sum(mean) / 3,),
+                tuple(std[:channels]) if channels == 3 else (sum(std) / 3,))
+    raise unknown_name("input_norm", norm, ("none", "csi", "openood"))
 INITS = ("torch", "mcl")
 
 
@@ -111,9 +130,17 @@ class Network(nn.Module):
 
     def __init__(self, backbone: str, in_channels: int, *, proj_hidden: int = 0,
                  proj_dim: int = 0, n_shifts: int = 0, n_classes: int = 0, init: str = "torch",
-                 normalize_input: bool = False):
+                 input_mean: tuple[float, ...] = (), input_std: tuple[float, ...] = ()):
         super().__init__()
-        self.normalize_input = normalize_input  # CSI's NormalizeLayer: [0, 1] -> [-1, 1]
+        # inputs in [0, 1] normalised inside the network (CSI's NormalizeLayer, OpenOOD's
+        # preprocessing): buffers outside the state dict, so checkpoints keep their keys
+        self.normalize = bool(input_mean)
+        if self.normalize:
+            shape = (1, -1, 1, 1)
+            self.register_buffer("input_mean", torch.tensor(input_mean).view(shape),
+                                 persistent=False)
+            self.register_buffer("input_std", torch.tensor(input_std).view(shape),
+                                 persistent=False)
         self.backbone = build_backbone(backbone, in_channels, init)
         d = self.backbone.out_dim
         self.projector = mlp_head(d, proj_hidden, proj_dim) if proj_dim > 0 else None
@@ -121,7 +148,9 @@ class Network(nn.Module):
         self.class_head = nn.Linear(d, n_classes) if n_classes else None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.backbone((x - 0.5) / 0.5 if self.normalize_input else x)
+        if self.normalize:
+            x = (x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype)
+        features = self.backbone(x)
         out = {"features": features}
         if self.projector is not None:
             out["z"] = self.projector(features)

@@ -60,12 +60,12 @@ def read_reference(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
             ValueError) as exc:
         raise BenchError(f"{path}: not a reference table ({type(exc).__name__})") from None
-    if "ood_table" not in table.columns:  # a table of the default OOD sets
-        table["ood_table"] = np.where(table["protocol"] == "one-class", "", "bench")
     missing = [c for c in REFERENCE_COLUMNS if c not in table.columns]
     if missing:
         raise BenchError(f"{path}: not a reference table (it lacks the columns "
                          f"{', '.join(missing)}; a table has {', '.join(REFERENCE_COLUMNS)})")
+    if "ood_table" not in table.columns:  # a table of the default OOD sets
+        table["ood_table"] = np.where(table["protocol"] == "one-class", "", "bench")
     values = pd.to_numeric(table["value"], errors="coerce")
     bad = ~values.between(0, 1)
     if bad.any():
