@@ -13,6 +13,14 @@ MAX_LIST = 100_000  # values a --seeds / --classes range may expand to
 MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
 
 
+def _checkpoint(text: str) -> tuple[str, str]:
+    """``METHOD=PATH`` or ``PATH`` (a path may hold '=': only a registered method name counts)."""
+    from bench.registry import METHODS
+
+    method, sep, path = text.partition("=")
+    return (method, path) if sep and method in METHODS else ("", text)
+
+
 def _split(value: str | None, flag: str) -> tuple[str, ...] | None:
     """Comma-separated names; None when the option is not given, an error when it is given
     but names nothing (``--methods ,``)."""
@@ -106,6 +114,11 @@ def cli() -> None:
               help="Classical methods: what they see, comma-separated: pixel, or the trained "
                    "network of another method (its penultimate features; `bench list methods` "
                    "names the methods with a network).")
+@click.option("--checkpoint", "checkpoints", multiple=True, metavar="[METHOD=]PATH",
+              help="Score this trained network instead of training one: a model.pt of bench, "
+                   "the official MCL or CSI code's checkpoint, or an OpenOOD v1.5 classifier "
+                   "(for ce). METHOD= when several methods with a network are selected; "
+                   "repeatable.")
 @click.option("--out", default="runs", show_default=True, help="Run directory.")
 @click.option("--data-dir", default=None,
               help="Data folder (default $BENCH_DATA, else ~/.cache/mcl-bench/data).")
@@ -141,7 +154,8 @@ def cli() -> None:
 @click.option("--deterministic", is_flag=True,
               help="Deterministic kernels (cuDNN, cuBLAS): a resumed CUDA run ends with the same "
                    "weights as an uninterrupted one; slower.")
-def run(methods, datasets, protocol, classes, seeds, preset, overrides, features, out, data_dir,
+def run(methods, datasets, protocol, classes, seeds, preset, overrides, features, checkpoints,
+        out, data_dir,
         device, precision, download, ood, ood_table, strict, executor, workers, devices,
         ray_address,
         slurm_partition, slurm_time, slurm_gpus_per_job, wait, retry_failed, compile_model,
@@ -154,7 +168,7 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
         raise BenchError("--workers must be at least 1")
     spec, notes = _run_spec(methods, datasets, protocol, classes, seeds, preset, overrides,
                             features, out, data_dir, device, precision, download, ood, strict,
-                            compile_model, deterministic, ood_table,
+                            compile_model, deterministic, ood_table, checkpoints,
                             remote=executor == "slurm" or bool(executor == "ray" and ray_address),
                             executor=executor)
     ex = make_executor(executor, workers=workers, devices=devices, ray_address=ray_address,
@@ -166,7 +180,7 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
 
 def _run_spec(methods, datasets, protocol, classes, seeds, preset, overrides, features, out,
               data_dir, device, precision, download, ood, strict, compile_model, deterministic,
-              ood_table, *, remote: bool, executor: str):
+              ood_table, checkpoints, *, remote: bool, executor: str):
     """The RunSpec of `bench run`'s flags, and the notes to print once the input is valid."""
     from bench.config import RunSpec, resolve_preset
     from bench.nn.devices import check_device, select_device
@@ -198,6 +212,7 @@ def _run_spec(methods, datasets, protocol, classes, seeds, preset, overrides, fe
         download=download, ood=_split(ood, "--ood"), strict=strict, compile=compile_model,
         precision=precision, features=_split(features, "--features") or ("pixel",),
         deterministic=deterministic, ood_table=ood_table,
+        checkpoints=tuple(_checkpoint(c) for c in checkpoints),
     )
     return spec, notes
 

@@ -387,6 +387,7 @@ class RunSpec:
     features: tuple[str, ...] = ("pixel",)
     deterministic: bool = False
     ood_table: str = "bench"
+    checkpoints: tuple[tuple[str, str], ...] = ()  # (method or "", path) of --checkpoint
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

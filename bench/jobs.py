@@ -61,6 +61,8 @@ class Job:
     precision: str = "auto"  # likewise (recorded in every row)
     deterministic: bool = False  # likewise
     ood_table: str = DEFAULT_TABLE  # which table's OOD sets (and, for OpenOOD's, test images)
+    checkpoint: str = ""  # a trained network to score instead of training (its SHA-256 is in
+    encoder_checkpoint: str = ""  # the ids); the same for the encoder of a classical method
 
     def describe(self) -> str:
         where = f"class {self.normal_class}" if self.normal_class is not None else "all classes"
@@ -84,10 +86,14 @@ def code_version() -> str:
     return f"{bench.__version__}+{sha}" if sha else bench.__version__
 
 
-def train_id_of(method: str, config: Any, task: Task, seed: int) -> str:
-    """The model folder's name: everything that changes the trained weights."""
+def train_id_of(method: str, config: Any, task: Task, seed: int, checkpoint_sha256: str = ""
+                ) -> str:
+    """The model folder's name: everything that changes the trained weights (an imported
+    network: its file's SHA-256)."""
     base = {"method": method, "protocol": task.protocol, "dataset": task.dataset,
             "normal_class": task.normal_class, "seed": seed}
+    if checkpoint_sha256:
+        base["checkpoint_sha256"] = checkpoint_sha256
     return f"{method}-{task.dataset}-{task.protocol}-{task.label}-s{seed}-" + stable_hash(
         {**base, "config": training_dict(config)}, 8)
 
@@ -95,9 +101,15 @@ def train_id_of(method: str, config: Any, task: Task, seed: int) -> str:
 def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_dir: str,
              download: bool, *, variant: str = "", features: str = PIXEL,
              encoder_config: Any = None, compile: bool = False, precision: str = "auto",
-             deterministic: bool = False) -> Job:
+             deterministic: bool = False, checkpoints: dict[str, tuple[str, str]] | None = None
+             ) -> Job:
+    """`checkpoints`: {method: (path, SHA-256)} of imported networks."""
+    checkpoints = checkpoints or {}
+    own, enc = checkpoints.get(method, ("", "")), checkpoints.get(features, ("", ""))
     base = {"method": method, "protocol": task.protocol, "dataset": task.dataset,
             "normal_class": task.normal_class, "seed": seed}
+    if own[1]:
+        base["checkpoint_sha256"] = own[1]
     job_key = {**base, "config": as_dict(config), "ood_sets": list(task.ood_sets)}
     if task.ood_table != DEFAULT_TABLE:  # the same set names, other images
         job_key["ood_table"] = task.ood_table
@@ -107,17 +119,21 @@ def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_
     prefix = method
     if features != PIXEL:
         job_key["features"] = {"encoder": features, "config": training_dict(encoder_config)}
-        encoder_train_id = train_id_of(features, encoder_config, task, seed)
+        if enc[1]:
+            job_key["features"]["checkpoint_sha256"] = enc[1]
+        encoder_train_id = train_id_of(features, encoder_config, task, seed, enc[1])
         prefix = f"{method}-{features}feat"
     job_id = f"{prefix}-{task.dataset}-{task.protocol}-{task.label}-s{seed}-" + stable_hash(
         job_key, 8)
-    return Job(job_id=job_id, train_id=train_id_of(method, config, task, seed), method=method,
+    return Job(job_id=job_id, train_id=train_id_of(method, config, task, seed, own[1]),
+               method=method,
                config=config, config_hash=stable_hash(as_dict(config)), protocol=task.protocol,
                dataset=task.dataset, normal_class=task.normal_class, ood_sets=task.ood_sets,
                seed=seed, preset=preset, data_dir=data_dir, download=download, variant=variant,
                features=features, encoder_config=encoder_config,
                encoder_train_id=encoder_train_id, compile=compile, precision=precision,
-               deterministic=deterministic, ood_table=task.ood_table)
+               deterministic=deterministic, ood_table=task.ood_table, checkpoint=own[0],
+               encoder_checkpoint=enc[0] if features != PIXEL else "")
 
 
 # --- rows from scores (pure) -------------------------------------------------------------------
@@ -241,6 +257,7 @@ def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
         "ood_sets": list(job.ood_sets), "seed": job.seed, "preset": job.preset,
         "config": as_dict(job.config), "config_hash": job.config_hash,
         "data_dir": job.data_dir, "device": str(torch_device), "code_version": code_version(),
+        "checkpoint": job.checkpoint,
         "run_id": run_id, "host": os.uname().nodename if hasattr(os, "uname") else "",
     }
     started = time.perf_counter()
@@ -285,7 +302,8 @@ def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
                      encoder_model_dir=(store.model_dir(job.encoder_train_id)
                                         if job.encoder_train_id else None),
                      labeled=get_protocol(job.protocol).labeled, progress=progress,
-                     compile=job.compile, precision=policy, log=log)
+                     compile=job.compile, precision=policy, log=log,
+                     checkpoint=job.checkpoint, encoder_checkpoint=job.encoder_checkpoint)
     detector = build_detector(job)
     t0 = time.perf_counter()
     detector.fit(data.train, ctx)

@@ -201,7 +201,8 @@ def count_jobs(spec: RunSpec, configs: dict[str, list[Variant]],
 
 
 def expand(spec: RunSpec, configs: dict[str, list[Variant]],
-           info: dict[str, tuple[int, tuple[str, ...]]], data_dir: str) -> list[Job]:
+           info: dict[str, tuple[int, tuple[str, ...]]], data_dir: str,
+           checkpoints: dict[str, tuple[str, str]] | None = None) -> list[Job]:
     """methods x configs x feature sources x data sets x tasks x seeds -> Jobs."""
     n = count_jobs(spec, configs, info)
     if n > MAX_JOBS:
@@ -221,17 +222,74 @@ def expand(spec: RunSpec, configs: dict[str, list[Variant]],
                                 m, variant.config, task, seed, spec.preset, data_dir,
                                 spec.download, variant=variant.label, features=source,
                                 encoder_config=encoder, compile=spec.compile,
-                                precision=spec.precision, deterministic=spec.deterministic))
+                                precision=spec.precision, deterministic=spec.deterministic,
+                                checkpoints=checkpoints))
     return jobs
+
+
+def read_checkpoints(spec: RunSpec) -> dict[str, tuple[str, str, object]]:
+    """{method: (path, SHA-256, the file mapped onto our keys)} of `--checkpoint`: each names a
+    selected method with a network (or an encoder of --features) of the file's format."""
+    from bench.nn import imports
+    from bench.store import sha256_of
+
+    out = {}
+    networks = [m for m in dict.fromkeys([*spec.methods, *encoders(spec)])
+                if m in network_methods()]
+    for method, path in spec.checkpoints:
+        if not method:
+            if len(networks) != 1:
+                raise BenchError(f"--checkpoint {path}: name the method it is a network of "
+                                 f"(--checkpoint METHOD={path}; networks selected: "
+                                 f"{', '.join(networks) or 'none'})")
+            method = networks[0]
+        if method not in networks:
+            raise BenchError(f"--checkpoint {method}={path}: {method} is not a selected method "
+                             f"with a network ({', '.join(networks) or 'none selected'})")
+        imported = imports.read(path)
+        wanted = imports.METHOD_OF.get(imported.format)
+        if wanted and wanted != method:
+            raise BenchError(f"--checkpoint {path}: {imports.FORMATS[imported.format]} is a "
+                             f"network of {wanted}, not of {method}")
+        out[method] = (str(Path(path).resolve()), sha256_of(Path(path)), imported)
+    return out
+
+
+def apply_checkpoints(configs: dict[str, list[Variant]], checkpoints: dict) -> None:
+    """The architecture each imported network implies (backbone, heads, input normalisation)
+    set in its method's configs."""
+    import dataclasses
+
+    for method, (_, _, imported) in checkpoints.items():
+        fields = {f.name for f in dataclasses.fields(configs[method][0].config)}
+        changes = {k: v for k, v in imported.architecture.items() if k in fields}
+        configs[method] = [dataclasses.replace(v, config=dataclasses.replace(v.config, **changes))
+                           for v in configs[method]]
+
+
+def check_checkpoint_fits(spec: RunSpec, configs: dict[str, list[Variant]], checkpoints: dict,
+                          data_dir: str) -> None:
+    """Each imported network fits its method's network for each data set (channels, classes)."""
+    from bench.nn import imports
+
+    for method, (path, _, imported) in checkpoints.items():
+        for d in spec.datasets:
+            train = load_dataset(d, "train", data_dir, spec.download)
+            model = _method_class(method)(configs[method][0].config).build_model(train)
+            imports.check_fits(imported, model, path)
 
 
 def plan(spec: RunSpec) -> Plan:
     """All jobs of the spec; raises BenchError on bad input before anything is written."""
     protocol, warnings = validate(spec)
     configs = build_configs(spec)
+    checkpoints = read_checkpoints(spec)
+    apply_checkpoints(configs, checkpoints)
     data_dir = spec.data_dir or str(default_data_dir())
     info, skipped = probe(spec, protocol, data_dir)
-    return Plan(expand(spec, configs, info, data_dir), skipped, warnings)
+    check_checkpoint_fits(spec, configs, checkpoints, data_dir)
+    shas = {m: (path, sha) for m, (path, sha, _) in checkpoints.items()}
+    return Plan(expand(spec, configs, info, data_dir, shas), skipped, warnings)
 
 
 def write_skipped(store: RunStore, skipped: dict[str, dict[str, str]], protocol: str) -> None:

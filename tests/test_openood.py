@@ -167,3 +167,26 @@ def test_compare_sets_ours_beside_openoods_numbers_only_for_rows_of_its_table():
     assert knn.loc["near", "published"] == pytest.approx(0.9064)
     assert knn.loc["far", "published"] == pytest.approx(0.9296)
     assert knn.loc["near", "seeds"] == 2
+
+
+@pytest.mark.slow
+def test_an_openood_classifier_scored_on_its_table(tmp_path, capsys, fake_cifar10):
+    """An OpenOOD v1.5 ResNet18_32x32 checkpoint, imported into ce: no training, its input
+    normalisation, every post-hoc score."""
+    from test_imports import ResNet18_32
+
+    _fake_openood(tmp_path, n_test=40, n_ood=8)
+    ckpt = tmp_path / "best.ckpt"
+    torch.save(ResNet18_32(num_classes=4).state_dict(), ckpt)
+    out = tmp_path / "run"
+    code, _, err = run_cli(["run", "--protocol", "ood-labeled", "--datasets", "cifar10",
+                            "--ood-table", "openood-v1.5", "--methods", "ce", "--data-dir",
+                            tmp_path, "--out", out, "--checkpoint", ckpt, "--preset", "paper"],
+                           capsys)
+    assert code == 0, err
+    assert "using the network of" in err
+    rows = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert set(rows["backbone"]) == {"resnet18"} and "vim" in set(rows["score"])
+    import json
+    record = json.loads(next((out / "jobs").glob("ce-*/record.json")).read_text())
+    assert record["config"]["input_norm"] == "openood" and record["checkpoint"] == str(ckpt)

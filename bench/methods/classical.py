@@ -103,7 +103,8 @@ class OnFeatures(Detector):
         c = self.config
         self.encoder_ = METHODS.load_object(c.encoder)(c.encoder_config)
         self.classical_ = METHODS.load_object(c.classical)(c.classical_config)
-        self.encoder_.fit_encoder(train, dataclasses.replace(ctx, model_dir=ctx.encoder_model_dir))
+        self.encoder_.fit_encoder(train, dataclasses.replace(
+            ctx, model_dir=ctx.encoder_model_dir, checkpoint=ctx.encoder_checkpoint))
         self.classical_.fit_array(self.encoder_.embed(train.images), ctx.seed)
         return self
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from bench.config import Config, param, score_field
 from bench.datasets import ImageSet
 from bench.methods.base import Detector, to_numpy
-from bench.nn import posthoc
+from bench.nn import imports, posthoc
 from bench.nn import train as engine
 from bench.nn.augment import ViewAugment, to_float
 from bench.nn.backbones import BackboneName, InputNorm, Network, input_stats
@@ -194,6 +194,12 @@ class NetworkDetector(Detector):
         self.model_ = engine.prepare_model(self.build_model(train), ctx.device, ctx.precision)
         if ctx.compile:
             self.model_.compile()  # in place, so checkpoints and saved models keep their keys
+        if ctx.checkpoint:  # an imported network: scored, not trained (bench/nn/imports.py)
+            imports.load_into(imports.read(ctx.checkpoint), self.model_)
+            ctx.log(f"using the network of {ctx.checkpoint}")
+            self.history = []
+            self.model_.eval()
+            return self
         subset = train
         if c.max_train_samples and len(train) > c.max_train_samples:
             g = torch.Generator().manual_seed(ctx.seed)

@@ -28,6 +28,8 @@ class FitContext:
     seed: int = 0
     model_dir: Path | None = None
     encoder_model_dir: Path | None = None  # a classical method on features: the encoder's folder
+    checkpoint: str = ""  # a trained network to load instead of training (bench/nn/imports.py)
+    encoder_checkpoint: str = ""
     labeled: bool = False
     progress: bool = True
     compile: bool = False  # torch.compile the network (in place: state_dict keys unchanged)
