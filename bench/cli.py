@@ -258,14 +258,20 @@ def _list_methods() -> None:
     from bench.protocols import PROTOCOLS
     from bench.registry import METHODS
 
-    click.echo(f"{'method':<10} {'kind':<16} {'protocols':<28} {'scores':<40} what")
+    click.echo(f"{'method':<10} {'kind':<16} {'protocols':<28} {'own scores':<32} what")
+    posthoc = {}
     for name in METHODS:
         cls = METHODS.load_object(name)
         runs = ", ".join(p for p in ("one-class", "ood", "ood-labeled")
                          if cls.skip(PROTOCOLS[p]) is None or cls.kind == "classical")
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        click.echo(f"{name:<10} {cls.kind:<16} {runs:<28} {', '.join(cls.scores):<40} {doc}")
-    click.echo("\nclassical methods run in ood-labeled on the features of a labeled network "
+        click.echo(f"{name:<10} {cls.kind:<16} {runs:<28} {', '.join(cls.scores):<32} {doc}")
+        if getattr(cls, "posthoc_scores", ()):
+            posthoc.setdefault(tuple(cls.posthoc_scores), []).append(name)
+    click.echo("\npost-hoc scores (bench/nn/posthoc.py; rmds needs class labels):")
+    for scores, names in posthoc.items():
+        click.echo(f"  {', '.join(names)}: {', '.join(scores)}")
+    click.echo("classical methods run in ood-labeled on the features of a labeled network "
                "(--features)")
 
 

@@ -375,3 +375,17 @@ def test_the_validation_protocol_runs_end_to_end(tmp_path, capsys):
     assert set(rows["protocol"]) == {"ood-val"}
     assert (rows["n_test_normal"] == round(0.1 * 192)).all()  # held-out training images
     assert "ood-val / synthetic" in stdout
+
+
+def test_classical_detectors_on_a_labeled_networks_features(tmp_path, capsys, tiny_network_args):
+    out = tmp_path / "runs"
+    base = ["run", "--protocol", "ood-labeled", "--methods", "knn", "--datasets", "synthetic",
+            "--ood", "uniform", "--out", str(out), *tiny_network_args]
+    code, _, err = run_cli([*base, "--features", "ce"], capsys)
+    assert code == 0, err
+    rows = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert set(rows["score"]) == {"ce-feat"} and set(rows["features"]) == {"ce:penultimate"}
+    code, _, err = run_cli([*base, "--features", "pixel,ce"], capsys)
+    assert code == 2 and "--features pixel: in protocol ood-labeled" in err
+    code, _, err = run_cli([*base, "--features", "ce", "--protocol", "ood"], capsys)
+    assert code == 2 and "--features ce: ce does not run in protocol ood" in err

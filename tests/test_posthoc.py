@@ -88,3 +88,7 @@ def test_she_uses_the_correctly_classified_mean_of_the_predicted_class():
     assert patterns.tolist() == [[1.0, 0.0], [0.0, 2.0]]  # image 1 was misclassified
     x, logits = torch.tensor([[2.0, 1.0]]), torch.tensor([[0.1, 0.9]])
     assert ph.she(x, logits, patterns).item() == pytest.approx(-2.0)
+
+
+def test_vim_dimension_by_the_authors_rule():
+    assert [ph.vim_dim(d) for d in (64, 512, 768, 2048)] == [32, 256, 512, 1000]

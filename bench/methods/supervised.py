@@ -52,8 +52,8 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, n_out: int, ep
 class LogitScoreConfig:
     """The post-hoc logit scores' settings: the papers' and OpenOOD v1.5's defaults."""
 
-    vim_dim: int = score_field(0, "ViM's principal dimension (0: half the feature dimension, "
-                                  "OpenOOD's 256 of ResNet-18's 512)", ge=0)
+    vim_dim: int = score_field(0, "ViM's principal dimension (0: the authors' rule, 256 of "
+                                  "ResNet-18's 512 as OpenOOD)", ge=0)
     react_percentile: float = score_field(90.0, "ReAct's clipping percentile of the training "
                                                 "activations", gt=0, lt=100)
     ash_percentile: float = score_field(90.0, "ASH-S and ASH-B: the percentage of activations "
@@ -89,7 +89,7 @@ class LabeledDetector(NetworkDetector):
         c, p = self.config, self.posthoc_
         w, b = self.linear_head()
         feats = p["features"]
-        dim = c.vim_dim or feats.shape[1] // 2
+        dim = c.vim_dim or posthoc.vim_dim(feats.shape[1])
         p["react"] = posthoc.react_threshold(feats, c.react_percentile)
         p["vim"] = posthoc.fit_vim(feats, w, b, min(dim, feats.shape[1] - 1))
         p["she"] = posthoc.fit_she(feats, p["labels"], posthoc.linear(feats, w, b).argmax(1),

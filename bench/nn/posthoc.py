@@ -178,6 +178,12 @@ class ViM:
     alpha: float
 
 
+def vim_dim(d: int) -> int:
+    """ViM's principal dimension by the authors' rule (haoqiwang/vim, benchmark.py): 1000 for
+    features of 2048 dimensions or more, 512 from 768, half the dimension below."""
+    return 1000 if d >= 2048 else 512 if d >= 768 else d // 2
+
+
 def fit_vim(train_features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
             dim: int) -> ViM:
     """ViM's origin, residual space and scale (Wang et al. 2022): eigenvectors of the
