@@ -79,13 +79,15 @@ class FigureName(click.ParamType):
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="mcl-bench")
 def cli() -> None:
-    """Benchmark self-supervised anomaly and OOD detectors: MCL, CSI, SimCLR, Rot, PyOD.
+    """Benchmark self-supervised anomaly and OOD detectors: MCL, CSI, SimCLR, Rot, PyOD,
+    and the ImageNet-pretrained baselines (DN2, PANDA, MSC).
 
     \b
     bench run                                  embedded default: one-class digits, quick preset
     bench run --methods mcl,csi --datasets cifar10 --preset paper
     bench run --protocol ood --datasets fashion-mnist --methods mcl,csi
     bench run --methods knn,ocsvm --features pixel,mcl
+    bench run --methods panda,msc --datasets cifar10 --preset paper   (downloads weights)
     bench list methods | fields mcl
     bench leaderboard --runs runs
     bench figures --runs runs
@@ -94,8 +96,8 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--methods", help="Comma-separated methods (default: every method of the protocol). "
-              "See `bench list methods`.")
+@click.option("--methods", help="Comma-separated methods (default: every method of the protocol "
+              "but the ImageNet-pretrained ones, which download weights). See `bench list methods`.")
 @click.option("--datasets", default="digits", show_default=True,
               help="Comma-separated normal / in-distribution data sets.")
 @click.option("--protocol", default="one-class", show_default=True,
@@ -187,10 +189,11 @@ def _run_spec(methods, datasets, protocol, classes, seeds, preset, overrides, fe
     from bench.protocols import get_protocol
     from bench.registry import METHODS
 
-    labeled = get_protocol(protocol).labeled
+    the_protocol = get_protocol(protocol)
     chosen = _split(methods, "--methods")
     if chosen is None:
-        chosen = tuple(m for m in METHODS if METHODS.load_object(m).runs_in(labeled))
+        chosen = tuple(m for m in METHODS if METHODS.load_object(m).in_default_run
+                       and METHODS.load_object(m).skip(the_protocol) is None)
     device = check_device(device)
     device_type = select_device(device).type
     if preset == "auto" and remote:
@@ -265,6 +268,7 @@ def _list_methods() -> None:
         runs = ", ".join(p for p in ("one-class", "ood", "ood-labeled")
                          if cls.skip(PROTOCOLS[p]) is None or cls.kind == "classical")
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        doc += "" if cls.in_default_run else " [by name only]"
         click.echo(f"{name:<10} {cls.kind:<16} {runs:<28} {', '.join(cls.scores):<32} {doc}")
         if getattr(cls, "posthoc_scores", ()):
             posthoc.setdefault(tuple(cls.posthoc_scores), []).append(name)
@@ -273,6 +277,8 @@ def _list_methods() -> None:
         click.echo(f"  {', '.join(names)}: {', '.join(scores)}")
     click.echo("classical methods run in ood-labeled on the features of a labeled network "
                "(--features)")
+    click.echo("feature sources of --features: the methods with a network, and ImageNet-pretrained "
+               "networks (<torchvision model>-in1k, e.g. resnet152-in1k; timm-<model>)")
 
 
 def _list_datasets() -> None:
@@ -307,11 +313,11 @@ def _list_presets() -> None:
 
 def _list_fields(method: str | None) -> None:
     from bench.config import describe_fields
-    from bench.registry import METHODS
+    from bench.registry import method_class
 
     if not method:
         raise BenchError("bench list fields METHOD: name a method, e.g. bench list fields mcl")
-    rows = describe_fields(METHODS.load_object(method).Config, method)
+    rows = describe_fields(method_class(method).Config, method)
     for r in rows:  # one of 'a', 'b' -> a|b
         if r["type"].startswith("one of "):
             r["type"] = "|".join(v.strip().strip("'") for v in r["type"][7:].split(","))

@@ -49,9 +49,25 @@ def os_error_message(exc: OSError) -> str:
     return f"{where}: {os_cause(exc)}" if where else os_cause(exc)
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Insertions, deletions, substitutions and swaps of neighbours (optimal string alignment):
+    a swapped pair, the commonest typo ('mlc' for 'mcl'), costs one."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1,
+                          d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
 def unknown_name(kind: str, name: str, valid: Iterable[str]) -> BenchError:
-    """An error for an unknown `name` of `kind`, with the closest valid names."""
+    """An error for an unknown `name` of `kind`, with the closest valid names (the fewest edits
+    first, then those with the same letters, then difflib's similarity)."""
     valid = sorted(valid)
-    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, valid, n=6, cutoff=0.5)
+    close = sorted(close, key=lambda c: (edit_distance(name, c), sorted(c) != sorted(name),
+                                         close.index(c)))[:3]
     hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
     return BenchError(f"unknown {kind} {name!r}; {hint}valid: {', '.join(valid)}")

@@ -25,7 +25,7 @@ from bench.config import as_dict, stable_hash, training_dict
 from bench.errors import FileError
 from bench.metrics import accuracy, detection_metrics
 from bench.protocols import DEFAULT_TABLE, PROTOCOL_VERSION, Task, get_protocol, load_task
-from bench.registry import METHODS
+from bench.registry import METHODS, method_class
 from bench.store import RunStore, file_lock
 
 EMBEDDING_POINTS = 2000  # test images whose embeddings a job keeps for figures (t-SNE)
@@ -86,12 +86,19 @@ def code_version() -> str:
     return f"{bench.__version__}+{sha}" if sha else bench.__version__
 
 
+def _identity(method: str, config: Any) -> dict[str, str]:
+    """What a method adds to the identity of its jobs beyond its config (pretrained weights:
+    their name and hash), as its class declares."""
+    identity = getattr(method_class(method), "identity", None)
+    return identity(config) if identity is not None else {}
+
+
 def train_id_of(method: str, config: Any, task: Task, seed: int, checkpoint_sha256: str = ""
                 ) -> str:
     """The model folder's name: everything that changes the trained weights (an imported
-    network: its file's SHA-256)."""
+    network: its file's SHA-256; pretrained weights: theirs)."""
     base = {"method": method, "protocol": task.protocol, "dataset": task.dataset,
-            "normal_class": task.normal_class, "seed": seed}
+            "normal_class": task.normal_class, "seed": seed, **_identity(method, config)}
     if checkpoint_sha256:
         base["checkpoint_sha256"] = checkpoint_sha256
     return f"{method}-{task.dataset}-{task.protocol}-{task.label}-s{seed}-" + stable_hash(
@@ -110,6 +117,7 @@ def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_
             "normal_class": task.normal_class, "seed": seed}
     if own[1]:
         base["checkpoint_sha256"] = own[1]
+    base.update(_identity(method, config))
     job_key = {**base, "config": as_dict(config), "ood_sets": list(task.ood_sets)}
     if task.ood_table != DEFAULT_TABLE:  # the same set names, other images
         job_key["ood_table"] = task.ood_table
@@ -121,6 +129,7 @@ def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_
         job_key["features"] = {"encoder": features, "config": training_dict(encoder_config)}
         if enc[1]:
             job_key["features"]["checkpoint_sha256"] = enc[1]
+        job_key["features"].update(_identity(features, encoder_config))
         encoder_train_id = train_id_of(features, encoder_config, task, seed, enc[1])
         prefix = f"{method}-{features}feat"
     job_id = f"{prefix}-{task.dataset}-{task.protocol}-{task.label}-s{seed}-" + stable_hash(
@@ -234,7 +243,7 @@ def embedding_sample(detector, data, seed: int = 0) -> dict[str, np.ndarray] | N
 def build_detector(job: Job):
     """The job's detector: the method itself, or a classical method on an encoder's features."""
     if job.features == PIXEL:
-        return METHODS.load_object(job.method)(job.config)
+        return method_class(job.method)(job.config)
     from bench.methods.classical import FeaturesConfig, OnFeatures
 
     return OnFeatures(FeaturesConfig(job.method, job.config, job.features, job.encoder_config))
@@ -259,7 +268,11 @@ def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
         "data_dir": job.data_dir, "device": str(torch_device), "code_version": code_version(),
         "checkpoint": job.checkpoint,
         "run_id": run_id, "host": os.uname().nodename if hasattr(os, "uname") else "",
+        **_identity(job.method, job.config),  # pretrained weights: their name and hash
     }
+    if job.features != PIXEL:
+        record.update({f"encoder_{k}": v
+                       for k, v in _identity(job.features, job.encoder_config).items()})
     started = time.perf_counter()
     with file_lock(store.job_dir(job.job_id) / ".lock"):  # one worker per job, across processes
         earlier = store.record(job.job_id)

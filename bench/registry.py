@@ -80,6 +80,9 @@ METHODS = Registry("method", {
     "rotnet": "bench.methods.rotnet:RotNet",
     "csi": "bench.methods.csi:CSI",
     "mcl": "bench.methods.mcl:MCL",
+    # ImageNet-pretrained, fine-tuned on the normal class
+    "panda": "bench.methods.panda:PANDA",
+    "msc": "bench.methods.msc:MSC",
     # labeled OOD baselines
     "ce": "bench.methods.supervised:CrossEntropy",
     "supclr": "bench.methods.supervised:SupCLR",
@@ -149,5 +152,13 @@ DATASETS = Registry("dataset", {
     "patches": DatasetEntry("bench.datasets.generated:make_patches", "generated"),
     "smooth-noise": DatasetEntry("bench.datasets.generated:make_smooth_noise", "generated"),
 })
+
+def method_class(name: str) -> Any:
+    """The class of a method, or of a pretrained feature source (`<torchvision model>-in1k`,
+    `timm-<model>`: a naming rule, not a list, since any such model serves)."""
+    if name.endswith("-in1k") or name.startswith("timm-"):
+        return _load("bench.methods.pretrained:encoder_class")(name)
+    return METHODS.load_object(name)
+
 
 FEATURED_METHOD = "mcl"  # the suite's subject: the job figures' and the significance control's default

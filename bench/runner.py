@@ -39,7 +39,7 @@ from bench.protocols import (
     ood_sets_for,
     tasks,
 )
-from bench.registry import METHODS
+from bench.registry import METHODS, method_class
 from bench.store import (
     RunStore,
     atomic_write_json,
@@ -63,7 +63,7 @@ MAX_JOBS = 100_000  # jobs one plan may hold; more is a mistake (--seeds 0-20000
 
 
 def _method_class(name: str):
-    return METHODS.load_object(name)
+    return method_class(name)
 
 
 def is_classical(name: str) -> bool:
@@ -72,7 +72,8 @@ def is_classical(name: str) -> bool:
 
 def network_methods() -> list[str]:
     """The methods with a network of their own: the feature sources of `--features`."""
-    return [m for m in METHODS.names() if METHODS.kind(m) in ("self-supervised", "labeled")]
+    return [m for m in METHODS.names() if METHODS.kind(m) in ("self-supervised", "labeled",
+                                                                   "pretrained")]
 
 
 def _check_methods(spec: RunSpec, protocol: Protocol) -> None:
@@ -97,10 +98,16 @@ def _check_features(spec: RunSpec, protocol: Protocol) -> list[str]:
                 raise BenchError(f"--features pixel: in protocol {protocol.name}, {reason}; "
                                  "give only the encoders")
             continue
+        from bench.methods.pretrained import is_pretrained_name
+
+        if is_pretrained_name(source):
+            _method_class(source).Config()  # the model exists (did-you-mean otherwise)
+            continue
         METHODS.check(source)
         if source not in network_methods():
             raise BenchError(f"--features {source}: features come from a method with a network "
-                             f"({', '.join(network_methods())})")
+                             f"({', '.join(network_methods())}) or a pretrained one "
+                             "(<torchvision model>-in1k, e.g. resnet18-in1k)")
         reason = _method_class(source).skip(protocol)
         if reason:
             raise BenchError(f"--features {source}: {source} does not run in protocol "
@@ -279,10 +286,21 @@ def check_checkpoint_fits(spec: RunSpec, configs: dict[str, list[Variant]], chec
             imports.check_fits(imported, model, path)
 
 
+def prepare_runs(spec: RunSpec, configs: dict[str, list[Variant]]) -> None:
+    """What a method or feature source needs before its jobs (pretrained weights: there, or
+    downloaded now), as each class declares (`prepare_run`)."""
+    for name, variants in configs.items():
+        prepare = getattr(_method_class(name), "prepare_run", None)
+        if prepare is not None:
+            for variant in variants:
+                prepare(variant.config, spec.download, name)
+
+
 def plan(spec: RunSpec) -> Plan:
     """All jobs of the spec; raises BenchError on bad input before anything is written."""
     protocol, warnings = validate(spec)
     configs = build_configs(spec)
+    prepare_runs(spec, configs)
     checkpoints = read_checkpoints(spec)
     apply_checkpoints(configs, checkpoints)
     data_dir = spec.data_dir or str(default_data_dir())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 
@@ -36,8 +37,12 @@ GIB = 2**30
 
 
 def detector(method: str, device, batch: int | None = None):
+    """A paper-preset detector with its network on `device` (ImageNet-pretrained methods:
+    random-init weights, the same FLOPs), a CIFAR-shaped batch and the optimiser."""
     cls = METHODS.load_object(method)
     cfg = build_method_config(method, cls.Config, load_preset("paper"), [])
+    if cls.kind == "pretrained":
+        cfg = dataclasses.replace(cfg, weights="none")  # nothing to download
     n = batch or cfg.batch_size
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
     data = ImageSet(images, torch.zeros(n, dtype=torch.int64), ("normal",), "cifar-shaped")
@@ -45,7 +50,12 @@ def detector(method: str, device, batch: int | None = None):
     precision = resolve("auto", device)
     det.ctx_, det.n_classes_ = FitContext(device=device, precision=precision), 1
     det.model_ = prepare_model(det.build_model(data), device, precision)
-    opt = make_optimizer(det.model_.parameters(), cfg)
+    if cls.kind == "pretrained":
+        with torch.no_grad():
+            det.model_.center = det.initial_center(images[:2]).float()
+        opt = det.optimizer()
+    else:
+        opt = make_optimizer(det.model_.parameters(), cfg)
     return det, cfg, data.images.to(device), data.labels.to(device), opt
 
 

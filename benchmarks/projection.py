@@ -2,8 +2,9 @@
 
 For each method at the paper preset, counts the FLOPs of one training step (forward + backward,
 torch's FlopCounterMode), measures this device's training images/s for that step with the paper
-backbone, and projects the 10-class run: 10 x 5,000 images x epochs training steps (scoring is
-seconds, see score_throughput.py). On CUDA the measured rate gives the projection directly; on
+backbone (PANDA and MSC: ResNet-152 at 224 pixels, random-init weights: the same FLOPs), and
+projects the 10-class run: 10 x 5,000 images x epochs training steps (scoring is seconds, see
+score_throughput.py). On CUDA the measured rate gives the projection directly; on
 CPU it is printed too (days), next to what a GPU would need at a stated model FLOP utilisation
 (`--gpu-tflops`, `--mfu`: an assumption, not a measurement, and labelled so).
 
@@ -59,12 +60,14 @@ def images_per_second(method: str, device: torch.device, batch: int, steps: int)
 
 
 def days(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h" if seconds < 3 * 86400 else f"{seconds / 86400:.0f} days"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--methods", default="csi,mcl")
+    p.add_argument("--methods", default="csi,mcl,panda,msc")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch", type=int, default=None, help="images per timed step (CPU: 8)")
     p.add_argument("--steps", type=int, default=None)
@@ -82,7 +85,8 @@ def main() -> None:
         rate = images_per_second(method, device, batch, args.steps or (10 if gpu else 2))
         images = CLASSES * IMAGES_PER_CLASS * cfg.epochs
         total = flops * images
-        print(f"{method}: {cfg.backbone}, {cfg.epochs} epochs, {flops / 1e9:.1f} GFLOP per image "
+        network = getattr(cfg, "backbone", "") or cfg.arch  # pretrained methods: arch
+        print(f"{method}: {network}, {cfg.epochs} epochs, {flops / 1e9:.1f} GFLOP per image "
               f"step; one class {total / CLASSES:.2e} FLOPs, 10 classes {total:.2e} FLOPs")
         print(f"  measured here: {rate:.1f} img/s at batch {batch} "
               f"({rate * flops / 1e12:.2f} TFLOP/s) -> 10 classes in {days(images / rate)}")

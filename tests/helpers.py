@@ -12,3 +12,14 @@ def tiny(method: str, **changes):
                 optimizer="sgd", lr=0.05, warmup_epochs=0, checkpoint_every=1, head_epochs=20)
     names = {f.name for f in dataclasses.fields(cls.Config)}
     return cls(cls.Config(**{k: v for k, v in {**base, **changes}.items() if k in names}))
+
+
+def run_cli(args, capsys):
+    """`bench ARGS` in-process: (exit code, stdout, stderr)."""
+    import pytest
+
+    from bench.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    return (info.value.code, *capsys.readouterr())

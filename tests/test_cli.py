@@ -29,8 +29,12 @@ def test_run_end_to_end_on_synthetic_and_skip_on_rerun(tmp_path, tiny_args):
     assert "one-class / synthetic" in proc.stdout and "mcl/sei" in proc.stdout
     rows = pd.read_csv(out / "results.csv")
     assert list(rows.columns) == ROW_COLUMNS
-    # knn: 1 score, mcl: knn + sei; 2 classes; 4 metrics each
-    assert len(rows) == (1 + 2) * 2 * 4
+    # knn: 1 score; mcl: sei, cosnorm and the post-hoc deep-knn, mahalanobis (rmds needs two
+    # classes); 2 normal classes; 4 metrics each
+    assert set(zip(rows["method"], rows["score"])) == {
+        ("knn", "pixel"), ("mcl", "sei"), ("mcl", "cosnorm"), ("mcl", "deep-knn"),
+        ("mcl", "mahalanobis")}
+    assert len(rows) == (1 + 4) * 2 * 4
     assert set(rows["metric"]) == {"auroc", "aupr_in", "aupr_out", "fpr95"}
     assert rows["value"].between(0, 1).all()
     assert set(rows["ood_dataset"]) == {"rest"} and set(rows["protocol"]) == {"one-class"}

@@ -23,6 +23,9 @@ def _results(out: Path) -> pd.DataFrame:
     return rows.sort_values(KEYS).reset_index(drop=True)[KEYS + ["value", "job_id"]]
 
 
+MCL_SCORES = 4  # sei, cosnorm and the post-hoc deep-knn, mahalanobis (one class: no rmds)
+
+
 def _common(out, tiny_args, methods="knn,mcl"):
     return ["run", "--methods", methods, "--datasets", "digits", "--classes", "0,1",
             "--out", str(out), *tiny_args]
@@ -38,7 +41,7 @@ def test_local_workers_ray_and_slurm_give_the_same_rows(tmp_path, tiny_args):
     local = _bench(_common(tmp_path / "local", tiny_args), env=env)
     assert local.returncode == 0, local.stderr
     expected = _results(tmp_path / "local")
-    assert len(expected) == (1 + 2) * 2 * 4
+    assert len(expected) == (1 + MCL_SCORES) * 2 * 4
 
     pool = _bench(_common(tmp_path / "pool", tiny_args) + ["--workers", "2"], env=env)
     assert pool.returncode == 0, pool.stderr
@@ -70,7 +73,7 @@ def test_slurm_no_wait_then_collect(tmp_path, tiny_args):
     second = _bench(args)
     assert second.returncode == 0, second.stderr
     assert "4 of 4 jobs already in" in second.stderr
-    assert len(pd.read_csv(tmp_path / "run" / "results.csv")) == (1 + 2) * 2 * 4
+    assert len(pd.read_csv(tmp_path / "run" / "results.csv")) == (1 + MCL_SCORES) * 2 * 4
 
 
 @pytest.mark.slow
@@ -98,7 +101,8 @@ def test_sigkill_during_training_then_resume(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "resuming MCL from epoch" in again.stderr
     rows = pd.read_csv(out / "results.csv")
-    assert set(rows["score"]) == {"cosnorm", "sei"} and len(rows) == 2 * 4
+    assert set(rows["score"]) == {"cosnorm", "sei", "deep-knn", "mahalanobis"}
+    assert len(rows) == MCL_SCORES * 4
     assert not list(out.glob("models/*/checkpoint.pt"))  # superseded by model.pt
     assert list(out.glob("models/*/model.pt"))
 
@@ -113,8 +117,8 @@ def test_two_runs_writing_one_directory_at_once(tmp_path, tiny_args):
     b = subprocess.Popen(BENCH + args_b, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert a.wait() == 0 and b.wait() == 0, (a.stderr.read(), b.stderr.read())
     rows = pd.read_csv(out / "results.csv", dtype={"normal_class": str})
-    # knn, mcl (2 scores), ocsvm on 2 classes; every job once, every row once
-    assert len(rows) == (1 + 2 + 1) * 2 * 4
+    # knn, mcl, ocsvm on 2 classes; every job once, every row once
+    assert len(rows) == (1 + MCL_SCORES + 1) * 2 * 4
     assert not rows.duplicated(KEYS).any()
     jobs = list((out / "jobs").iterdir())
     assert len(jobs) == 6

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.cli import main
 from bench.report import figures
 from bench.report.leaderboard import console_text, summarise, write_summary
 from bench.report.reference import compare, load_reference
@@ -372,3 +373,25 @@ def test_training_curves_per_preset_and_shared_models_once(tmp_path, monkeypatch
     assert names == {f"training_loss_fashion-mnist_{p}.{ext}"
                      for p in ("standard", "quick") for ext in ("png", "pdf")}
     assert panels["training_loss_fashion-mnist_standard"] == ["mcl"]
+
+
+def test_pretrained_baselines_beside_ours_on_cifar10(tmp_path, capsys):
+    """PANDA's and MSC's published CIFAR-10 means sit beside our panda / msc rows, like with
+    like, from the CLI."""
+    rows = pd.concat([_rows({(m, "knn", c, s): 0.9 + 0.01 * s for c in range(10)
+                             for s in (0, 1)}) for m in ("panda", "msc")], ignore_index=True)
+    rows["dataset"] = "cifar10"
+    path = tmp_path / "one-class_cifar10_quick.csv"
+    rows.to_csv(path, index=False)
+    with pytest.raises(SystemExit) as info:
+        main(["compare", "--rows", str(path), "--side-by-side"])
+    assert info.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| method | mean | seeds |"
+    assert "| PANDA (Reiss et al. 2021) | 96.2 |  |" in lines
+    assert "| MSC (Reiss & Hoshen 2023) | 97.5 |  |" in lines
+    assert "| ours: panda/knn | 90.5 | 2 |" in lines and "| ours: msc/knn | 90.5 | 2 |" in lines
+    with pytest.raises(SystemExit):
+        main(["compare", "--rows", str(path), "--ours", "all", "--side-by-side"])
+    every = capsys.readouterr().out
+    assert "| PANDA (Reiss et al. 2021) |" in every and "| CSI (Tack et al. 2020) |" in every

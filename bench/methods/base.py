@@ -18,8 +18,10 @@ class Detector:
 
     Config: ClassVar[type]
     # what the method is (the registry asks here; figures and --features follow it):
-    # classical (PyOD on pixels or features), self-supervised (its own network), labeled
+    # classical (PyOD on pixels or features), self-supervised (its own network), labeled,
+    # pretrained (ImageNet weights, fine-tuned on the normal images)
     kind: ClassVar[str] = ""
+    in_default_run: ClassVar[bool] = True  # in `bench run` without --methods
     needs_labels: ClassVar[bool] = False  # runs only where class labels are given
     uses_labels: ClassVar[bool] = False  # runs with or without labels (and uses them if given)
     predicts_classes: ClassVar[bool] = False  # labeled methods report accuracy

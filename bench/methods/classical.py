@@ -90,19 +90,20 @@ class FeaturesConfig:
 
 
 class OnFeatures(Detector):
-    """A classical detector on the L2-normalised penultimate features of a trained encoder: the
-    encoder is loaded from its own model folder, ``ctx.encoder_model_dir`` (trained first if it
-    is not there)."""
+    """A classical detector on the penultimate features of an encoder (its `embed`: L2-normalised
+    for a trained network, raw for an ImageNet-pretrained one, as DN2): a trained encoder is
+    loaded from its own model folder, ``ctx.encoder_model_dir`` (trained first if it is not
+    there)."""
 
     kind = "classical"
     Config = FeaturesConfig
 
     def fit(self, train: ImageSet, ctx: FitContext) -> OnFeatures:
-        from bench.registry import METHODS
+        from bench.registry import method_class
 
         c = self.config
-        self.encoder_ = METHODS.load_object(c.encoder)(c.encoder_config)
-        self.classical_ = METHODS.load_object(c.classical)(c.classical_config)
+        self.encoder_ = method_class(c.encoder)(c.encoder_config)
+        self.classical_ = method_class(c.classical)(c.classical_config)
         self.encoder_.fit_encoder(train, dataclasses.replace(
             ctx, model_dir=ctx.encoder_model_dir, checkpoint=ctx.encoder_checkpoint))
         self.classical_.fit_array(self.encoder_.embed(train.images), ctx.seed)

@@ -176,6 +176,23 @@ def csi_color_jitter(x: torch.Tensor, strength: tuple[float, float, float, float
     return torch.where(apply.view(-1, 1, 1, 1), y, x)
 
 
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Each image blurred by a Gaussian of its own std `sigma` (pixels), separably, reflecting
+    at the border; the kernel spans 3 std of the largest (SimCLR's and MoCo's blur)."""
+    n, c, h, w = x.shape
+    r = max(1, min(int(math.ceil(3 * float(sigma.max()))), min(h, w) - 1))
+    t = torch.arange(-r, r + 1, device=x.device, dtype=torch.float32)
+    k = torch.exp(-t[None] ** 2 / (2 * sigma.float()[:, None] ** 2))
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # [n c, 2r + 1]
+    with fp32_region(x):
+        y = x.float().reshape(1, n * c, h, w)
+        y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), k.view(n * c, 1, 1, -1),
+                     groups=n * c)
+        y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k.view(n * c, 1, -1, 1),
+                     groups=n * c)
+    return y.view(n, c, h, w)
+
+
 @dataclass(frozen=True)
 class ViewAugment:
     """SimCLR's view augmentation (CIFAR variant, no blur), applied per sample.

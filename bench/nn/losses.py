@@ -134,3 +134,22 @@ def supervised_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, labels: torc
     log_prob = F.log_softmax(logits, dim=1)
     per_anchor = (log_prob * positive).sum(1) / positive.sum(1).clamp_min(1)
     return -per_anchor.mean()
+
+
+def compactness_loss(features: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+    """PANDA's compactness loss: mean over the batch of ||f - c||^2 / d (the official code's
+    CompactnessLoss, the features unnormalised)."""
+    f = features.float()
+    return (f - center).square().sum(1).div(f.shape[1]).mean()
+
+
+def mean_shifted_contrastive_loss(f1: torch.Tensor, f2: torch.Tensor, center: torch.Tensor, *,
+                                  temperature: float, angular: bool) -> torch.Tensor:
+    """MSC's loss (Reiss & Hoshen 2023): NT-Xent of the two views' unit features shifted by the
+    normal images' unit mean `center` (renormalised inside), plus, with `angular`, the squared
+    norms of the shifted features (the angular centre loss, the official code's --angular)."""
+    s1, s2 = f1.float() - center, f2.float() - center
+    loss = nt_xent(s1, s2, temperature=temperature)
+    if angular:
+        loss = loss + s1.square().sum(1).mean() + s2.square().sum(1).mean()
+    return loss

@@ -51,11 +51,24 @@ def as_input(x: torch.Tensor, precision: Precision | None = None) -> torch.Tenso
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def _optimise(loss: torch.Tensor, model: torch.nn.Module, optimizer: Optimizer,
+              scaler: torch.amp.GradScaler, clip_grad_norm: float) -> None:
+    """One optimiser step (the scaler is a pass-through unless fp16); the gradient norm clipped
+    first where asked (PANDA's code)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip_grad_norm:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def train(model: torch.nn.Module, step: Callable[[torch.Tensor], torch.Tensor], n: int, *,
           epochs: int, batch_size: int, optimizer: Optimizer,
           scheduler: torch.optim.lr_scheduler.LRScheduler, ctx: FitContext, desc: str,
-          checkpoint_every: int = 10, log_every: int = 20,
-          drop_last: bool = True) -> list[dict[str, float]]:
+          checkpoint_every: int = 10, log_every: int = 20, drop_last: bool = True,
+          clip_grad_norm: float = 0.0) -> list[dict[str, float]]:
     """Run `epochs` epochs of `step(batch_indices) -> loss` over n items; returns the history.
     Resumes from ``ctx.model_dir/checkpoint.pt`` (model, optimiser, schedule, RNG states,
     history): an interrupted run ends with the weights of an uninterrupted one (bit for bit on
@@ -73,10 +86,7 @@ def train(model: torch.nn.Module, step: Callable[[torch.Tensor], torch.Tensor], 
             index = order[i * batch_size:(i + 1) * batch_size]
             with precision.autocast(device):
                 loss = step(index)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # a pass-through unless fp16
-            scaler.step(optimizer)
-            scaler.update()
+            _optimise(loss, model, optimizer, scaler, clip_grad_norm)
             scheduler.step()
             total, seen = total + loss.detach().float(), seen + len(index)
             if (i + 1) % log_every == 0 or i + 1 == per_epoch:  # the only host syncs
