@@ -66,3 +66,19 @@ def test_rotations():
     assert torch.equal(each, shifted)
     flipped = random_hflip(x.repeat(64, 1, 1, 1))
     assert 0 < (flipped != x).flatten(1).any(1).sum() < 64
+
+
+def test_gaussian_blur_per_image_sigma_by_hand():
+    from bench.nn.augment import gaussian_blur
+
+    x = torch.zeros(2, 1, 21, 21)
+    x[:, :, 10, 10] = 1.0  # a point: its blur is the kernel itself
+    y = gaussian_blur(x, torch.tensor([0.5, 2.0]))
+    assert torch.allclose(y.sum((1, 2, 3)), torch.ones(2), atol=1e-5)  # mass kept
+    t = torch.arange(-3, 4, dtype=torch.float32)
+    for i, s in enumerate((0.5, 2.0)):
+        k = torch.exp(-t ** 2 / (2 * s * s))
+        k = k / torch.exp(-torch.arange(-6, 7.0) ** 2 / (2 * s * s)).sum()  # radius 3 x max sigma
+        assert torch.allclose(y[i, 0, 10, 7:14], k * k[3], atol=1e-6)  # separable: row x centre
+    flat = torch.full((1, 3, 8, 8), 0.3)
+    assert torch.allclose(gaussian_blur(flat, torch.tensor([1.5])), flat, atol=1e-6)
