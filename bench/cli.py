@@ -448,7 +448,10 @@ def compare(runs, rows_files, references, reference_dir, csv_out, ours, side_by_
                    "published per-class values in grey where they exist), OOD "
                    "heat maps, training losses, the critical-difference diagram, ablations, the "
                    "ROC / histogram / t-SNE of --job.")
-def figures(runs, rows_files, out, job_ids, tsne, size, only) -> int:
+@click.option("--control", default=None, metavar="ENTRY",
+              help="The critical-difference diagram's control entry for Holm's comparisons "
+                   "(default: MCL's, mcl/sei).")
+def figures(runs, rows_files, out, job_ids, tsne, size, only, control) -> int:
     """Draw the figures of a paper from run directories and rows files (PNG and PDF). Reads only
     what jobs wrote; never trains a model or loads a data set."""
     from pathlib import Path
@@ -459,15 +462,28 @@ def figures(runs, rows_files, out, job_ids, tsne, size, only) -> int:
 
     chosen = _runs(runs, rows_files)
     rows = _load(runs, rows_files)
+    _check_control(control, rows)
     check_writable(out)
     records = [r for d in chosen for r in RunStore(d).records()]
     drawn, skipped = fig.draw_all(rows, records, chosen, Path(out), list(job_ids), tsne, size,
-                                  set(only) or None)
+                                  set(only) or None, control)
     for line in skipped:
         warn(line)
     for p in drawn:
         click.echo(str(p))
     return 0
+
+
+def _check_control(control: str | None, rows) -> None:
+    """--control names an entry of the rows (did-you-mean otherwise)."""
+    if control is None:
+        return
+    from bench.errors import unknown_name
+    from bench.report.leaderboard import entry_label
+
+    entries = set(entry_label(rows)) if not rows.empty else set()
+    if control not in entries:
+        raise unknown_name("entry (--control)", control, entries)
 
 
 @cli.group()

@@ -134,7 +134,8 @@ def test_every_figure_function_writes_non_empty_images(tmp_path):
                  "score_hist_mcl-0"):
         assert f"{stem}.png" in names and f"{stem}.pdf" in names
     for p in paths:
-        assert p.stat().st_size > 1000
+        assert p.stat().st_size > (1000 if p.suffix in (".png", ".pdf") else 100)
+    assert {"critical_difference.csv", "critical_difference.md"} <= names
     assert figures.pick_job(store.records()) == "mcl-0"
     json.dumps([str(p) for p in paths])
 
@@ -395,3 +396,32 @@ def test_pretrained_baselines_beside_ours_on_cifar10(tmp_path, capsys):
         main(["compare", "--rows", str(path), "--ours", "all", "--side-by-side"])
     every = capsys.readouterr().out
     assert "| PANDA (Reiss et al. 2021) |" in every and "| CSI (Tack et al. 2020) |" in every
+
+
+def test_cd_figure_tests_against_the_control_named_and_writes_p_values(tmp_path, capsys):
+    """bench figures --figure cd --control ENTRY: Holm's rows compare ENTRY with each rival; the
+    note names the significant pairs; a control that is not an entry is refused."""
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.6, 0.85, 10)
+    values = {("best", "s", c, 0): base[c] + 0.1 for c in range(10)}
+    for m in ("a", "b", "c", "d"):
+        values.update({(m, "s", c, 0): base[c] + rng.normal(0, 0.005) for c in range(10)})
+    path = tmp_path / "rows.csv"
+    _rows(values).assign(preset="quick").to_csv(path, index=False)
+    out = tmp_path / "figs"
+    with pytest.raises(SystemExit) as info:
+        main(["figures", "--rows", str(path), "--figure", "cd", "--control", "best/s",
+              "--out", str(out)])
+    assert info.value.code == 0
+    p = pd.read_csv(out / "critical_difference_quick.csv")
+    holm = p[p["test"] == "holm-vs-control"]
+    assert set(holm["entry_a"]) == {"best/s"} and len(holm) == 4 and holm["significant"].all()
+    assert len(p[p["test"] == "nemenyi"]) == 10
+    note = (out / "critical_difference_quick.md").read_text()
+    assert "Friedman chi2(4)" in note and "Against the control best/s" in note
+    # the control ranks first in every block: better than each rival, worse than none
+    assert "a/s (p = " in note.split("better than")[1] and "worse than none" in note
+    with pytest.raises(SystemExit) as info:
+        main(["figures", "--rows", str(path), "--figure", "cd", "--control", "bset/s",
+              "--out", str(out)])
+    assert info.value.code == 2 and "did you mean 'best/s'" in capsys.readouterr().err

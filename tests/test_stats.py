@@ -4,12 +4,12 @@ import pytest
 from scipy import stats
 
 from bench.report.stats import (
-    bootstrap_auroc,
+    critical_difference,
+    default_control,
     friedman,
-    holm,
+    holm_adjusted,
     seed_summary,
-    wilcoxon_holm,
-    wilcoxon_paired,
+    significance,
 )
 
 
@@ -23,21 +23,11 @@ def test_seed_summary_matches_scipy():
     assert one.n == 1 and np.isnan(one.std) and np.isnan(one.low)
 
 
-def test_bootstrap_interval_contains_the_estimate():
-    rng = np.random.default_rng(0)
-    y = np.r_[np.zeros(200), np.ones(200)]
-    s = np.r_[rng.normal(0, 1, 200), rng.normal(1, 1, 200)]
-    est, low, high = bootstrap_auroc(y, s, n_boot=300)
-    assert low < est < high and 0.05 < high - low < 0.2
-    assert bootstrap_auroc(y, s, n_boot=300) == (est, low, high)  # seeded
-
-
-def test_wilcoxon_and_friedman_match_scipy():
+def test_friedman_matches_scipy_and_ranks_best_first():
     rng = np.random.default_rng(1)
     a = rng.uniform(0.8, 0.9, 10)
     b = a + rng.uniform(0.0, 0.05, 10)
     c = a - rng.uniform(0.0, 0.05, 10)
-    assert wilcoxon_paired(a, b) == pytest.approx(tuple(stats.wilcoxon(a, b)))
     table = pd.DataFrame({"a": a, "b": b, "c": c})
     stat, p, ranks = friedman(table)
     ref = stats.friedmanchisquare(a, b, c)
@@ -45,15 +35,55 @@ def test_wilcoxon_and_friedman_match_scipy():
     assert list(ranks.index) == ["b", "a", "c"] and ranks["b"] == 1.0
 
 
-def test_holm_and_wilcoxon_holm():
-    assert holm({"x": 0.01, "y": 0.04, "z": 0.03}) == {"x": True, "z": False, "y": False}
-    rng = np.random.default_rng(2)
-    base = rng.uniform(0.5, 0.9, 12)
-    table = pd.DataFrame({"best": base + 0.1, "near": base + 0.1 + rng.normal(0, 1e-3, 12),
-                          "worst": base})
-    ranks, same = wilcoxon_holm(table)
-    assert ("best", "near") in same or ("near", "best") in same
-    assert not any("worst" in pair for pair in same)
+def test_critical_difference_matches_demsars_table():
+    # Demsar 2006, Table 5(a): q_0.05 = 2.728 for k = 5; CD = 2.728 sqrt(5 x 6 / (6 x 10))
+    assert critical_difference(5, 10) == pytest.approx(2.728 * np.sqrt(30 / 60), abs=1e-3)
+    assert critical_difference(5, 10) == pytest.approx(1.929, abs=1e-3)
+    assert critical_difference(2, 10, alpha=0.10) == pytest.approx(1.645 * np.sqrt(6 / 60),
+                                                                    abs=1e-3)  # q_0.10, k = 2
+
+
+def test_holm_adjusted_by_hand():
+    p = pd.Series({"x": 0.01, "y": 0.04, "z": 0.03})
+    # sorted 0.01, 0.03, 0.04 -> 3 x 0.01, max(0.03, 2 x 0.03), max(0.06, 1 x 0.04)
+    assert holm_adjusted(p).to_dict() == pytest.approx({"x": 0.03, "z": 0.06, "y": 0.06})
+
+
+def _blocks(seed: int, control_margin: float) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.6, 0.9, 10)  # 10 blocks of different difficulty
+    table = {f"rival{i}": base + rng.normal(0, 0.01, 10) for i in range(4)}
+    return pd.DataFrame({"control": base + control_margin + rng.normal(0, 0.01, 10), **table})
+
+
+def test_a_control_that_wins_every_block_is_significant_against_each_rival():
+    table = _blocks(0, control_margin=0.1)
+    assert (table["control"] > table.drop(columns="control").max(axis=1)).all()
+    result = significance(table, "control")
+    assert result.friedman_rejects and result.ranks["control"] == 1.0
+    assert result.versus_control["significant"].all(), result.versus_control
+    assert list(result.versus_control.index) == [e for e in result.ranks.index if e != "control"]
+    # Nemenyi's p is the studentized range of the rank difference (Demsar, eq. 7)
+    se = np.sqrt(5 * 6 / (6 * 10))
+    for _, pair in result.pairs().iterrows():
+        q = abs(pair["rank_a"] - pair["rank_b"]) / se * np.sqrt(2)
+        assert pair["p"] == pytest.approx(stats.studentized_range.sf(q, 5, np.inf), abs=1e-6)
+    significant = result.pairs().query("significant")
+    assert (abs(significant["rank_a"] - significant["rank_b"]) > result.cd).all()
+
+
+def test_entries_that_differ_by_noise_are_not_significant():
+    table = _blocks(0, control_margin=0.0)
+    result = significance(table, "control")
+    assert not result.friedman_rejects
+    assert not result.versus_control["significant"].any()
+    assert not result.pairs()["significant"].any()
+
+
+def test_default_control_is_mcls_first_score():
+    assert default_control(["knn/pixel", "mcl/cosnorm", "mcl/sei", "mcl/sei [beta=2]"]) \
+        == "mcl/sei"
+    assert default_control(["knn/pixel", "csi/csi"]) is None
 
 
 def test_blocks_table_prefers_the_entries_run_on_every_block():

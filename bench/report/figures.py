@@ -31,7 +31,6 @@ from bench.report.leaderboard import (  # noqa: E402
     table_name,
     table_where,
 )
-from bench.report.stats import blocks_table, wilcoxon_holm  # noqa: E402
 from bench.store import load_npz  # noqa: E402
 
 sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
@@ -362,17 +361,19 @@ def training_curves(records: list[dict], out: Path, size: str = "page") -> list[
     return paths
 
 
-def cd_diagram(rows: pd.DataFrame, out: Path, alpha: float = 0.05, size: str = "page"
-               ) -> list[Path]:
-    """Critical-difference diagrams, one per preset (scikit-posthocs' layout): average ranks
-    over blocks (data set x class or OOD set), bars joining entries whose Wilcoxon-Holm tests
-    are not significant; the caption names the entries left out for not running on every
-    block. Each method's default config only, where there is one."""
+def cd_diagram(rows: pd.DataFrame, out: Path, alpha: float = 0.05, size: str = "page",
+               control: str | None = None) -> list[Path]:
+    """Critical-difference diagrams, one per preset (Demsar 2006; scikit-posthocs' layout):
+    average ranks over blocks (data set x class or OOD set), Friedman first, bars joining
+    entries whose Nemenyi test is not significant, the CD bar, and Holm's comparisons of each
+    entry with the control (MCL's entry unless `control` names another). Writes the p-values
+    beside each figure (.csv) and the significant differences as a note (.md). Each method's
+    default config only, where there is one."""
     paths, reasons = [], []
     for preset, part in rows.groupby("preset"):
         part, _ = _default_configs(part)  # near-identical variants would crowd ranks
         try:
-            paths += _cd_diagram(part, out, alpha, size, preset)
+            paths += _cd_diagram(part, out, alpha, size, preset, control)
         except NotDrawn as exc:
             reasons.append(f"{preset or 'rows'}: {exc}")
     if not paths:
@@ -380,38 +381,102 @@ def cd_diagram(rows: pd.DataFrame, out: Path, alpha: float = 0.05, size: str = "
     return paths
 
 
-def _cd_diagram(rows: pd.DataFrame, out: Path, alpha: float, size: str, preset: str
-                ) -> list[Path]:
-    import scikit_posthocs as sp
+def significance_of(rows: pd.DataFrame, alpha: float = 0.05, control: str | None = None):
+    """Demsar's tests over the blocks of `rows` (one preset), the entries run on every block:
+    (Significance, blocks table, entries left out, control note); NotDrawn when too few."""
+    from bench.report.stats import blocks_table, default_control, significance
 
     table, dropped = blocks_table(rows, with_dropped=True)
     if table.shape[1] < 3:
         raise NotDrawn(f"needs 3 entries run on the same blocks ({table.shape[1]} here)")
     if table.shape[0] < 5:
         raise NotDrawn(f"needs 5 blocks (classes or OOD sets) or more ({table.shape[0]} here)")
-    ranks, same = wilcoxon_holm(table, alpha)
-    entries = list(ranks.index)
-    sig = pd.DataFrame(0.0, index=entries, columns=entries)
-    for a, b in same:
-        sig.loc[a, b] = sig.loc[b, a] = 1.0
-    for e in entries:
-        sig.loc[e, e] = 1.0
-    fig, ax = plt.subplots(figsize=(WIDTHS[size], 0.6 + 0.16 * len(entries)))
+    chosen, note = control, ""
+    if chosen is None:
+        chosen = default_control(table.columns)
+        if chosen is None:  # no MCL entry: the best-ranked one, said so
+            chosen = table.rank(axis=1, ascending=False).mean().idxmin()
+            note = " (no MCL entry: the best-ranked entry is the control)"
+    elif chosen not in table.columns:
+        raise NotDrawn(f"the control {chosen} did not run on every block of these rows "
+                       f"(entries that did: {', '.join(table.columns)})")
+    return significance(table, chosen, alpha), table, dropped, note
+
+
+def significance_frame(result) -> pd.DataFrame:
+    """One row per test: Nemenyi for every pair, then Holm for each rival against the control."""
+    pairs = result.pairs().assign(test="nemenyi", statistic=np.nan, p_holm=np.nan)
+    versus = result.versus_control.reset_index(names="entry_b").assign(
+        test="holm-vs-control", entry_a=result.control, rank_a=result.ranks[result.control],
+        statistic=lambda d: d["z"]).rename(columns={"rank": "rank_b"})
+    columns = ["test", "entry_a", "entry_b", "rank_a", "rank_b", "statistic", "p", "p_holm",
+               "significant"]
+    frame = pd.concat([pairs[columns], versus[columns]], ignore_index=True)
+    return frame.round({"rank_a": 4, "rank_b": 4, "statistic": 4, "p": 6, "p_holm": 6})
+
+
+def significance_note(result, where: str) -> str:
+    """What the tests found, in sentences: Friedman, the significant pairs and their p-values."""
+    k = len(result.ranks)
+    head = (f"{where}: Friedman chi2({k - 1}) = {result.friedman_statistic:.1f}, "
+            f"p = {result.friedman_p:.2g} over {result.n_blocks} blocks, {k} entries")
+    if not result.friedman_rejects:
+        return head + f"; not significant at alpha = {result.alpha}, so no post-hoc test.\n"
+    pairs = result.pairs().query("significant")
+    lines = [head + f"; Nemenyi CD = {result.cd:.2f} ranks at alpha = {result.alpha}.", "",
+             f"Significant pairs (Nemenyi), {len(pairs)} of {k * (k - 1) // 2}:"]
+    lines += [f"- {r.entry_a} ({r.rank_a:.2f}) vs {r.entry_b} ({r.rank_b:.2f}): p = {r.p:.3g}"
+              for r in pairs.itertuples()] or ["- none"]
+    versus = result.versus_control
+    better = versus[versus["significant"] & (versus["z"] > 0)]
+    worse = versus[versus["significant"] & (versus["z"] < 0)]
+    lines += ["", f"Against the control {result.control} (rank "
+              f"{result.ranks[result.control]:.2f}; Holm over {k - 1}): better than "
+              + (", ".join(f"{e} (p = {r.p_holm:.3g})" for e, r in better.iterrows()) or "none")
+              + "; worse than "
+              + (", ".join(f"{e} (p = {r.p_holm:.3g})" for e, r in worse.iterrows()) or "none")
+              + "; every other difference is not significant."]
+    return "\n".join(lines) + "\n"
+
+
+def _cd_diagram(rows: pd.DataFrame, out: Path, alpha: float, size: str, preset: str,
+                control: str | None) -> list[Path]:
+    import scikit_posthocs as sp
+
+    from bench.store import atomic_write_csv, atomic_write_text, inside
+
+    result, table, dropped, control_note = significance_of(rows, alpha, control)
+    entries = list(result.ranks.index)
+    p = result.nemenyi if result.friedman_rejects else result.nemenyi * 0 + 1.0
+    versus = result.versus_control
+    colours = {e: ("tab:blue" if e == result.control else
+                   "tab:red" if versus.loc[e, "significant"] else "#222222") for e in entries}
+    fig, ax = plt.subplots(figsize=(WIDTHS[size], 0.9 + 0.16 * len(entries)))
     ax.grid(False)
-    sp.critical_difference_diagram(ranks, sig, alpha=alpha, ax=ax,
-                                   color_palette={e: "#222222" for e in entries},
-                                   label_props={"fontsize": 6},
+    sp.critical_difference_diagram(result.ranks, p, alpha=alpha, ax=ax, cd=result.cd,
+                                   color_palette=colours, label_props={"fontsize": 6},
                                    label_fmt_left="{label} ({rank:.2f})",
                                    label_fmt_right="({rank:.2f}) {label}",
-                                   crossbar_props={"color": "tab:red", "linewidth": 2.5})
+                                   crossbar_props={"color": "tab:gray", "linewidth": 2.5})
     sets = sorted({b.rsplit("/", 1)[0] for b in table.index})
-    caption = (f"{preset} preset: average rank over {table.shape[0]} blocks ({', '.join(sets)}; "
-               "1 = best AUROC). "
-               f"Red bars: no significant difference (Wilcoxon-Holm, alpha={alpha}).")
+    k = len(entries)
+    caption = (f"{preset} preset: average rank over N = {table.shape[0]} blocks "
+               f"({', '.join(sets)}; 1 = best AUROC), k = {k}. Friedman chi2({k - 1}) = "
+               f"{result.friedman_statistic:.1f}, p = {result.friedman_p:.2g}. "
+               + (f"Grey bars join entries Nemenyi does not separate at alpha = {alpha} "
+                  f"(CD = {result.cd:.2f}). " if result.friedman_rejects else
+                  f"Not significant at alpha = {alpha}: no post-hoc test. ")
+               + f"Blue: control {result.control}{control_note}; red: different from it "
+               f"(Holm, alpha = {alpha}).")
     if dropped:
         caption += f" Left out (not run on every block): {', '.join(dropped)}."
     ax.set_title("\n".join(_wrap(caption, 130 if size == "page" else 60)), fontsize=6)
-    return save(fig, out, "critical_difference" + (f"_{preset}" if preset else ""))
+    stem = "critical_difference" + (f"_{preset}" if preset else "")
+    paths = save(fig, out, stem)
+    atomic_write_csv(inside(out, f"{stem}.csv"), significance_frame(result))
+    atomic_write_text(inside(out, f"{stem}.md"),
+                      significance_note(result, f"{preset} preset" if preset else "rows"))
+    return [*paths, Path(out) / f"{stem}.csv", Path(out) / f"{stem}.md"]
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -585,6 +650,7 @@ class Inputs:
     out: Path
     size: str
     skipped: list[str]
+    control: str | None = None  # the significance tests' control entry (default: MCL's)
 
 
 # the figures drawn from rows and records (--figure NAME); "jobs" adds a job's own figures
@@ -593,7 +659,8 @@ FIGURES: dict[str, tuple[str, Callable[[Inputs], list[Path]]]] = {
              lambda i: auroc_per_class(i.rows, i.out, i.size, _reference(i.skipped))),
     "heatmaps": ("OOD heat maps", lambda i: ood_heatmaps(i.rows, i.out, i.size)),
     "losses": ("training curves", lambda i: training_curves(i.records, i.out, i.size)),
-    "cd": ("critical-difference diagram", lambda i: cd_diagram(i.rows, i.out, size=i.size)),
+    "cd": ("critical-difference diagram",
+           lambda i: cd_diagram(i.rows, i.out, size=i.size, control=i.control)),
     "ablation": ("ablation", lambda i: ablation(i.rows, i.out, i.size)),
 }
 JOB_FIGURES = "jobs"  # ROC curves, score histograms and t-SNE of --job (default: an MCL job)
@@ -620,13 +687,14 @@ def _job_steps(records: list[dict], runs: list[str], job_ids: list[str], inputs:
 
 def draw_all(rows: pd.DataFrame, records: list[dict], runs: list[str], out: Path,
              job_ids: list[str], with_tsne: bool = True, size: str = "page",
-             only: set[str] | None = None) -> tuple[list[Path], list[str]]:
+             only: set[str] | None = None, control: str | None = None
+             ) -> tuple[list[Path], list[str]]:
     """Every figure the rows and run directories allow (or those named in `only`): (paths
     written, one line per figure not drawn and why)."""
     from bench.store import clean_stale_temporaries
 
     clean_stale_temporaries(out, recursive=False)
-    inputs = Inputs(rows, records, Path(out), size, [])
+    inputs = Inputs(rows, records, Path(out), size, [], control)
     steps: list[tuple[str, Callable[[], list[Path]]]] = [
         (title, lambda draw=draw: draw(inputs)) for name, (title, draw) in FIGURES.items()
         if only is None or name in only]

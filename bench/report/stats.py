@@ -1,5 +1,6 @@
-"""Statistics for comparing detectors: seed summaries, bootstrap intervals, Wilcoxon, Friedman and
-the Wilcoxon-Holm critical-difference analysis (Demsar 2006; Benavoli et al. 2016)."""
+"""Statistics for comparing detectors: seed summaries (the intervals of `bench compare`) and
+Demsar's (2006) procedure over blocks: Friedman, Nemenyi's critical difference for all pairs,
+Holm's step-down against a control."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
-
-from bench.metrics import auroc
 
 
 @dataclass(frozen=True)
@@ -33,58 +32,95 @@ def seed_summary(values) -> SeedSummary:
     return SeedSummary(mean, std, n, mean - half, mean + half)
 
 
-def bootstrap_auroc(is_anomaly, scores, n_boot: int = 1000, seed: int = 0,
-                    level: float = 0.95) -> tuple[float, float, float]:
-    """AUROC and its percentile bootstrap interval over test samples (normal and anomalous
-    samples resampled separately, so every replicate has both)."""
-    y = np.asarray(is_anomaly).astype(bool)
-    s = np.asarray(scores, dtype=float)
-    rng = np.random.default_rng(seed)
-    normal, anomalous = np.flatnonzero(~y), np.flatnonzero(y)
-    reps = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = np.concatenate([rng.choice(normal, normal.size), rng.choice(anomalous, anomalous.size)])
-        reps[b] = auroc(y[idx], s[idx])
-    alpha = (1 - level) / 2
-    return auroc(y, s), float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha))
-
-
-def wilcoxon_paired(a, b) -> tuple[float, float]:
-    """Paired Wilcoxon signed-rank test of two methods over the same blocks: (statistic, p)."""
-    res = stats.wilcoxon(np.asarray(a, float), np.asarray(b, float), zero_method="wilcox")
-    return float(res.statistic), float(res.pvalue)
-
-
 def friedman(table: pd.DataFrame) -> tuple[float, float, pd.Series]:
     """Friedman test over a blocks x methods table: (statistic, p, average rank per method;
-    rank 1 = best = highest value)."""
+    rank 1 = best = highest value, ties share the mean rank)."""
     res = stats.friedmanchisquare(*[table[c].to_numpy(float) for c in table.columns])
-    ranks = table.rank(axis=1, ascending=False).mean(axis=0).sort_values()
+    ranks = table.rank(axis=1, ascending=False).mean(axis=0).sort_values(kind="stable")
     return float(res.statistic), float(res.pvalue), ranks
 
 
-def holm(p_values: dict, alpha: float = 0.05) -> dict:
-    """Holm's step-down correction: {key: rejected?}."""
-    ordered = sorted(p_values.items(), key=lambda kv: kv[1])
-    m, rejected, still = len(ordered), {}, True
-    for i, (key, p) in enumerate(ordered):
-        still = still and p <= alpha / (m - i)
-        rejected[key] = still
-    return rejected
+def critical_difference(k: int, n_blocks: int, alpha: float = 0.05) -> float:
+    """Nemenyi's critical difference of average ranks for k entries over N blocks (Demsar 2006,
+    eq. 7): q_alpha sqrt(k (k + 1) / 6N), q_alpha the studentized range quantile / sqrt(2)."""
+    q = float(stats.studentized_range.ppf(1 - alpha, k, np.inf)) / np.sqrt(2)
+    return q * float(np.sqrt(k * (k + 1) / (6.0 * n_blocks)))
 
 
-def wilcoxon_holm(table: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.Series, list[tuple]]:
-    """Average ranks and the pairs of methods *not* significantly different (Wilcoxon-Holm)."""
-    _, _, ranks = friedman(table)
-    methods = list(table.columns)
-    p = {}
-    for i, a in enumerate(methods):
-        for b in methods[i + 1:]:
-            diff = table[a] - table[b]
-            p[(a, b)] = 1.0 if np.allclose(diff, 0) else wilcoxon_paired(table[a], table[b])[1]
-    rejected = holm(p, alpha)
-    same = [pair for pair, rej in rejected.items() if not rej]
-    return ranks, same
+def holm_adjusted(p_values: pd.Series) -> pd.Series:
+    """Holm's step-down adjusted p-values (reject where <= alpha), in the input order."""
+    order = p_values.sort_values(kind="stable")
+    m = len(order)
+    adjusted = np.maximum.accumulate([(m - i) * p for i, p in enumerate(order.to_numpy())])
+    return pd.Series(np.minimum(adjusted, 1.0), index=order.index).reindex(p_values.index)
+
+
+@dataclass(frozen=True)
+class Significance:
+    """Demsar's procedure over one blocks x entries table: Friedman, then Nemenyi for every
+    pair and Holm's step-down for each entry against the control (rank z tests)."""
+
+    ranks: pd.Series  # average rank per entry, best (1) first
+    n_blocks: int
+    alpha: float
+    friedman_statistic: float
+    friedman_p: float
+    cd: float  # Nemenyi's critical difference of average ranks
+    nemenyi: pd.DataFrame  # entries x entries p-values
+    control: str
+    versus_control: pd.DataFrame  # per rival: rank, z, p, p_holm, significant
+
+    @property
+    def friedman_rejects(self) -> bool:
+        return self.friedman_p <= self.alpha
+
+    def pairs(self) -> pd.DataFrame:
+        """Every pair of entries with Nemenyi's p and whether it is significant (only where
+        Friedman rejects: Demsar's post-hoc tests follow a rejected Friedman test)."""
+        entries = list(self.ranks.index)
+        out = [{"entry_a": a, "entry_b": b, "rank_a": self.ranks[a], "rank_b": self.ranks[b],
+                "p": float(self.nemenyi.loc[a, b])}
+               for i, a in enumerate(entries) for b in entries[i + 1:]]
+        frame = pd.DataFrame(out)
+        frame["significant"] = self.friedman_rejects & (frame["p"] <= self.alpha)
+        return frame
+
+
+def significance(table: pd.DataFrame, control: str, alpha: float = 0.05) -> Significance:
+    """Friedman over the blocks (rows) of `table`, Nemenyi for all pairs of entries (columns,
+    scikit-posthocs), and the k - 1 comparisons with `control` by Holm (Demsar 2006, 3.2)."""
+    import scikit_posthocs as sp
+
+    if control not in table.columns:
+        from bench.errors import unknown_name
+
+        raise unknown_name("control entry (--control)", control, table.columns)
+    stat, friedman_p, ranks = friedman(table)
+    n, k = table.shape
+    nemenyi = sp.posthoc_nemenyi_friedman(table.to_numpy(float))
+    nemenyi.index = nemenyi.columns = list(table.columns)
+    se = np.sqrt(k * (k + 1) / (6.0 * n))
+    rivals = [e for e in ranks.index if e != control]
+    z = (ranks[rivals] - ranks[control]) / se  # > 0: the control ranks better
+    p_control = pd.Series(2 * stats.norm.sf(np.abs(z.to_numpy())), index=rivals)
+    versus = pd.DataFrame({"rank": ranks[rivals], "z": z, "p": p_control,
+                           "p_holm": holm_adjusted(p_control)})
+    versus["significant"] = (friedman_p <= alpha) & (versus["p_holm"] <= alpha)
+    return Significance(ranks, n, alpha, stat, friedman_p, critical_difference(k, n, alpha),
+                        nemenyi.loc[ranks.index, ranks.index], control, versus)
+
+
+def default_control(entries) -> str | None:
+    """The featured method's entry (MCL's first score, its SEI), else None."""
+    from bench.registry import FEATURED_METHOD, METHODS
+
+    own = [e for e in entries if e.startswith(FEATURED_METHOD + "/") and " [" not in e
+           and "@" not in e]
+    if not own:
+        return None
+    scores = list(METHODS.load_object(FEATURED_METHOD).scores)
+    order = {f"{FEATURED_METHOD}/{s}": i for i, s in enumerate(scores)}
+    return min(own, key=lambda e: (order.get(e, len(order)), e))
 
 
 def blocks_table(rows: pd.DataFrame, metric: str = "auroc", with_dropped: bool = False):
