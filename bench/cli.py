@@ -367,19 +367,26 @@ def _load(runs: tuple[str, ...], rows_files: tuple[str, ...]):
 @click.option("--force", is_flag=True,
               help="Replace README.md even if it holds tables these rows do not (default: keep "
                    "those sections).")
-def leaderboard(runs, rows_files, out, metric, force) -> int:
-    """Write one CSV and Markdown table per (protocol, dataset, preset) from runs or rows.
+@click.option("--format", "formats", multiple=True, type=click.Choice(["csv", "markdown",
+                                                                       "latex"]),
+              help="Files to write per table (repeatable; default csv and markdown): csv "
+                   "(numbers, notes in columns), markdown (and README.md), latex (booktabs: "
+                   "mean ± std, best bold, second underlined, a caption).")
+def leaderboard(runs, rows_files, out, metric, force, formats) -> int:
+    """Write one table per (protocol, dataset, preset) from runs or rows: CSV and Markdown, or
+    LaTeX (--format latex).
 
-    Notes under the tables (and at the end of README.md) name the seeds left out for missing
-    columns, the entries that ran on fewer columns than the others and, for AUROC, the entries
-    below chance. FPR95 tables sort the lowest (best) first.
+    Notes under the Markdown tables (and at the end of README.md), columns of the CSV, name the
+    seeds left out for missing columns, the entries that ran on fewer columns than the others
+    and, for AUROC, the entries below chance. FPR95 tables sort the lowest (best) first.
     """
     from bench.report.leaderboard import console_text, summarise, write_summary
     from bench.store import check_writable
 
     summary = summarise(_load(runs, rows_files), metric)
     check_writable(out)
-    paths = write_summary(summary, out, keep_other_sections=not force)
+    paths = write_summary(summary, out, keep_other_sections=not force,
+                          formats=tuple(formats) or ("csv", "markdown"))
     click.echo(console_text(summary))
     click.echo(f"\nwrote {len(paths)} files under {out}/")
     return 0
@@ -416,16 +423,29 @@ def rows_cmd(runs, rows_files, out) -> int:
                    "instead of the entry each published table names.")
 @click.option("--side-by-side", is_flag=True,
               help="One markdown table per data set: published methods and ours, cell by cell.")
-def compare(runs, rows_files, references, reference_dir, csv_out, ours, side_by_side) -> int:
+@click.option("--format", "output_format", type=click.Choice(["text", "latex"]), default="text",
+              show_default=True,
+              help="latex: the side-by-side tables as booktabs LaTeX (best bold, second "
+                   "underlined, a caption).")
+def compare(runs, rows_files, references, reference_dir, csv_out, ours, side_by_side,
+            output_format) -> int:
     """Our numbers beside published ones, like with like (the same classes), with differences
     and 95%-interval flags."""
     from bench.report.reference import compare as compare_tables
-    from bench.report.reference import format_comparison, format_side_by_side, load_reference
+    from bench.report.reference import (
+        format_comparison,
+        format_side_by_side,
+        load_reference,
+        side_by_side_latex,
+    )
 
     table = compare_tables(_load(runs, rows_files),
                            load_reference(list(references) or None, reference_dir),
                            ours=list(ours) or None)
-    click.echo(format_side_by_side(table) if side_by_side else format_comparison(table))
+    if output_format == "latex":
+        click.echo(side_by_side_latex(table), nl=False)
+    else:
+        click.echo(format_side_by_side(table) if side_by_side else format_comparison(table))
     if csv_out:
         from bench.store import atomic_write_csv
 

@@ -1,4 +1,6 @@
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -76,6 +78,9 @@ def test_leaderboard_leaves_out_a_seed_that_misses_columns(tmp_path):
     assert incomplete_seeds(HAND) == []
     readme = write_leaderboards(partial, tmp_path)[-1].read_text()
     assert "- one-class / fashion-mnist: mcl/sei seed 2 left out (1 of 2 columns)" in readme
+    csv = pd.read_csv(tmp_path / "one-class_fashion-mnist.csv", keep_default_na=False,
+                      index_col=0)
+    assert str(csv.loc["mcl/sei", "seeds_left_out"]) == "2" and csv.loc["mcl/sei", "seeds"] == 2
     # seeds run on disjoint classes: none is complete, so all are kept
     split = _rows({("rotnet", "rot", 0, 0): 0.8, ("rotnet", "rot", 1, 1): 0.6})
     assert pivot(split)[("one-class", "fashion-mnist")].loc["rotnet/rot", "seeds"] == 2
@@ -86,10 +91,14 @@ def test_leaderboard_files_are_percent_and_byte_identical(tmp_path):
     write_leaderboards(HAND.sample(frac=1, random_state=3), tmp_path / "b")  # order must not matter
     for name in ("one-class_fashion-mnist.csv", "one-class_fashion-mnist.md", "README.md"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    csv = pd.read_csv(tmp_path / "a" / "one-class_fashion-mnist.csv", dtype=str,
-                      keep_default_na=False)
-    assert csv.iloc[0].tolist() == ["mcl/sei", "92.0", "83.0", "87.5", "3.5", "2"]
-    assert csv.iloc[1].tolist() == ["knn/pixel", "70.0", "60.0", "65.0", "", "1"]
+    csv = pd.read_csv(tmp_path / "a" / "one-class_fashion-mnist.csv")
+    assert list(csv.columns) == ["method/score", "0", "1", "mean", "std", "seeds", "mean_partial",
+                                 "missing_columns", "below_chance", "seeds_left_out"]
+    assert csv.iloc[0, :6].tolist() == ["mcl/sei", 92.0, 83.0, 87.5, 3.5355, 2]  # numbers
+    assert csv.iloc[1, :4].tolist() == ["knn/pixel", 70.0, 60.0, 65.0]
+    assert np.isnan(csv.iloc[1]["std"]) and csv.iloc[1]["seeds"] == 1
+    md = (tmp_path / "a" / "one-class_fashion-mnist.md").read_text()
+    assert "| mcl/sei | 92.0 | 83.0 | 87.5 | 3.5 | 2 |" in md  # the same numbers, as text
 
 
 def test_compare_flags_published_values_outside_our_interval():
@@ -164,6 +173,9 @@ def test_leaderboard_names_scores_below_chance(tmp_path):
     assert f"note: {line}" in console_table(rows)
     readme = write_leaderboards(rows, tmp_path)[-1].read_text()
     assert f"\n- {line}\n" in readme
+    csv = pd.read_csv(tmp_path / "one-class_fashion-mnist.csv", index_col=0)
+    assert csv["below_chance"].to_dict() == {"mcl/sei": False, "knn/pixel": False,
+                                             "simclr/knn": True}
     assert "below chance" not in console_table(HAND)
     fpr = rows.assign(metric="fpr95")  # low is good there: no chance line to fall under
     assert "simclr/knn" in console_table(fpr, metric="fpr95")
@@ -190,8 +202,14 @@ def test_an_entry_on_fewer_columns_is_listed_apart_and_marked(tmp_path):
     assert list(table.index) == ["mcl/sei", "knn/pixel", "ocsvm/pixel"]  # not ranked first
     text = console_table(partial)
     assert "ocsvm/pixel ran on 1 of 2 columns (missing 1)" in text
-    csv = write_leaderboards(partial, tmp_path)[0].read_text()
-    assert "99.0 *" in csv
+    write_leaderboards(partial, tmp_path)
+    md = (tmp_path / "one-class_fashion-mnist.md").read_text()
+    assert "| ocsvm/pixel | 99.0 |  | 99.0 * |" in md
+    csv = pd.read_csv(tmp_path / "one-class_fashion-mnist.csv", keep_default_na=False,
+                      index_col=0)
+    assert csv.loc["ocsvm/pixel", "mean"] == 99.0 and csv.loc["ocsvm/pixel", "mean_partial"]
+    assert str(csv.loc["ocsvm/pixel", "missing_columns"]) == "1"
+    assert not csv.loc["mcl/sei", "mean_partial"] and csv.loc["mcl/sei", "missing_columns"] == ""
 
 
 def test_rows_of_an_older_protocol_version_are_left_out():
@@ -425,3 +443,57 @@ def test_cd_figure_tests_against_the_control_named_and_writes_p_values(tmp_path,
         main(["figures", "--rows", str(path), "--figure", "cd", "--control", "bset/s",
               "--out", str(out)])
     assert info.value.code == 2 and "did you mean 'best/s'" in capsys.readouterr().err
+
+
+def test_latex_table_bold_best_underlined_second_and_a_caption(tmp_path, capsys):
+    """bench leaderboard --format latex: booktabs, mean ± std over seeds, the best of each column
+    in bold and the second underlined (as shown: ties share), names escaped, a caption."""
+    rows = pd.concat([HAND, _rows({("ocsvm", "pixel_x", 0, 0): 0.80,
+                                   ("ocsvm", "pixel_x", 1, 0): 0.95})], ignore_index=True)
+    path = tmp_path / "rows.csv"
+    rows.assign(preset="quick").to_csv(path, index=False)
+    with pytest.raises(SystemExit) as info:
+        main(["leaderboard", "--rows", str(path), "--out", str(tmp_path / "lb"),
+              "--format", "latex"])
+    assert info.value.code == 0
+    assert sorted(p.name for p in (tmp_path / "lb").iterdir()) == [
+        "one-class_fashion-mnist_quick.tex"]  # latex only: no csv, md or README
+    tex = (tmp_path / "lb" / "one-class_fashion-mnist_quick.tex").read_text()
+    lines = tex.splitlines()
+    assert lines[0] == "\\begin{table}[t]" and lines[-1] == "\\end{table}"
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    assert "\\begin{tabular}{lrrrr}" in tex  # entry, 0, 1, mean, seeds
+    assert "\\caption{one-class / fashion-mnist, quick preset: AUROC (\\%, higher is better)" in tex
+    assert "(1-2 per entry)" in tex and "\\label{tab:one-class_fashion-mnist_quick}" in tex
+    body = {line.split(" & ")[0]: line.split(" & ")[1:] for line in lines
+            if " & " in line and "\\\\" in line}
+    # class 0: mcl 92.0 (seeds 0.90, 0.94) best, ocsvm 80.0 third... knn 70.0
+    assert body["mcl/sei"][0] == "\\textbf{92.0 $\\pm$ 2.8}"
+    assert body["ocsvm/pixel\\_x"][0] == "\\underline{80.0}"
+    assert body["ocsvm/pixel\\_x"][1] == "\\textbf{95.0}"  # class 1: 95 > 83 > 60
+    assert body["mcl/sei"][1] == "\\underline{83.0 $\\pm$ 4.2}"
+    assert body["knn/pixel"][0] == "70.0" and body["knn/pixel"][-1].startswith("1 ")
+    assert body["ocsvm/pixel\\_x"][2] == "\\textbf{87.5}"  # mean: a tie with mcl's 87.5
+    assert body["mcl/sei"][2] == "\\textbf{87.5 $\\pm$ 3.5}"
+    assert body["knn/pixel"][2] == "65.0"  # after two tied best there is no second
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_latex_tables_compile(tmp_path):
+    """The leaderboard and comparison tables compile with pdflatex and booktabs."""
+    from bench.report.leaderboard import to_latex
+    from bench.report.reference import side_by_side_latex
+
+    rows = _rows({(m, "sei", c, s): 0.9 - 0.01 * c + 0.01 * s + 0.02 * i for c in range(10)
+                  for s in (0, 1) for i, m in enumerate(("mcl", "rot_net&#"))})
+    summary = summarise(rows)  # names with _ & # must be escaped to compile
+    tables = [to_latex(summary, key) for key in summary.tables]
+    tables.append(side_by_side_latex(compare(rows, load_reference(["one-class_fashion-mnist"]),
+                                             ours=["all"])))
+    doc = ("\\documentclass{article}\\usepackage{booktabs}\\usepackage{graphicx}"
+           "\\begin{document}\n" + "\n".join(tables) + "\n\\end{document}\n")
+    (tmp_path / "t.tex").write_text(doc)
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / "t.pdf").stat().st_size > 1000

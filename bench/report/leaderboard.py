@@ -163,6 +163,16 @@ def _table(per_seed: pd.DataFrame, columns: list, groups: dict[str, list], metri
     return table.set_index("entry"), missing
 
 
+def _cell_stds(per_seed: pd.DataFrame, columns: list, groups: dict[str, list]) -> pd.DataFrame:
+    """The std over seeds (ddof 1) of each cell and group mean: what LaTeX shows after the ±."""
+    stds = per_seed.groupby(level="entry")[columns].std(ddof=1)
+    for name, members in groups.items():
+        present = [c for c in members if c in columns]
+        if present:
+            stds[name] = per_seed[present].mean(axis=1).groupby(level="entry").std(ddof=1)
+    return stds
+
+
 @dataclass
 class Summary:
     """The leaderboard tables of one metric and what to say under each."""
@@ -173,6 +183,8 @@ class Summary:
     table_notes: dict[tuple[str, ...], list[str]] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)  # seeds that miss some columns
     below_chance: list[str] = field(default_factory=list)  # AUROC entries with mean < 50%
+    stds: dict[tuple[str, ...], pd.DataFrame] = field(default_factory=dict)  # per cell, seeds
+    seeds_left_out: dict[tuple[str, ...], dict[str, list]] = field(default_factory=dict)
 
     @property
     def notes(self) -> list[str]:
@@ -209,6 +221,10 @@ def summarise(rows: pd.DataFrame, metric: str = "auroc") -> Summary:
         table, missing = _table(per_seed[complete], columns,
                                 _ood_groups(protocol, dataset, columns, ood_table), metric)
         out.tables[key], out.partial[key] = table, missing
+        out.stds[key] = _cell_stds(per_seed[complete], columns,
+                                   _ood_groups(protocol, dataset, columns, ood_table))
+        out.seeds_left_out[key] = {e: [s for (e2, s), ok in complete.items() if e2 == e and not ok]
+                                   for e in {e for (e, _), ok in complete.items() if not ok}}
         partial_notes = [f"{where}: {e} ran on {len(columns) - len(m)} of {len(columns)} "
                          f"columns (missing {', '.join(map(str, m))}); its mean (*) is not "
                          "comparable and it is listed after the complete entries"
@@ -224,23 +240,111 @@ def summarise(rows: pd.DataFrame, metric: str = "auroc") -> Summary:
     return out
 
 
-def _percent(table: pd.DataFrame, missing: dict[str, list] | None = None) -> pd.DataFrame:
-    shown = table.copy()
+def _percent(numbers: pd.DataFrame) -> pd.DataFrame:
+    """The numeric table as the text Markdown and the terminal show: one decimal, a blank for
+    a missing cell, `*` after a mean over fewer columns than the table has."""
+    shown = numbers.drop(columns=NOTE_COLUMNS).copy()
     for col in shown.columns:
         if col == "seeds":
             shown[col] = shown[col].astype(int).astype(str)
         else:
-            shown[col] = [("" if pd.isna(v) else f"{100 * v:.1f}") for v in shown[col]]
-    for entry in missing or {}:
-        shown.loc[entry, "mean"] = shown.loc[entry, "mean"] + " *"
-    shown.index.name = "method/score"
-    shown.columns = [str(c) for c in shown.columns]
+            shown[col] = [("" if pd.isna(v) else f"{v:.1f}") for v in shown[col]]
+    partial = numbers["mean_partial"].to_numpy(bool)
+    shown.loc[partial, "mean"] = shown.loc[partial, "mean"] + " *"
     return shown
 
 
-def to_markdown(table: pd.DataFrame, title: str, missing: dict[str, list] | None = None,
-                notes: list[str] = ()) -> str:
-    shown = _percent(table, missing).reset_index()
+NOTE_COLUMNS = ["mean_partial", "missing_columns", "below_chance", "seeds_left_out"]
+
+
+def numeric_table(summary: Summary, key: tuple[str, ...]) -> pd.DataFrame:
+    """A table in numbers, what every format is made from (CSV, Markdown, LaTeX, HTML): percent
+    (cells, near / far, mean, std), seeds, then the notes in their own columns: whether the mean
+    is over fewer columns than the table has (Markdown's `*`) and which it misses, whether the
+    entry is below chance (AUROC), and the seeds left out for missing columns."""
+    table = summary.tables[key]
+    values = table.drop(columns="seeds") * 100
+    values["seeds"] = table["seeds"].astype(int)
+    missing = summary.partial.get(key, {})
+    left = summary.seeds_left_out.get(key, {})
+    values["mean_partial"] = [e in missing for e in table.index]
+    values["missing_columns"] = [";".join(map(str, missing.get(e, []))) for e in table.index]
+    values["below_chance"] = ([bool(m < 0.5) for m in table["mean"]] if summary.metric == "auroc"
+                              else False)
+    values["seeds_left_out"] = [";".join(map(str, left.get(e, []))) for e in table.index]
+    values.index.name = "method/score"
+    values.columns = [str(c) for c in values.columns]
+    return values
+
+
+def best_two(values: pd.DataFrame, lower_is_better: bool) -> pd.DataFrame:
+    """'best' / 'second' / '' per cell of each column, by competition ranking (ties share a
+    place; after two tied best there is no second)."""
+    places = values.rank(axis=0, method="min", ascending=lower_is_better)
+    marks = pd.DataFrame("", index=values.index, columns=values.columns)
+    return marks.mask(places == 1, "best").mask(places == 2, "second")
+
+
+def to_latex(summary: Summary, key: tuple[str, ...], label: str = "") -> str:
+    """One booktabs table (pandas' Styler): mean ± std over seeds in percent, the best of each
+    column in bold and the second underlined, a caption naming protocol, data set, preset and
+    seeds; a mean over fewer columns than the table has is marked * and explained."""
+    numbers = numeric_table(summary, key)
+    stds = summary.stds.get(key, pd.DataFrame()).mul(100)
+    shown_cols = [c for c in numbers.columns if c not in ("std", "seeds", *NOTE_COLUMNS)]
+    values = numbers[shown_cols]
+    cells = pd.DataFrame(index=values.index, columns=shown_cols, dtype=object)
+    for entry in values.index:
+        for col in shown_cols:
+            v = values.loc[entry, col]
+            sd = numbers.loc[entry, "std"] if col == "mean" else (
+                stds.loc[entry, col] if col in stds.columns and entry in stds.index else np.nan)
+            cells.loc[entry, col] = "" if pd.isna(v) else (
+                f"{v:.1f}" + ("" if pd.isna(sd) else f" $\\pm$ {sd:.1f}"))
+        if numbers.loc[entry, "mean_partial"]:
+            cells.loc[entry, "mean"] += "$^*$"
+    cells["seeds"] = numbers["seeds"].astype(str)
+    ranked = values.round(1).where(~numbers["mean_partial"].to_numpy()[:, None] |
+                                   (np.array(shown_cols) != "mean")[None, :])
+    marks = best_two(ranked, summary.metric in LOWER_IS_BETTER)  # as shown: ties share
+    marks["seeds"] = ""
+    seeds = numbers["seeds"]
+    seed_text = (f"{seeds.min()}" if seeds.min() == seeds.max()
+                 else f"{seeds.min()}-{seeds.max()} per entry")
+    better = "lower" if summary.metric in LOWER_IS_BETTER else "higher"
+    caption = (f"{table_where(*key)}: {summary.metric.upper()} (\\%, {better} is better), mean "
+               f"$\\pm$ std over seeds ({seed_text}); best of each column in bold, second "
+               "underlined.")
+    if numbers["mean_partial"].any():
+        caption += " $^*$: mean over fewer columns than the table has, not ranked."
+    return styled_latex(cells, marks, caption, label or f"tab:{table_name(*key)}")
+
+
+LATEX_MARKS = {"best": "textbf:--rwrap;", "second": "underline:--rwrap;", "": ""}
+
+
+def styled_latex(cells: pd.DataFrame, marks: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs table of text `cells` through pandas' Styler: the cells marked best in bold,
+    second underlined, row and column names escaped, the caption escaped outside math."""
+    cells = cells.rename_axis(None)
+    styler = cells.style.apply(lambda _: marks.replace(LATEX_MARKS), axis=None)
+    styler = styler.format_index(escape="latex", axis=0).format_index(escape="latex", axis=1)
+    return styler.to_latex(hrules=True, caption=_latex_escape(caption), label=label,
+                           column_format="l" + "r" * len(cells.columns), position="t")
+
+
+def _latex_escape(text: str) -> str:
+    """Escape LaTeX's specials outside math ($...$) in a caption."""
+    parts = text.split("$")
+    for i in range(0, len(parts), 2):
+        for ch, rep in (("_", "\\_"), ("&", "\\&"), ("#", "\\#")):
+            parts[i] = parts[i].replace(ch, rep)
+    return "$".join(parts)
+
+
+def to_markdown(numbers: pd.DataFrame, title: str, notes: list[str] = ()) -> str:
+    """A Markdown table of `numeric_table`'s numbers, the notes as a list under it."""
+    shown = _percent(numbers).reset_index()
     header = "| " + " | ".join(shown.columns) + " |"
     rule = "|" + "|".join("---" for _ in shown.columns) + "|"
     lines = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
@@ -267,8 +371,8 @@ def console_text(summary: Summary) -> str:
     if not summary.tables:
         return "(no results)"
     blocks = []
-    for key, table in summary.tables.items():
-        shown = _percent(table, summary.partial.get(key))
+    for key in summary.tables:
+        shown = _percent(numeric_table(summary, key))
         shown.index.name = None
         blocks.append(_title(summary, key) + "\n" + shown.to_string())
     if summary.notes:
@@ -289,24 +393,34 @@ def _readme_sections(text: str) -> dict[str, str]:
     return sections
 
 
-def write_summary(summary: Summary, out: str | Path, keep_other_sections: bool = True
-                  ) -> list[Path]:
-    """One CSV and one Markdown file per table, and README.md with every table.
-    README.md keeps the sections of tables these rows do not make (other runs' tables), unless
-    `keep_other_sections` is False."""
+FORMATS = ("csv", "markdown", "latex")
+
+
+def write_summary(summary: Summary, out: str | Path, keep_other_sections: bool = True,
+                  formats: tuple[str, ...] = ("csv", "markdown")) -> list[Path]:
+    """Per table, in each of `formats`: <stem>.csv (numbers, notes in their own columns),
+    <stem>.md (percent, notes under the table) and <stem>.tex (booktabs); with Markdown also
+    README.md with every table, which keeps the sections of tables these rows do not make
+    (other runs' tables) unless `keep_other_sections` is False."""
     out = Path(out)
     clean_stale_temporaries(out, recursive=False)
     metric = summary.metric
     written, sections = [], {}
-    for key, table in summary.tables.items():
+    for key in summary.tables:
         stem = table_name(*key) + ("" if metric == "auroc" else f"_{metric}")
-        missing = summary.partial.get(key)
-        shown = _percent(table, missing).reset_index()
-        atomic_write_csv(inside(out, f"{stem}.csv"), shown)
-        md = to_markdown(table, _title(summary, key), missing, summary.table_notes.get(key, []))
-        atomic_write_text(inside(out, f"{stem}.md"), md)
-        written += [out / f"{stem}.csv", out / f"{stem}.md"]
-        sections[table_where(*key)] = md
+        if "csv" in formats:
+            atomic_write_csv(inside(out, f"{stem}.csv"),
+                             numeric_table(summary, key).round(4).reset_index())
+            written.append(out / f"{stem}.csv")
+        if "latex" in formats:
+            atomic_write_text(inside(out, f"{stem}.tex"), to_latex(summary, key))
+            written.append(out / f"{stem}.tex")
+        if "markdown" in formats:
+            md = to_markdown(numeric_table(summary, key), _title(summary, key),
+                             summary.table_notes.get(key, []))
+            atomic_write_text(inside(out, f"{stem}.md"), md)
+            written.append(out / f"{stem}.md")
+            sections[table_where(*key)] = md
     if sections:
         readme = inside(out, "README.md" if metric == "auroc" else f"README_{metric}.md")
         if keep_other_sections and readme.exists():

@@ -239,36 +239,83 @@ def format_comparison(table: pd.DataFrame) -> str:
     return "\n\n".join(blocks) + "\n\n" + note
 
 
+def side_by_side_frames(table: pd.DataFrame) -> dict[tuple[str, ...], pd.DataFrame]:
+    """Per (protocol, data set, preset, OOD table, metric): the published methods, then ours
+    (best mean first), cell by cell in percent, with `seeds` (ours), `unconfirmed` (a source not
+    confirmed) and `ours` (a row of ours) columns; what the Markdown, LaTeX and HTML tables
+    show."""
+    frames = {}
+    for key, part in table.groupby(["protocol", "dataset", "preset", "ood_table", "metric"],
+                                   sort=True):
+        cells = sorted(set(part["cell"]), key=_cell_order)
+        rows = []
+        published = part.drop_duplicates(["published_method", "cell"])
+        for (method, paper), got in published.groupby(["published_method", "paper"], sort=False):
+            values = dict(zip(got["cell"], 100 * got["published"]))
+            rows.append({"row": f"{method} ({paper})", **values, "seeds": np.nan,
+                         "unconfirmed": str(got["confirmed"].iloc[0]) in ("False", "false", "0"),
+                         "ours": False})
+        mine = part.drop_duplicates(["ours", "cell"])
+        order = mine[mine["cell"].str.startswith("mean")].sort_values("ours_mean", ascending=False)
+        for entry in dict.fromkeys(list(order["ours"]) + list(mine["ours"])):
+            got = mine[mine["ours"] == entry]
+            rows.append({"row": f"ours: {entry}", **dict(zip(got["cell"], 100 * got["ours_mean"])),
+                         "seeds": int(got["seeds"].max()), "unconfirmed": False, "ours": True})
+        frame = pd.DataFrame(rows).set_index("row")
+        frames[key] = frame.reindex(columns=[*cells, "seeds", "unconfirmed", "ours"])
+    return frames
+
+
+def _side_cells(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c not in ("seeds", "unconfirmed", "ours")]
+
+
 def format_side_by_side(table: pd.DataFrame) -> str:
     """One markdown table per (protocol, data set, preset, metric): the published methods, then
     ours, cell by cell in percent (ours: mean over seeds; a mean over a subset of classes is
     compared with the published values of those classes). `?` marks an unconfirmed source."""
     if table.empty:
         return "(no cell of the runs matches a published cell)"
-
     blocks = []
-    for (protocol, dataset, preset, ood_table, metric), part in table.groupby(
-            ["protocol", "dataset", "preset", "ood_table", "metric"], sort=True):
-        cells = sorted(set(part["cell"]), key=_cell_order)
-        where = table_where(protocol, dataset, preset, ood_table)
-        lines = [f"{where} ({metric.upper()} %)", "",
+    for (protocol, dataset, preset, ood_table, metric), frame in side_by_side_frames(
+            table).items():
+        cells = _side_cells(frame)
+        lines = [f"{table_where(protocol, dataset, preset, ood_table)} ({metric.upper()} %)", "",
                  "| method | " + " | ".join(cells) + " | seeds |",
                  "|---" * (len(cells) + 2) + "|"]
-        published = part.drop_duplicates(["published_method", "cell"])
-        for (method, paper), rows in published.groupby(["published_method", "paper"], sort=False):
-            unconfirmed = str(rows["confirmed"].iloc[0]) in ("False", "false", "0")
-            values = dict(zip(rows["cell"], rows["published"]))
-            shown = [f"{100 * values[c]:.1f}" + (" ?" if unconfirmed else "") if c in values
-                     else "" for c in cells]
-            lines.append(f"| {method} ({paper}) | " + " | ".join(shown) + " |  |")
-        mine = part.drop_duplicates(["ours", "cell"])
-        order = mine[mine["cell"].str.startswith("mean")].sort_values("ours_mean", ascending=False)
-        entries = list(dict.fromkeys(list(order["ours"]) + list(mine["ours"])))
-        for entry in entries:
-            rows = mine[mine["ours"] == entry]
-            values = dict(zip(rows["cell"], rows["ours_mean"]))
-            shown = [f"{100 * values[c]:.1f}" if c in values else "" for c in cells]
-            lines.append(f"| ours: {entry} | " + " | ".join(shown)
-                         + f" | {int(rows['seeds'].max())} |")
+        for label, r in frame.iterrows():
+            mark = " ?" if r["unconfirmed"] else ""
+            shown = ["" if pd.isna(r[c]) else f"{r[c]:.1f}{mark}" for c in cells]
+            seeds = f" {int(r['seeds'])} " if r["ours"] else "  "
+            lines.append(f"| {label} | " + " | ".join(shown) + f" |{seeds}|")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def side_by_side_latex(table: pd.DataFrame) -> str:
+    """The side-by-side tables as booktabs LaTeX (pandas' Styler): published and ours in one
+    table per data set, the best of each column in bold and the second underlined."""
+    from bench.report.leaderboard import best_two, styled_latex
+
+    if table.empty:
+        return "% no cell of the runs matches a published cell\n"
+    out = []
+    for (protocol, dataset, preset, ood_table, metric), frame in side_by_side_frames(
+            table).items():
+        cells = _side_cells(frame)
+        shown = pd.DataFrame(index=frame.index, columns=[*cells, "seeds"], dtype=object)
+        for label, r in frame.iterrows():
+            mark = "$^?$" if r["unconfirmed"] else ""
+            for c in cells:
+                shown.loc[label, c] = "" if pd.isna(r[c]) else f"{r[c]:.1f}{mark}"
+            shown.loc[label, "seeds"] = str(int(r["seeds"])) if r["ours"] else ""
+        marks = best_two(frame[cells].round(1), metric in ("fpr95", "fpr95_openood"))
+        marks["seeds"] = ""
+        where = table_where(protocol, dataset, preset, ood_table)
+        caption = (f"{where}: {metric.upper()} (\\%), published methods and ours (mean over "
+                   "the seeds given); best of each column in bold, second underlined"
+                   + ("; $^?$: source not confirmed" if frame["unconfirmed"].any() else "")
+                   + ".")
+        label = "tab:compare-" + "-".join(x for x in (protocol, dataset, ood_table, preset) if x)
+        out.append(styled_latex(shown, marks, caption, label))
+    return "\n".join(out)
