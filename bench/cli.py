@@ -92,6 +92,7 @@ def cli() -> None:
     bench leaderboard --runs runs
     bench figures --runs runs
     bench compare --runs runs
+    bench report --rows results/rows           one HTML page of everything
     """
 
 
@@ -491,6 +492,36 @@ def figures(runs, rows_files, out, job_ids, tsne, size, only, control) -> int:
         warn(line)
     for p in drawn:
         click.echo(str(p))
+    return 0
+
+
+@cli.command()
+@click.option("--runs", multiple=True, help="Run directories (repeatable; default runs): their "
+                                            "machines, training curves and job figures.")
+@click.option("--rows", "rows_files", multiple=True,
+              help="Tidy rows files or folders of them (repeatable), e.g. results/rows.")
+@click.option("--out", default="results/report", show_default=True)
+@click.option("--control", default=None, metavar="ENTRY",
+              help="The significance tests' control entry (default: MCL's, mcl/sei).")
+def report(runs, rows_files, out, control) -> int:
+    """Write <out>/index.html: one self-contained page (no network) with every leaderboard
+    (sortable), the comparison with published numbers, the significance tests, every figure
+    and what each run ran on."""
+    from pathlib import Path
+
+    from bench.console import warn
+    from bench.report.html import build_report
+    from bench.store import RunStore, check_writable
+
+    chosen = _runs(runs, rows_files)
+    rows = _load(runs, rows_files)
+    _check_control(control, rows)
+    check_writable(out)
+    records = [r for d in chosen for r in RunStore(d).records()]
+    path, skipped = build_report(rows, records, chosen, Path(out), control)
+    for line in skipped:
+        warn(line)
+    click.echo(str(path))
     return 0
 
 

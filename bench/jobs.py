@@ -254,7 +254,7 @@ def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
     """Run one job and write its folder; returns its record. A failure of the job is recorded,
     not raised; one of the run directory itself (FileError: disk full, no permission) is raised,
     since no later job could be written either."""
-    from bench.nn.devices import select_device
+    from bench.nn.devices import describe_machine, select_device
 
     store = RunStore(out)
     torch_device = select_device(device)
@@ -268,6 +268,7 @@ def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
         "data_dir": job.data_dir, "device": str(torch_device), "code_version": code_version(),
         "checkpoint": job.checkpoint,
         "run_id": run_id, "host": os.uname().nodename if hasattr(os, "uname") else "",
+        "machine": describe_machine(torch_device),
         **_identity(job.method, job.config),  # pretrained weights: their name and hash
     }
     if job.features != PIXEL:

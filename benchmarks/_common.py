@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import sys
 import time
@@ -10,17 +9,7 @@ from pathlib import Path
 
 import torch
 
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (figures are named by machine), else the platform's."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from bench.nn.devices import cpu_name, describe_machine  # noqa: F401 - cpu_name re-exported
 
 
 def bench_run(precision: str, bench_args: list[str], workdir: Path) -> tuple[Path, float]:
@@ -40,9 +29,7 @@ def bench_run(precision: str, bench_args: list[str], workdir: Path) -> tuple[Pat
 
 
 def machine() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    return f"{cpu_name()}, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+    return describe_machine(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def sync(device: torch.device) -> None:

@@ -1,6 +1,8 @@
 import json
+import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -497,3 +499,23 @@ def test_latex_tables_compile(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert (tmp_path / "t.pdf").stat().st_size > 1000
+
+
+def test_cd_figure_is_the_same_bytes_under_any_hash_seed(tmp_path):
+    """scikit-posthocs builds each bar from a set; the diagram must not depend on set order."""
+    rng = np.random.default_rng(5)
+    base = rng.uniform(0.6, 0.9, 8)
+    values = {(m, "s", c, 0): base[c] + rng.normal(0, 0.02) + 0.01 * i
+              for i, m in enumerate(("a", "b", "c", "d", "e", "f")) for c in range(8)}
+    path = tmp_path / "rows.csv"
+    _rows(values).assign(preset="quick").to_csv(path, index=False)
+    outputs = []
+    for seed in ("1", "2", "3"):
+        out = tmp_path / f"figs{seed}"
+        proc = subprocess.run([sys.executable, "-m", "bench", "figures", "--rows", str(path),
+                               "--figure", "cd", "--out", str(out)], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert proc.returncode == 0, proc.stderr
+        outputs.append([(out / f"critical_difference_quick.{ext}").read_bytes()
+                        for ext in ("png", "pdf", "csv", "md")])
+    assert outputs[0] == outputs[1] == outputs[2]

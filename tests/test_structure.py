@@ -144,6 +144,25 @@ def test_committed_comparison_with_published_numbers_regenerates(capsys):
     assert capsys.readouterr().out == committed.read_text()
 
 
+def test_committed_significance_and_report_regenerate_from_committed_rows(tmp_path):
+    """The CD diagrams' p-values and notes, and results/report/index.html, are what `bench
+    figures --figure cd` and `bench report` write from results/rows, byte for byte."""
+    from bench.cli import main
+
+    rows, figs = ROOT / "results" / "rows", ROOT / "results" / "figures"
+    with pytest.raises(SystemExit) as info:
+        main(["figures", "--rows", str(rows), "--figure", "cd", "--out", str(tmp_path / "f")])
+    assert info.value.code == 0
+    for path in sorted(figs.glob("critical_difference_*")):
+        assert (tmp_path / "f" / path.name).read_bytes() == path.read_bytes(), path.name
+    with pytest.raises(SystemExit) as info:
+        main(["report", "--rows", str(rows), "--rows", str(rows / "ablation"),
+              "--out", str(tmp_path / "r")])
+    assert info.value.code == 0
+    committed = ROOT / "results" / "report" / "index.html"
+    assert (tmp_path / "r" / "index.html").read_bytes() == committed.read_bytes()
+
+
 def _documented_imports() -> dict[str, set[str]]:
     """The imports column of docs/architecture.md: {module or package/: {bench modules}}."""
     table = {}

@@ -34,3 +34,25 @@ def check_device(device: str) -> str:
         raise BenchError(f"--device {device}: this process sees {torch.cuda.device_count()} "
                          "GPU(s)")
     return device
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else the platform's."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine(device: torch.device) -> str:
+    """What a job ran on, for its record and the report: the GPU's name, or the CPU's model and
+    the torch threads; and the torch version."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"{cpu_name()}, {torch.get_num_threads()} torch threads (torch {torch.__version__})"

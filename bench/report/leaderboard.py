@@ -240,7 +240,7 @@ def summarise(rows: pd.DataFrame, metric: str = "auroc") -> Summary:
     return out
 
 
-def _percent(numbers: pd.DataFrame) -> pd.DataFrame:
+def as_text(numbers: pd.DataFrame) -> pd.DataFrame:
     """The numeric table as the text Markdown and the terminal show: one decimal, a blank for
     a missing cell, `*` after a mean over fewer columns than the table has."""
     shown = numbers.drop(columns=NOTE_COLUMNS).copy()
@@ -344,7 +344,7 @@ def _latex_escape(text: str) -> str:
 
 def to_markdown(numbers: pd.DataFrame, title: str, notes: list[str] = ()) -> str:
     """A Markdown table of `numeric_table`'s numbers, the notes as a list under it."""
-    shown = _percent(numbers).reset_index()
+    shown = as_text(numbers).reset_index()
     header = "| " + " | ".join(shown.columns) + " |"
     rule = "|" + "|".join("---" for _ in shown.columns) + "|"
     lines = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
@@ -361,7 +361,7 @@ def table_where(protocol: str, dataset: str, preset: str, ood_table: str = "") -
             + (f", {preset} preset" if preset else ""))
 
 
-def _title(summary: Summary, key: tuple[str, ...]) -> str:
+def table_title(summary: Summary, key: tuple[str, ...]) -> str:
     best = "lower is better" if summary.metric in LOWER_IS_BETTER else "higher is better"
     return f"{table_where(*key)} ({summary.metric.upper()} %, mean over seeds; {best})"
 
@@ -372,9 +372,9 @@ def console_text(summary: Summary) -> str:
         return "(no results)"
     blocks = []
     for key in summary.tables:
-        shown = _percent(numeric_table(summary, key))
+        shown = as_text(numeric_table(summary, key))
         shown.index.name = None
-        blocks.append(_title(summary, key) + "\n" + shown.to_string())
+        blocks.append(table_title(summary, key) + "\n" + shown.to_string())
     if summary.notes:
         blocks.append("\n".join(f"note: {line}" for line in summary.notes))
     return "\n\n".join(blocks)
@@ -416,7 +416,7 @@ def write_summary(summary: Summary, out: str | Path, keep_other_sections: bool =
             atomic_write_text(inside(out, f"{stem}.tex"), to_latex(summary, key))
             written.append(out / f"{stem}.tex")
         if "markdown" in formats:
-            md = to_markdown(numeric_table(summary, key), _title(summary, key),
+            md = to_markdown(numeric_table(summary, key), table_title(summary, key),
                              summary.table_notes.get(key, []))
             atomic_write_text(inside(out, f"{stem}.md"), md)
             written.append(out / f"{stem}.md")
