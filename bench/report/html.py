@@ -121,8 +121,13 @@ def leaderboards_html(rows: pd.DataFrame) -> str:
 
 def comparison_html(rows: pd.DataFrame, skipped: list[str]) -> str:
     """Ours beside the published numbers (`bench compare --ours all --side-by-side`)."""
-    from bench.report.leaderboard import best_two
-    from bench.report.reference import compare, load_reference, side_by_side_frames
+    from bench.report.reference import (
+        compare,
+        load_reference,
+        side_by_side_frames,
+        side_by_side_marks,
+        side_by_side_text,
+    )
 
     try:
         table = compare(rows, load_reference(), ours=["all"])
@@ -132,14 +137,7 @@ def comparison_html(rows: pd.DataFrame, skipped: list[str]) -> str:
     parts = []
     for (protocol, dataset, preset, ood_table, metric), frame in side_by_side_frames(
             table).items():
-        cells = [c for c in frame.columns if c not in ("seeds", "unconfirmed", "ours")]
-        shown = pd.DataFrame(index=frame.index, columns=[*cells, "seeds"], dtype=object)
-        for label, r in frame.iterrows():
-            mark = " ?" if r["unconfirmed"] else ""
-            for c in cells:
-                shown.loc[label, c] = "" if pd.isna(r[c]) else f"{r[c]:.1f}{mark}"
-            shown.loc[label, "seeds"] = str(int(r["seeds"])) if r["ours"] else ""
-        best = best_two(frame[cells].round(1), metric in ("fpr95", "fpr95_openood"))
+        shown, best = side_by_side_text(frame, " ?"), side_by_side_marks(frame, metric)
         parts.append(f"<h3>{_e(table_where(protocol, dataset, preset, ood_table))} "
                      f"({_e(metric.upper())} %)</h3>"
                      + sortable_table(frame, shown, "method", best, frame["ours"]))

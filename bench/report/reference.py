@@ -270,6 +270,28 @@ def _side_cells(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in ("seeds", "unconfirmed", "ours")]
 
 
+def side_by_side_text(frame: pd.DataFrame, unconfirmed: str) -> pd.DataFrame:
+    """A side-by-side frame as text: one decimal, `unconfirmed` after a value whose source is
+    not confirmed, seeds for ours only."""
+    cells = _side_cells(frame)
+    shown = pd.DataFrame(index=frame.index, columns=[*cells, "seeds"], dtype=object)
+    for label, r in frame.iterrows():
+        mark = unconfirmed if r["unconfirmed"] else ""
+        for c in cells:
+            shown.loc[label, c] = "" if pd.isna(r[c]) else f"{r[c]:.1f}{mark}"
+        shown.loc[label, "seeds"] = str(int(r["seeds"])) if r["ours"] else ""
+    return shown
+
+
+def side_by_side_marks(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Best / second of each column as shown (one decimal); none for seeds."""
+    from bench.report.leaderboard import best_two
+
+    marks = best_two(frame[_side_cells(frame)].round(1), metric in ("fpr95", "fpr95_openood"))
+    marks["seeds"] = ""
+    return marks
+
+
 def format_side_by_side(table: pd.DataFrame) -> str:
     """One markdown table per (protocol, data set, preset, metric): the published methods, then
     ours, cell by cell in percent (ours: mean over seeds; a mean over a subset of classes is
@@ -279,15 +301,13 @@ def format_side_by_side(table: pd.DataFrame) -> str:
     blocks = []
     for (protocol, dataset, preset, ood_table, metric), frame in side_by_side_frames(
             table).items():
-        cells = _side_cells(frame)
+        shown = side_by_side_text(frame, " ?")
+        cells = list(shown.columns[:-1])
         lines = [f"{table_where(protocol, dataset, preset, ood_table)} ({metric.upper()} %)", "",
                  "| method | " + " | ".join(cells) + " | seeds |",
                  "|---" * (len(cells) + 2) + "|"]
-        for label, r in frame.iterrows():
-            mark = " ?" if r["unconfirmed"] else ""
-            shown = ["" if pd.isna(r[c]) else f"{r[c]:.1f}{mark}" for c in cells]
-            seeds = f" {int(r['seeds'])} " if r["ours"] else "  "
-            lines.append(f"| {label} | " + " | ".join(shown) + f" |{seeds}|")
+        for label, r in shown.iterrows():
+            lines.append(f"| {label} | " + " | ".join(r[cells]) + f" | {r['seeds']} |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -295,22 +315,14 @@ def format_side_by_side(table: pd.DataFrame) -> str:
 def side_by_side_latex(table: pd.DataFrame) -> str:
     """The side-by-side tables as booktabs LaTeX (pandas' Styler): published and ours in one
     table per data set, the best of each column in bold and the second underlined."""
-    from bench.report.leaderboard import best_two, styled_latex
+    from bench.report.leaderboard import styled_latex
 
     if table.empty:
         return "% no cell of the runs matches a published cell\n"
     out = []
     for (protocol, dataset, preset, ood_table, metric), frame in side_by_side_frames(
             table).items():
-        cells = _side_cells(frame)
-        shown = pd.DataFrame(index=frame.index, columns=[*cells, "seeds"], dtype=object)
-        for label, r in frame.iterrows():
-            mark = "$^?$" if r["unconfirmed"] else ""
-            for c in cells:
-                shown.loc[label, c] = "" if pd.isna(r[c]) else f"{r[c]:.1f}{mark}"
-            shown.loc[label, "seeds"] = str(int(r["seeds"])) if r["ours"] else ""
-        marks = best_two(frame[cells].round(1), metric in ("fpr95", "fpr95_openood"))
-        marks["seeds"] = ""
+        shown, marks = side_by_side_text(frame, "$^?$"), side_by_side_marks(frame, metric)
         where = table_where(protocol, dataset, preset, ood_table)
         caption = (f"{where}: {metric.upper()} (\\%), published methods and ours (mean over "
                    "the seeds given); best of each column in bold, second underlined"
