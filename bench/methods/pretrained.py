@@ -117,16 +117,23 @@ def file_sha256(path: Path) -> str:
     return _sha256(str(path), st.st_mtime_ns, st.st_size)
 
 
+@functools.lru_cache(maxsize=16)
+def _timm_cfg(arch: str) -> dict:
+    """timm's pretrained config of a model (building the model once per process to read it)."""
+    return dict(_timm_model(arch, pretrained=False).pretrained_cfg)
+
+
 def _published(c: PretrainedConfig) -> tuple[str, str, str, int, int, tuple, tuple]:
     """(name, hash, source, resize, crop, mean, std) of the weights the model is published with:
     torchvision's IMAGENET1K_V1 (the hash is the one its file name carries), or timm's default
     (the hash: the cached file's SHA-256, '' until it is downloaded)."""
     if c.arch.startswith(TIMM_PREFIX):
-        cfg = dict(_timm_model(c.arch, pretrained=False).pretrained_cfg)
+        cfg = _timm_cfg(c.arch)
         crop = cfg["input_size"][-1]
         resize = int(round(crop / cfg.get("crop_pct", 0.875)))
         cached = _timm_cached_file(cfg)
-        return (cfg.get("hf_hub_id") or f"timm/{c.arch[len(TIMM_PREFIX):]}", file_sha256(cached) if cached else "", "timm", resize, crop,
+        return (cfg.get("hf_hub_id") or f"timm/{c.arch[len(TIMM_PREFIX):]}",
+                file_sha256(cached) if cached else "", "timm", resize, crop,
                 tuple(cfg["mean"]), tuple(cfg["std"]))
     w = _torchvision_weights(c.arch)
     t = w.transforms()
@@ -159,7 +166,7 @@ def _check_timm_weights(c: PretrainedConfig, download: bool, owner: str) -> None
     """timm's weights in the Hugging Face cache, or downloaded now; else one line."""
     from huggingface_hub.constants import HF_HUB_CACHE
 
-    cfg = dict(_timm_model(c.arch, pretrained=False).pretrained_cfg)
+    cfg = _timm_cfg(c.arch)
     if _timm_cached_file(cfg) is not None:
         return
     where = f"{cfg.get('hf_hub_id') or c.arch} not in {HF_HUB_CACHE}"
@@ -341,13 +348,19 @@ class PretrainedNet(nn.Module):
         return {"features": self.backbone(x).flatten(1)}
 
 
-class PretrainedEncoder(Detector):
-    """An ImageNet-pretrained network as a feature source (`--features <model>-in1k`): not
-    trained; the features of each image set are cached with the job's model folder."""
+def forward_features(net: PretrainedNet, images: torch.Tensor, ctx: FitContext,
+                     batch_size: int) -> torch.Tensor:
+    """The network's features of uint8 images, in batches at its resolution."""
+    from bench.nn import train as engine
 
-    Config: ClassVar[type] = PretrainedConfig
-    kind = "pretrained"
-    scores = ()
+    return engine.batched_forward(net, images, lambda u8: net.prepare(to_float(u8)), batch_size,
+                                  ctx.device, ("features",), progress=ctx.progress,
+                                  precision=ctx.precision)["features"]
+
+
+class UsesPretrainedWeights:
+    """What a class on pretrained weights declares to the runner: the weights' name and hash
+    in its job identity, and the weights checked (or downloaded) before a run writes."""
 
     @classmethod
     def identity(cls, config: PretrainedConfig) -> dict[str, str]:
@@ -360,26 +373,33 @@ class PretrainedEncoder(Detector):
         check_weights_file(config, w)
         check_input_size(config, w, owner)
 
-    def fit_encoder(self, train: ImageSet, ctx: FitContext) -> PretrainedEncoder:
-        from bench.nn import train as engine
 
+class PretrainedEncoder(UsesPretrainedWeights, Detector):
+    """An ImageNet-pretrained network as a feature source (`--features <model>-in1k`): not
+    trained; the features of each image set are cached with the job's model folder (the
+    network is built only when they must be computed)."""
+
+    Config: ClassVar[type] = PretrainedConfig
+    kind = "pretrained"
+    scores = ()
+
+    def fit_encoder(self, train: ImageSet, ctx: FitContext) -> PretrainedEncoder:
         self.ctx_ = ctx
-        w = resolve_weights(self.config)
-        self.net_ = engine.prepare_model(PretrainedNet(build_backbone(self.config, w), w),
-                                         ctx.device, ctx.precision).eval()
         return self
 
     def fit(self, train: ImageSet, ctx: FitContext) -> PretrainedEncoder:
         return self.fit_encoder(train, ctx)
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
+    @functools.cached_property
+    def net_(self) -> PretrainedNet:
         from bench.nn import train as engine
 
-        net = self.net_
-        return engine.batched_forward(net, images, lambda u8: net.prepare(to_float(u8)),
-                                      self.config.score_batch_size, self.ctx_.device,
-                                      ("features",), progress=self.ctx_.progress,
-                                      precision=self.ctx_.precision)["features"]
+        w = resolve_weights(self.config)
+        return engine.prepare_model(PretrainedNet(build_backbone(self.config, w), w),
+                                    self.ctx_.device, self.ctx_.precision).eval()
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return forward_features(self.net_, images, self.ctx_, self.config.score_batch_size)
 
     def embed(self, images: torch.Tensor) -> np.ndarray:
         """The pooled penultimate features, raw (DN2 and PANDA's k-NN use Euclidean distances
@@ -438,7 +458,7 @@ class FineTuneConfig(PretrainedConfig):
     knn_k: int = score_field(50, "deep-knn: distance to the k-th nearest training feature", ge=1)
 
 
-class FineTunedDetector(Detector):
+class FineTunedDetector(UsesPretrainedWeights, Detector):
     """PANDA's and MSC's skeleton: an ImageNet-pretrained network fine-tuned on the normal
     images by the engine's loop (checkpoints, resume, precision), scored by the k-NN distance of
     its features to the training set's."""
@@ -448,8 +468,6 @@ class FineTunedDetector(Detector):
     scores = ("knn",)
     posthoc_scores: ClassVar[tuple[str, ...]] = ("deep-knn",)
     normalise_features: ClassVar[bool] = False  # MSC's network outputs unit vectors
-    identity = classmethod(PretrainedEncoder.identity.__func__)
-    prepare_run = classmethod(PretrainedEncoder.prepare_run.__func__)
 
     def fit(self, train: ImageSet, ctx: FitContext) -> FineTunedDetector:
         from bench.nn.state import reseed
@@ -515,13 +533,7 @@ class FineTunedDetector(Detector):
         return F.normalize(f["features"], dim=1) if self.normalise_features else f["features"]
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        from bench.nn import train as engine
-
-        net = self.model_
-        f = engine.batched_forward(net, images, lambda u8: net.prepare(to_float(u8)),
-                                   self.config.score_batch_size, self.ctx_.device, ("features",),
-                                   progress=self.ctx_.progress,
-                                   precision=self.ctx_.precision)["features"]
+        f = forward_features(self.model_, images, self.ctx_, self.config.score_batch_size)
         return F.normalize(f, dim=1) if self.normalise_features else f
 
     def training_loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

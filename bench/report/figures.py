@@ -447,7 +447,8 @@ def _cd_diagram(rows: pd.DataFrame, out: Path, alpha: float, size: str, preset: 
 
     result, table, dropped, control_note = significance_of(rows, alpha, control)
     entries = list(result.ranks.index)
-    p = result.nemenyi if result.friedman_rejects else result.nemenyi * 0 + 1.0
+    p = result.nemenyi if result.friedman_rejects else pd.DataFrame(  # no post-hoc: one clique
+        1.0, index=result.nemenyi.index, columns=result.nemenyi.columns)
     versus = result.versus_control
     colours = {e: ("tab:blue" if e == result.control else
                    "tab:red" if versus.loc[e, "significant"] else "#222222") for e in entries}

@@ -408,15 +408,15 @@ def write_summary(summary: Summary, out: str | Path, keep_other_sections: bool =
     written, sections = [], {}
     for key in summary.tables:
         stem = table_name(*key) + ("" if metric == "auroc" else f"_{metric}")
+        numbers = numeric_table(summary, key)
         if "csv" in formats:
-            atomic_write_csv(inside(out, f"{stem}.csv"),
-                             numeric_table(summary, key).round(4).reset_index())
+            atomic_write_csv(inside(out, f"{stem}.csv"), numbers.round(4).reset_index())
             written.append(out / f"{stem}.csv")
         if "latex" in formats:
             atomic_write_text(inside(out, f"{stem}.tex"), to_latex(summary, key))
             written.append(out / f"{stem}.tex")
         if "markdown" in formats:
-            md = to_markdown(numeric_table(summary, key), table_title(summary, key),
+            md = to_markdown(numbers, table_title(summary, key),
                              summary.table_notes.get(key, []))
             atomic_write_text(inside(out, f"{stem}.md"), md)
             written.append(out / f"{stem}.md")
