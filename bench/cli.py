@@ -259,11 +259,12 @@ def list_cmd(what: str, method: str | None) -> int:
 
 
 def _list_methods() -> None:
+    from bench.nn.posthoc import POSTHOC
     from bench.protocols import PROTOCOLS
     from bench.registry import METHODS
 
     click.echo(f"{'method':<10} {'kind':<16} {'protocols':<28} {'own scores':<32} what")
-    posthoc = {}
+    adds = {}
     for name in METHODS:
         cls = METHODS.load_object(name)
         runs = ", ".join(p for p in ("one-class", "ood", "ood-labeled")
@@ -271,11 +272,15 @@ def _list_methods() -> None:
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         doc += "" if cls.in_default_run else " [by name only]"
         click.echo(f"{name:<10} {cls.kind:<16} {runs:<28} {', '.join(cls.scores):<32} {doc}")
-        if getattr(cls, "posthoc_scores", ()):
-            posthoc.setdefault(tuple(cls.posthoc_scores), []).append(name)
-    click.echo("\npost-hoc scores (bench/nn/posthoc.py; rmds needs class labels):")
-    for scores, names in posthoc.items():
-        click.echo(f"  {', '.join(names)}: {', '.join(scores)}")
+        if hasattr(cls, "posthoc_names"):
+            adds.setdefault((cls.posthoc_names(False), cls.posthoc_names(True)), []).append(name)
+    click.echo("\npost-hoc scores added to each network's own (bench/nn/posthoc.py's table):")
+    for (unlabeled, labeled), names in adds.items():
+        extra = [s for s in labeled if s not in unlabeled]
+        click.echo(f"  {', '.join(names)}: {', '.join(unlabeled)}"
+                   + (f"; with class labels also {', '.join(extra)}" if extra else ""))
+    click.echo("  needs of each score: " + "; ".join(
+        f"{n} ({', '.join(sorted(s.needs))})" for n, s in POSTHOC.items()))
     click.echo("classical methods run in ood-labeled on the features of a labeled network "
                "(--features)")
     click.echo("feature sources of --features: the methods with a network, and ImageNet-pretrained "

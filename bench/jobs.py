@@ -25,7 +25,7 @@ from bench.config import as_dict, stable_hash, training_dict
 from bench.errors import FileError
 from bench.metrics import accuracy, detection_metrics
 from bench.protocols import DEFAULT_TABLE, PROTOCOL_VERSION, Task, get_protocol, load_task
-from bench.registry import METHODS, method_class
+from bench.registry import DATASETS, METHODS, method_class
 from bench.store import RunStore, file_lock
 
 EMBEDDING_POINTS = 2000  # test images whose embeddings a job keeps for figures (t-SNE)
@@ -74,6 +74,42 @@ class Job:
     def task(self) -> Task:
         return Task(self.protocol, self.dataset, self.normal_class, self.ood_sets, self.ood_table)
 
+    def __reduce__(self):
+        """Pickled as plain data (configs as dicts) and the folders of its plugins: a worker,
+        Ray task or Slurm job rebuilds it by import path, never unpickling a user's class."""
+        import dataclasses
+
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields["config"] = as_dict(self.config)
+        if self.encoder_config is not None:
+            fields["encoder_config"] = as_dict(self.encoder_config)
+        folders = []
+        for name in (self.method, self.features, self.dataset):
+            for registry in (METHODS, DATASETS):
+                plugin = registry.plugin(name) if name in registry else None
+                if plugin is not None and plugin.path:
+                    folders.append(plugin.path)
+        return _rebuild_job, (fields, tuple(dict.fromkeys(folders)))
+
+
+def _rebuild_job(fields: dict[str, Any], folders: tuple[str, ...]) -> Job:
+    """A Job from `Job.__reduce__`'s data: plugin folders on the Python path, then each config
+    built by its method's class (found by name, plugins by import path)."""
+    import sys
+
+    for folder in folders:
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    fields = dict(fields)
+    fields["config"] = _config_of(fields["method"], fields["config"])
+    if fields["encoder_config"] is not None:
+        fields["encoder_config"] = _config_of(fields["features"], fields["encoder_config"])
+    return Job(**fields)
+
+
+def _config_of(method: str, values: dict[str, Any]) -> Any:
+    return method_class(method).Config(**values)
+
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
@@ -88,9 +124,27 @@ def code_version() -> str:
 
 def _identity(method: str, config: Any) -> dict[str, str]:
     """What a method adds to the identity of its jobs beyond its config (pretrained weights:
-    their name and hash), as its class declares."""
+    their name and hash, as its class declares; a plugin: its import path and version)."""
     identity = getattr(method_class(method), "identity", None)
-    return identity(config) if identity is not None else {}
+    out = identity(config) if identity is not None else {}
+    plugin = METHODS.plugin(method) if method in METHODS else None
+    return {**out, **plugin.identity()} if plugin is not None else out
+
+
+def code_version_of(job: Job) -> str:
+    """The code that made a job's rows: bench's version, and a plugin's (its distribution's
+    version, or its file's hash)."""
+    versions = [code_version()]
+    for name in (job.method, job.features):
+        plugin = METHODS.plugin(name) if name in METHODS else None
+        if plugin is not None:
+            versions.append(f"{plugin.target}={plugin.version}")
+    return " ".join(versions)
+
+
+def id_prefix(name: str) -> str:
+    """A method's name as the start of a folder name (a plugin's ':' becomes '.')."""
+    return name.replace(":", ".")
 
 
 def train_id_of(method: str, config: Any, task: Task, seed: int, checkpoint_sha256: str = ""
@@ -101,8 +155,8 @@ def train_id_of(method: str, config: Any, task: Task, seed: int, checkpoint_sha2
             "normal_class": task.normal_class, "seed": seed, **_identity(method, config)}
     if checkpoint_sha256:
         base["checkpoint_sha256"] = checkpoint_sha256
-    return f"{method}-{task.dataset}-{task.protocol}-{task.label}-s{seed}-" + stable_hash(
-        {**base, "config": training_dict(config)}, 8)
+    return (f"{id_prefix(method)}-{id_prefix(task.dataset)}-{task.protocol}-{task.label}-s{seed}-"
+            + stable_hash({**base, "config": training_dict(config)}, 8))
 
 
 def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_dir: str,
@@ -124,15 +178,15 @@ def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_
     if variant:  # the same config reached by two sweeps is two entries (one model, shared)
         job_key["variant"] = variant
     encoder_train_id = ""
-    prefix = method
+    prefix = id_prefix(method)
     if features != PIXEL:
         job_key["features"] = {"encoder": features, "config": training_dict(encoder_config)}
         if enc[1]:
             job_key["features"]["checkpoint_sha256"] = enc[1]
         job_key["features"].update(_identity(features, encoder_config))
         encoder_train_id = train_id_of(features, encoder_config, task, seed, enc[1])
-        prefix = f"{method}-{features}feat"
-    job_id = f"{prefix}-{task.dataset}-{task.protocol}-{task.label}-s{seed}-" + stable_hash(
+        prefix = f"{id_prefix(method)}-{id_prefix(features)}feat"
+    job_id = f"{prefix}-{id_prefix(task.dataset)}-{task.protocol}-{task.label}-s{seed}-" + stable_hash(
         job_key, 8)
     return Job(job_id=job_id, train_id=train_id_of(method, config, task, seed, own[1]),
                method=method,
@@ -265,7 +319,7 @@ def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
         "protocol_version": PROTOCOL_VERSION, "normal_class": job.normal_class,
         "ood_sets": list(job.ood_sets), "seed": job.seed, "preset": job.preset,
         "config": as_dict(job.config), "config_hash": job.config_hash,
-        "data_dir": job.data_dir, "device": str(torch_device), "code_version": code_version(),
+        "data_dir": job.data_dir, "device": str(torch_device), "code_version": code_version_of(job),
         "checkpoint": job.checkpoint,
         "run_id": run_id, "host": os.uname().nodename if hasattr(os, "uname") else "",
         "machine": describe_machine(torch_device),
@@ -325,6 +379,7 @@ def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
     t0 = time.perf_counter()
     reseed(job.seed, "score")  # a score-only re-run draws the same test augmentations
     groups = score_groups(detector, data)
+    _check_scores(job, detector, groups, ctx.labeled and len(data.train.classes) > 1)
     acc = None
     if detector.predicts_classes and get_protocol(job.protocol).labeled:
         acc = accuracy(data.test.labels.numpy(), detector.predict_class(data.test.images))
@@ -334,13 +389,25 @@ def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
                     n_train=len(data.train), train_seconds=train_s, eval_seconds=eval_s,
                     backbone=detector.backbone, epochs=detector.epochs,
                     created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    code=code_version())
+                    code=code_version_of(job))
     rows = rows_from_scores(base, groups, acc)
     record["auroc"] = {r["ood_dataset"] + "/" + r["score"]: round(r["value"], 4)
                        for r in rows if r["metric"] == "auroc"}
     record.update(train_seconds=round(train_s, 3), eval_seconds=round(eval_s, 3),
                   n_train=len(data.train), history=getattr(detector, "history", []))
     return rows, groups, embedding
+
+
+def _check_scores(job: Job, detector, groups: dict, labeled: bool) -> None:
+    """The scores a job returned are the ones its detector declares (a plugin's too)."""
+    from bench.errors import BenchError
+    from bench.methods.base import undeclared
+
+    declared = type(detector).declared_scores(detector.config, labeled)
+    for _, scores in groups.values():
+        wrong = undeclared(scores, declared)
+        if wrong:
+            raise BenchError(f"method {job.method}: score() {wrong}")
 
 
 def make_deterministic() -> None:

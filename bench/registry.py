@@ -17,25 +17,75 @@ from bench.errors import unknown_name
 
 
 class Registry:
-    """Names of one sort (`what`: method, dataset) to their entries."""
+    """Names of one sort (`what`: method, dataset) to their entries; a user's plugins join on
+    first use: installed entry points, and import paths (``module:Object``, bench/plugins.py)."""
 
     def __init__(self, what: str, entries: dict[str, Any]):
         self.what = what
         self._entries = dict(entries)
+        self._scanned = False
 
     def register(self, name: str, entry: Any) -> None:
         """Add `name` (a plugin's method or data set): ``"module:object"`` or an entry."""
         self._entries[name] = entry
 
+    def _scan_entry_points(self) -> None:
+        if not self._scanned:
+            self._scanned = True
+            from bench.plugins import GROUPS, entry_points
+
+            if self.what in GROUPS:
+                for name, entry in entry_points(self.what).items():
+                    self._entries.setdefault(name, self._plugin_entry(entry))
+
+    def _plugin_entry(self, entry: Any) -> Any:
+        if self.what != "dataset":
+            return entry
+        return DatasetEntry(entry.target, "plugin", path=entry.path, plugin=entry)
+
+    def _find(self, name: str) -> bool:
+        """Whether `name` is known, registering an entry point or an import path on a miss (a
+        path that does not import is a BenchError)."""
+        if name in self._entries:
+            return True
+        self._scan_entry_points()
+        if name in self._entries:
+            return True
+        from bench.plugins import GROUPS, entry_for_import_path, is_import_path
+
+        if self.what in GROUPS and isinstance(name, str) and is_import_path(name):
+            entry = self._plugin_entry(entry_for_import_path(name, self.what))
+            self._entries[name] = entry
+            self._entries.setdefault(entry.target, entry)  # a file path's module:object name
+            return True
+        return False
+
+    def canonical(self, name: str) -> str:
+        """The name rows and jobs use: a file path plugin's ``<file stem>:<object>``."""
+        self.check(name)
+        entry = self._entries[name]
+        return entry.target if self.plugin(name) is not None else name
+
+    def plugin(self, name: str) -> Any:
+        """The PluginEntry of a plugin (its version, origin, folder), None for a built-in."""
+        from bench.plugins import PluginEntry
+
+        entry = self.entry(name)
+        return entry if isinstance(entry, PluginEntry) else getattr(entry, "plugin", None)
+
     def __contains__(self, name: object) -> bool:
+        if name in self._entries:
+            return True
+        self._scan_entry_points()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        self._scan_entry_points()
+        return iter(list(self._entries))
 
     def names(self, kind: str | None = None) -> list[str]:
-        """Every name in registration order, or those of one kind."""
-        return [n for n in self._entries if kind is None or self.kind(n) == kind]
+        """Every name in registration order (installed plugins last), or those of one kind."""
+        return [n for n in self if kind is None or self.kind(n) == kind]
 
     def kind(self, name: str) -> str:
         """What `name` is: its entry's `kind`, else its object's (a method class's `kind`)."""
@@ -44,7 +94,7 @@ class Registry:
 
     def check(self, name: str) -> None:
         """Raise a BenchError naming the closest valid names if `name` is not registered."""
-        if name not in self._entries:
+        if not self._find(name):
             raise unknown_name(self.what, name, self._entries)
 
     def entry(self, name: str) -> Any:
@@ -56,7 +106,31 @@ class Registry:
         return entry if isinstance(entry, str) else entry.target
 
     def load_object(self, name: str) -> Any:
-        return _load(self.target(name))
+        entry = self.entry(name)
+        if isinstance(entry, str):
+            return _load(entry)
+        plugin = self.plugin(name)
+        if plugin is None:
+            return _load(entry.target)
+        return _load_plugin(self.what, name, plugin)
+
+
+def _load_plugin(what: str, name: str, plugin: Any) -> Any:
+    """A plugin's object, imported with its folder on the Python path and checked once."""
+    key = (what, plugin.target, plugin.path)
+    if key not in _PLUGINS:
+        from bench import plugins
+
+        obj = plugins.import_object(plugin.target, what, plugin.path)
+        if what == "method":
+            plugins.check_method_class(name, obj)
+        else:
+            obj = plugins.dataset_loader(name, obj)
+        _PLUGINS[key] = obj
+    return _PLUGINS[key]
+
+
+_PLUGINS: dict[tuple[str, str, str], Any] = {}
 
 
 def _load(target: str) -> Any:
@@ -97,6 +171,7 @@ KINDS = {
     "ood-folder": "OOD test set, image folder from its authors' archive (not downloadable)",
     "generated": "generated OOD set (from the in-distribution test images; validation sets from "
                  "held-out training images)",
+    "plugin": "a user's data set (entry point or import path), loaded by its function",
 }
 
 
@@ -110,6 +185,8 @@ class DatasetEntry:
     probe: str = ""
     n_classes: int = 0  # classes of a set with a training split (one-class: one job each)
     class_names: str = ""  # "module:TUPLE" of the class names, for figure labels
+    path: str = ""  # a plugin's folder, put on the Python path before importing it
+    plugin: Any = None  # a plugin's PluginEntry (bench/plugins.py)
 
     def names_of_classes(self) -> tuple[str, ...] | None:
         return tuple(_load(self.class_names)) if self.class_names else None
@@ -117,7 +194,7 @@ class DatasetEntry:
     @property
     def trainable(self) -> bool:
         """Has a training split: may be a normal / in-distribution set."""
-        return self.kind in ("embedded", "download", "folder")
+        return self.kind in ("embedded", "download", "folder", "plugin")
 
     def check_files(self, name: str, split: str, source) -> None:
         """DataMissingError / ChecksumError if the files of `split` are not usable."""

@@ -65,7 +65,7 @@ NAME_COLUMNS = ("protocol", "dataset", "preset", "method", "job_id", "ood_table"
 JOB_FILES = ("rows.csv", "scores.npz", "embedding.npz")
 RENAMED_SCORES = {("simclr", "knn"): "cosnorm", ("mcl", "knn"): "cosnorm"}
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
-SAFE_NAME = re.compile(r"[A-Za-z0-9_+=,@-][A-Za-z0-9._+=,@-]{0,199}")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_+=,@-][A-Za-z0-9._+=,@:-]{0,199}")
 
 
 class DamagedFile(BenchError):
@@ -86,7 +86,7 @@ def safe_component(name: object, what: str = "name") -> str:
     at most 200 characters), else a BenchError: names read from files never leave a folder."""
     text = str(name)
     if not SAFE_NAME.fullmatch(text) or text in (".", ".."):
-        raise BenchError(f"{what} {text[:80]!r} cannot name a file (letters, digits and ._+=,@- "
+        raise BenchError(f"{what} {text[:80]!r} cannot name a file (letters, digits and ._+=,@:- "
                          "only, not starting with a dot, at most 200 characters)")
     return text
 
@@ -510,7 +510,7 @@ def validate_rows(rows: pd.DataFrame, path: Path) -> pd.DataFrame:
         named = _is_name(rows[column]) | ((rows[column] == "") if column in ("preset", "ood_table")
                                           else False)
         _first_bad(path, column, rows[column], ~named,
-                   "is not a name (letters, digits and ._+=,@- only): it would name a file")
+                   "is not a name (letters, digits and ._+=,@:- only): it would name a file")
     _first_bad(path, "metric", rows["metric"], ~rows["metric"].isin(METRICS),
                f"is not a metric ({', '.join(METRICS)})")
     version = rows["protocol_version"].astype(str)

@@ -6,6 +6,7 @@ import pytest
 from bench.datasets import DataSource, load_dataset
 from bench.datasets.torchvision_sets import DEBIAN_FASHION_MNIST
 from bench.errors import BenchError, DataMissingError
+from bench.methods.base import undeclared
 from bench.nn.context import FitContext
 from bench.protocols import OOD_TABLES
 from bench.registry import DATASETS, KINDS, METHODS
@@ -33,6 +34,9 @@ def test_every_method_imports_fits_and_scores(name):
     det.fit(train, FitContext(labeled=labeled, progress=False))
     scores = det.score(test.images)
     assert scores
+    # what it returns is what it declares (names, order aside)
+    assert undeclared(scores, cls.declared_scores(det.config, labeled)) is None
+    assert len(cls.declared_scores(det.config, labeled)) == len(scores)
     for values in scores.values():
         assert values.shape == (len(test),) and np.isfinite(values).all()
     if det.predicts_classes and labeled:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from bench.datasets import ImageSet
+from bench.nn import posthoc
 from bench.nn.context import FitContext
 
 
@@ -39,6 +40,12 @@ class Detector:
             return "it trains with class labels (protocols ood-labeled, ood-labeled-val)"
         return None
 
+    @classmethod
+    def declared_scores(cls, config: Any, labeled: bool) -> tuple[str, ...]:
+        """Every score name `score` returns for `config` (labeled: trained with class labels,
+        two classes or more); the suite checks each job's scores against it."""
+        return tuple(cls.scores)
+
     def fit(self, train: ImageSet, ctx: FitContext) -> Detector:
         raise NotImplementedError
 
@@ -60,5 +67,78 @@ class Detector:
     history: list[dict[str, float]] = []
 
 
+class PosthocScoring:
+    """The post-hoc scores of a network (bench/nn/posthoc.py's table): every score whose needs
+    the network's `outputs` meet is fitted on the training set and added to the method's own.
+    A class sets `outputs` and writes `penultimate` (and `linear_head` if it offers a head)."""
+
+    # what the network gives the post-hoc scores (bench/nn/posthoc.py NEEDS); the table's
+    # scores whose needs these meet (and labels, in a labeled protocol) are added to its own
+    outputs: ClassVar[frozenset[str]] = frozenset({"features"})
+
+    @classmethod
+    def posthoc_names(cls, labeled: bool) -> tuple[str, ...]:
+        """The post-hoc scores this network adds (labeled: its training set has class labels,
+        two classes or more); a score of its own of the same name wins."""
+        offered = set(cls.outputs) | ({"labels"} if labeled else set())
+        return posthoc.applicable(offered, exclude=cls.scores)
+
+    @classmethod
+    def declared_scores(cls, config: Any, labeled: bool) -> tuple[str, ...]:
+        """Every score `score` returns for `config`: its own, then the post-hoc ones."""
+        return tuple(cls.scores) + (cls.posthoc_names(labeled) if config.posthoc else ())
+
+    def penultimate(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate features of un-augmented uint8 `images`, [N, d] float32."""
+        raise NotImplementedError
+
+    def train_features(self, train: ImageSet) -> torch.Tensor:
+        """The training set's penultimate features, computed once per fit context."""
+        return self.ctx_.cached("posthoc-train", train.images,
+                                lambda: {"features": self.penultimate(train.images)})["features"]
+
+    def linear_head(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W [C, d], b [C]) of the class logits on the penultimate features (networks whose
+        `outputs` offer a head)."""
+        raise NotImplementedError
+
+    def posthoc_outputs(self, images: torch.Tensor) -> posthoc.Outputs:
+        """Penultimate features of `images`, and the head and its logits where offered."""
+        f = self.penultimate(images)
+        if "head" not in self.outputs:
+            return posthoc.Outputs(f)
+        head = self.linear_head()
+        return posthoc.Outputs(f, posthoc.linear(f, *head), head)
+
+    def fit_posthoc(self, train: ImageSet) -> None:
+        """Fit each post-hoc score of the table whose needs this network meets (bank,
+        Gaussians, thresholds) on the training set's outputs."""
+        feats = self.train_features(train)
+        n = len(train.classes)
+        labeled = self.ctx_.labeled and n > 1
+        self.posthoc_names_ = self.posthoc_names(labeled)
+        head = self.linear_head() if "head" in self.outputs else None
+        inputs = posthoc.FitInputs(
+            feats, train.labels.to(feats.device) if self.ctx_.labeled else None,
+            n if self.ctx_.labeled else 1, posthoc.linear(feats, *head) if head else None, head)
+        self.posthoc_ = posthoc.fit_all(self.posthoc_names_, inputs, self.config)
+
+    def posthoc_of(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The post-hoc scores of `images` (those fitted by `fit_posthoc`)."""
+        return posthoc.score_all(self.posthoc_names_, self.posthoc_,
+                                 self.posthoc_outputs(images), self.config)
+
+
 def to_numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().cpu().numpy().astype(np.float64)
+
+
+def undeclared(returned: Any, declared: tuple[str, ...]) -> str | None:
+    """What is wrong when a detector's scores are not the ones it declares, or None."""
+    extra = [n for n in returned if n not in declared]
+    missing = [n for n in declared if n not in returned]
+    if not extra and not missing:
+        return None
+    parts = [f"returned {', '.join(map(str, extra))} without declaring it" if extra else "",
+             f"declared {', '.join(missing)} but did not return it" if missing else ""]
+    return "; ".join(p for p in parts if p) + f" (declared: {', '.join(declared) or 'none'})"

@@ -41,6 +41,10 @@ class PyODDetector(Detector):
     scores = ("pixel", "<encoder>-feat")
     pyod_model: ClassVar[str]  # "module:Class" inside pyod.models
 
+    @classmethod
+    def declared_scores(cls, config: Any, labeled: bool) -> tuple[str, ...]:
+        return ("pixel",)
+
     def _params(self, n_features: int) -> dict[str, Any]:
         """PyOD's keyword arguments: the config's own fields (hook for the odd ones out)."""
         own = {f.name for f in dataclasses.fields(PixelConfig)}
@@ -97,6 +101,10 @@ class OnFeatures(Detector):
 
     kind = "classical"
     Config = FeaturesConfig
+
+    @classmethod
+    def declared_scores(cls, config: FeaturesConfig, labeled: bool) -> tuple[str, ...]:
+        return (f"{config.encoder}-feat",)
 
     def fit(self, train: ImageSet, ctx: FitContext) -> OnFeatures:
         from bench.registry import method_class

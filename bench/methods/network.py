@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from bench.config import Config, param, score_field
 from bench.datasets import ImageSet
-from bench.methods.base import Detector, to_numpy
-from bench.nn import imports, posthoc
+from bench.methods.base import Detector, PosthocScoring, to_numpy
+from bench.nn import imports
 from bench.nn import train as engine
 from bench.nn.augment import ViewAugment, to_float
 from bench.nn.backbones import BackboneName, InputNorm, Network, input_stats
@@ -92,6 +92,21 @@ class EnsembleScoreConfig:
 
 
 @dataclass(frozen=True)
+class LogitScoreConfig:
+    """The post-hoc logit scores' settings: the papers' and OpenOOD v1.5's defaults."""
+
+    vim_dim: int = score_field(0, "ViM's principal dimension (0: the authors' rule, 256 of "
+                                  "ResNet-18's 512 as OpenOOD)", ge=0)
+    react_percentile: float = score_field(90.0, "ReAct's clipping percentile of the training "
+                                                "activations", gt=0, lt=100)
+    ash_percentile: float = score_field(90.0, "ASH-S and ASH-B: the percentage of activations "
+                                              "pruned", ge=0, lt=100)
+    gen_gamma: float = score_field(0.1, "GEN's gamma", gt=0)
+    gen_m: int = score_field(100, "GEN's M: the largest probabilities summed (at most the "
+                                  "classes)", ge=1)
+
+
+@dataclass(frozen=True)
 class ClassifierConfig(NetworkConfig):
     """Networks trained with cross-entropy (rotation prediction, the CE baseline): Hendrycks et
     al.'s SGD settings, no projection head."""
@@ -104,13 +119,11 @@ class ClassifierConfig(NetworkConfig):
     warmup_epochs: int = 0
 
 
-class NetworkDetector(Detector):
+class NetworkDetector(PosthocScoring, Detector):
     """Fit skeleton: data on the device, optimiser and schedule, train (or load) the network;
     a method's own scores (`method_scores`) and the post-hoc scores of its features."""
 
     kind = "self-supervised"
-    # post-hoc scores every network offers (bench/nn/posthoc.py); rmds needs two classes or more
-    posthoc_scores: ClassVar[tuple[str, ...]] = ("deep-knn", "mahalanobis", "rmds")
 
     def build_model(self, train: ImageSet) -> Network:
         """The method's network: the config's backbone and heads (override to add heads)."""
@@ -163,28 +176,6 @@ class NetworkDetector(Detector):
     def penultimate(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate (backbone) features of un-augmented images, [N, d] float32."""
         return self.forward(images, to_float, ("features",))["features"]
-
-    def fit_posthoc(self, train: ImageSet) -> None:
-        """The training features' bank and Gaussians (class Gaussians with labels)."""
-        feats = self.ctx_.cached("posthoc-train", train.images,
-                                 lambda: {"features": self.penultimate(train.images)})["features"]
-        labels = train.labels.to(feats.device)
-        n = len(train.classes) if self.ctx_.labeled else 1
-        labels = labels if self.ctx_.labeled else torch.zeros_like(labels)
-        self.posthoc_ = {"bank": F.normalize(feats, dim=1), "features": feats, "labels": labels,
-                         "gaussians": posthoc.fit_tied_gaussians(feats, labels, n)}
-        if n > 1:
-            self.posthoc_["rmds"] = posthoc.fit_rmds(feats, labels, n)
-
-    def posthoc_of(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """deep-knn, mahalanobis and (with two classes or more) rmds of `images`."""
-        f = self.penultimate(images)
-        p = self.posthoc_
-        out = {"deep-knn": posthoc.knn_distance(f, p["bank"], self.config.knn_k),
-               "mahalanobis": posthoc.mahalanobis(f, p["gaussians"])}
-        if "rmds" in p:
-            out["rmds"] = posthoc.rmds(f, p["rmds"])
-        return out
 
     def fit_encoder(self, train: ImageSet, ctx: FitContext) -> NetworkDetector:
         """Train the network, or load it from ctx.model_dir; no scoring state."""

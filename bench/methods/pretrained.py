@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from bench.config import Config, param, score_field
 from bench.datasets import ImageSet
 from bench.errors import BenchError, DataMissingError
-from bench.methods.base import Detector, to_numpy
+from bench.methods.base import Detector, PosthocScoring, to_numpy
 from bench.nn.augment import to_float
 from bench.nn.context import FitContext
 
@@ -453,12 +453,12 @@ class FineTuneConfig(PretrainedConfig):
     max_train_samples: int = param(
         0, "train on a seeded random subset of this many images (0: all); scores use all", ge=0)
     n_neighbors: int = score_field(2, "k of the k-NN score (the code: 2)", ge=1)
-    posthoc: bool = score_field(True, "add the post-hoc score deep-knn (the k-th nearest "
-                                      "normalised training feature, bench/nn/posthoc.py)")
+    posthoc: bool = score_field(True, "add the post-hoc scores of the features (deep-knn, "
+                                      "mahalanobis: bench/nn/posthoc.py's table)")
     knn_k: int = score_field(50, "deep-knn: distance to the k-th nearest training feature", ge=1)
 
 
-class FineTunedDetector(UsesPretrainedWeights, Detector):
+class FineTunedDetector(UsesPretrainedWeights, PosthocScoring, Detector):
     """PANDA's and MSC's skeleton: an ImageNet-pretrained network fine-tuned on the normal
     images by the engine's loop (checkpoints, resume, precision), scored by the k-NN distance of
     its features to the training set's."""
@@ -466,7 +466,6 @@ class FineTunedDetector(UsesPretrainedWeights, Detector):
     kind = "pretrained"
     in_default_run = False  # needs ImageNet weights (a download): run it by name
     scores = ("knn",)
-    posthoc_scores: ClassVar[tuple[str, ...]] = ("deep-knn",)
     normalise_features: ClassVar[bool] = False  # MSC's network outputs unit vectors
 
     def fit(self, train: ImageSet, ctx: FitContext) -> FineTunedDetector:
@@ -476,7 +475,7 @@ class FineTunedDetector(UsesPretrainedWeights, Detector):
         reseed(ctx.seed, "train-features")
         self.bank_ = self.features(train.images)
         if self.config.posthoc:
-            self.posthoc_bank_ = F.normalize(self.bank_, dim=1)
+            self.fit_posthoc(train)
         return self
 
     def build_model(self, train: ImageSet | None = None) -> PretrainedNet:
@@ -541,15 +540,19 @@ class FineTunedDetector(UsesPretrainedWeights, Detector):
         raise NotImplementedError
 
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        from bench.nn import posthoc
         from bench.nn.scoring import knn_sum_of_squares
 
         f = self.features(images)
         out = {"knn": to_numpy(knn_sum_of_squares(f, self.bank_, self.config.n_neighbors))}
         if self.config.posthoc:
-            out["deep-knn"] = to_numpy(posthoc.knn_distance(f, self.posthoc_bank_,
-                                                            self.config.knn_k))
+            out.update({k: to_numpy(v) for k, v in self.posthoc_of(images).items()})
         return out
+
+    def penultimate(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features(images)
+
+    def train_features(self, train: ImageSet) -> torch.Tensor:
+        return self.bank_
 
     def embed(self, images: torch.Tensor) -> np.ndarray:
         return to_numpy(F.normalize(self.features(images), dim=1))

@@ -14,7 +14,12 @@ import torch.nn.functional as F
 from bench.config import param, score_field
 from bench.datasets import ImageSet
 from bench.methods.base import to_numpy
-from bench.methods.network import ClassifierConfig, ContrastiveConfig, NetworkDetector
+from bench.methods.network import (
+    ClassifierConfig,
+    ContrastiveConfig,
+    LogitScoreConfig,
+    NetworkDetector,
+)
 from bench.nn import posthoc
 from bench.nn.augment import CLASSIFIER_VIEW, SHIFTED_VIEW, SIMCLR_VIEW, random_hflip, to_float
 from bench.nn.backbones import InputNorm, Network
@@ -48,24 +53,6 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, n_out: int, ep
 
 # --- cross-entropy classifier ----------------------------------------------------------------
 
-@dataclass(frozen=True)
-class LogitScoreConfig:
-    """The post-hoc logit scores' settings: the papers' and OpenOOD v1.5's defaults."""
-
-    vim_dim: int = score_field(0, "ViM's principal dimension (0: the authors' rule, 256 of "
-                                  "ResNet-18's 512 as OpenOOD)", ge=0)
-    react_percentile: float = score_field(90.0, "ReAct's clipping percentile of the training "
-                                                "activations", gt=0, lt=100)
-    ash_percentile: float = score_field(90.0, "ASH-S and ASH-B: the percentage of activations "
-                                              "pruned", ge=0, lt=100)
-    gen_gamma: float = score_field(0.1, "GEN's gamma", gt=0)
-    gen_m: int = score_field(100, "GEN's M: the largest probabilities summed (at most the "
-                                  "classes)", ge=1)
-
-
-LOGIT_SCORES = ("energy", "maxlogit", "gen", "react", "ash-s", "ash-b", "vim", "she")
-
-
 class LabeledDetector(NetworkDetector):
     """A network with a class head on its features (`class_heads` outputs per class); it offers
     the post-hoc logit scores of that head as well as the feature scores."""
@@ -74,7 +61,7 @@ class LabeledDetector(NetworkDetector):
     needs_labels = True
     predicts_classes = True
     class_heads = 1  # outputs per class (sup-CSI: one per class and rotation)
-    posthoc_scores: ClassVar[tuple[str, ...]] = (*NetworkDetector.posthoc_scores, *LOGIT_SCORES)
+    outputs: ClassVar[frozenset[str]] = frozenset({"features", "logits", "head"})
 
     def build_model(self, train: ImageSet) -> Network:
         return self.network(train, n_classes=self.class_heads * len(train.classes))
@@ -83,32 +70,6 @@ class LabeledDetector(NetworkDetector):
         """(W [C, d], b [C]) of the class logits the logit scores read."""
         head = self.model_.class_head
         return head.weight.detach().float(), head.bias.detach().float()
-
-    def fit_posthoc(self, train: ImageSet) -> None:
-        super().fit_posthoc(train)
-        c, p = self.config, self.posthoc_
-        w, b = self.linear_head()
-        feats = p["features"]
-        dim = c.vim_dim or posthoc.vim_dim(feats.shape[1])
-        p["react"] = posthoc.react_threshold(feats, c.react_percentile)
-        p["vim"] = posthoc.fit_vim(feats, w, b, min(dim, feats.shape[1] - 1))
-        p["she"] = posthoc.fit_she(feats, p["labels"], posthoc.linear(feats, w, b).argmax(1),
-                                   len(train.classes))
-
-    def posthoc_of(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = super().posthoc_of(images)
-        c, p = self.config, self.posthoc_
-        f = self.penultimate(images)
-        w, b = self.linear_head()
-        logits = posthoc.linear(f, w, b)
-        out.update({
-            "energy": posthoc.energy(logits), "maxlogit": posthoc.max_logit(logits),
-            "gen": posthoc.gen(logits, c.gen_gamma, c.gen_m),
-            "react": posthoc.react(f, w, b, p["react"]),
-            "ash-s": posthoc.ash_energy(f, w, b, c.ash_percentile, binary=False),
-            "ash-b": posthoc.ash_energy(f, w, b, c.ash_percentile, binary=True),
-            "vim": posthoc.vim(f, w, b, p["vim"]), "she": posthoc.she(f, logits, p["she"])})
-        return out
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ each, and every departure).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -225,3 +227,133 @@ def she(features: torch.Tensor, logits: torch.Tensor, patterns: torch.Tensor) ->
     """Minus the inner product of the features with the pattern of the predicted class (the
     simplified Hopfield energy; OpenOOD's `inner_product` metric)."""
     return -(features.float() * patterns[logits.argmax(1)]).sum(1)
+
+
+# --- the table: the one place that says which post-hoc scores exist ----------------------------
+
+NEEDS = {
+    "features": "penultimate features (every network)",
+    "logits": "class logits (a class head, or a user's network that returns them)",
+    "head": "the linear class head (W, b) on the penultimate features",
+    "labels": "class labels of the training images (a labeled protocol, two classes or more)",
+}
+
+
+@dataclass(frozen=True)
+class FitInputs:
+    """What a fit reads: the training set's outputs (logits and head None where not offered)."""
+
+    features: torch.Tensor
+    labels: torch.Tensor | None
+    n_classes: int
+    logits: torch.Tensor | None = None
+    head: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What a score reads: a test batch's features, logits and the head (None where absent)."""
+
+    features: torch.Tensor
+    logits: torch.Tensor | None = None
+    head: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class PosthocScore:
+    """One post-hoc score: what it needs (NEEDS), its fit on the training outputs (None: no
+    fit), its score of a batch, the score-only config fields it reads, and its one-line
+    formula with the paper."""
+
+    needs: frozenset[str]
+    score: Callable[[Outputs, Any, Any], torch.Tensor]  # (outputs, fitted state, config)
+    fit: Callable[[FitInputs, Any], Any] | None = None  # (inputs, config) -> state
+    settings: tuple[str, ...] = ()
+    formula: str = ""
+
+
+def _labels_or_one_class(t: FitInputs) -> tuple[torch.Tensor, int]:
+    if t.labels is None:
+        return torch.zeros(t.features.shape[0], dtype=torch.long, device=t.features.device), 1
+    return t.labels, t.n_classes
+
+
+def _fit_vim(t: FitInputs, c: Any) -> ViM:
+    d = t.features.shape[1]
+    dim = c.vim_dim or vim_dim(d)
+    return fit_vim(t.features, *t.head, min(dim, d - 1))
+
+
+def _fit_she(t: FitInputs, c: Any) -> torch.Tensor:
+    return fit_she(t.features, t.labels, t.logits.argmax(1), t.n_classes)
+
+
+_F, _L, _H, _Y = "features", "logits", "head", "labels"
+
+POSTHOC: dict[str, PosthocScore] = {
+    "deep-knn": PosthocScore(
+        frozenset({_F}), lambda o, s, c: knn_distance(o.features, s, c.knn_k),
+        lambda t, c: F.normalize(t.features, dim=1), ("knn_k",),
+        "distance to the k-th nearest normalised training feature (Sun et al. 2022)"),
+    "mahalanobis": PosthocScore(
+        frozenset({_F}), lambda o, s, c: mahalanobis(o.features, s),
+        lambda t, c: fit_tied_gaussians(t.features, *_labels_or_one_class(t)), (),
+        "min over classes of the squared Mahalanobis distance, one shared covariance (Lee et "
+        "al. 2018); one Gaussian without labels"),
+    "rmds": PosthocScore(
+        frozenset({_F, _Y}), lambda o, s, c: rmds(o.features, s),
+        lambda t, c: fit_rmds(t.features, t.labels, t.n_classes), (),
+        "min over classes of MD_c(x) - MD_0(x), MD_0 a Gaussian of all features (Ren et al. "
+        "2021)"),
+    "msp": PosthocScore(frozenset({_L}), lambda o, s, c: msp(o.logits), formula=(
+        "minus the maximum softmax probability (Hendrycks & Gimpel 2017)")),
+    "energy": PosthocScore(frozenset({_L}), lambda o, s, c: energy(o.logits), formula=(
+        "-logsumexp(logits) (Liu et al. 2020)")),
+    "maxlogit": PosthocScore(frozenset({_L}), lambda o, s, c: max_logit(o.logits), formula=(
+        "minus the maximum logit (Hendrycks et al. 2022)")),
+    "gen": PosthocScore(
+        frozenset({_L}), lambda o, s, c: gen(o.logits, c.gen_gamma, c.gen_m),
+        settings=("gen_gamma", "gen_m"),
+        formula="sum of p^gamma (1 - p)^gamma over the M largest probabilities (Liu et al. 2023)"),
+    "react": PosthocScore(
+        frozenset({_F, _H}), lambda o, s, c: react(o.features, *o.head, s),
+        lambda t, c: react_threshold(t.features, c.react_percentile), ("react_percentile",),
+        "energy of the head on features clipped at a training percentile (Sun et al. 2021)"),
+    "ash-s": PosthocScore(
+        frozenset({_F, _H}),
+        lambda o, s, c: ash_energy(o.features, *o.head, c.ash_percentile, binary=False),
+        settings=("ash_percentile",),
+        formula="energy after pruning to the top activations and scaling by exp(s1 / s2) "
+                "(Djurisic et al. 2023)"),
+    "ash-b": PosthocScore(
+        frozenset({_F, _H}),
+        lambda o, s, c: ash_energy(o.features, *o.head, c.ash_percentile, binary=True),
+        settings=("ash_percentile",),
+        formula="energy after pruning to the top activations, each kept one set to s1 / k "
+                "(Djurisic et al. 2023)"),
+    "vim": PosthocScore(
+        frozenset({_F, _H}), lambda o, s, c: vim(o.features, *o.head, s), _fit_vim,
+        ("vim_dim",),
+        "alpha x residual norm outside the principal space minus logsumexp (Wang et al. 2022)"),
+    "she": PosthocScore(
+        frozenset({_F, _L, _Y}), lambda o, s, c: she(o.features, o.logits, s), _fit_she, (),
+        "minus the inner product with the predicted class's stored pattern (Zhang et al. 2023)"),
+}
+
+
+def applicable(offered: set[str] | frozenset[str], exclude: tuple[str, ...] = ()
+               ) -> tuple[str, ...]:
+    """The post-hoc scores whose needs `offered` meets, in table order, less `exclude` (a
+    method's own scores of the same name)."""
+    return tuple(n for n, s in POSTHOC.items() if s.needs <= set(offered) and n not in exclude)
+
+
+def fit_all(names: tuple[str, ...], inputs: FitInputs, config: Any) -> dict[str, Any]:
+    """The fitted state of each named score (None for those without a fit)."""
+    return {n: POSTHOC[n].fit(inputs, config) if POSTHOC[n].fit else None for n in names}
+
+
+def score_all(names: tuple[str, ...], states: dict[str, Any], outputs: Outputs, config: Any
+              ) -> dict[str, torch.Tensor]:
+    """Each named score of a batch (anomaly scores: higher = more OOD)."""
+    return {n: POSTHOC[n].score(outputs, states[n], config) for n in names}
