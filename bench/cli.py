@@ -9,52 +9,6 @@ import click
 
 from bench.errors import BenchError
 
-MAX_LIST = 100_000  # values a --seeds / --classes range may expand to
-MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
-
-
-def _checkpoint(text: str) -> tuple[str, str]:
-    """``METHOD=PATH`` or ``PATH`` (a path may hold '=': only a registered method name counts)."""
-    from bench.registry import METHODS
-
-    method, sep, path = text.partition("=")
-    return (method, path) if sep and method in METHODS else ("", text)
-
-
-def _split(value: str | None, flag: str) -> tuple[str, ...] | None:
-    """Comma-separated names; None when the option is not given, an error when it is given
-    but names nothing (``--methods ,``)."""
-    if value is None:
-        return None
-    items = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
-    if not items:
-        raise BenchError(f"{flag} {value!r}: no names given")
-    return items
-
-
-def _ints(value: str | None, flag: str, most: int | None = None) -> tuple[int, ...] | None:
-    """``0,1,2`` or ranges like ``0-4``; at most MAX_LIST values, each at most `most`."""
-    items = _split(value, flag)
-    if items is None:
-        return None
-    out: list[int] = []
-    for item in items:
-        try:
-            lo, _, hi = item.partition("-") if "-" in item[1:] else (item, "", item)
-            lo_i, hi_i = int(lo), int(hi)
-        except ValueError:
-            raise BenchError(f"{flag} {value!r}: expected integers like 0,1,2 or 0-4") from None
-        if hi_i < lo_i:
-            raise BenchError(f"{flag} {item!r}: the range is empty (write {hi_i}-{lo_i})")
-        if lo_i < 0:
-            raise BenchError(f"{flag} {value!r}: expected non-negative integers")
-        if most is not None and hi_i > most:
-            raise BenchError(f"{flag} {item!r}: at most {most} (NumPy's seeds are 32-bit)")
-        if len(out) + hi_i - lo_i + 1 > MAX_LIST:
-            raise BenchError(f"{flag} {value!r}: more than {MAX_LIST:,} values")
-        out.extend(range(lo_i, hi_i + 1))
-    return tuple(dict.fromkeys(out))
-
 
 class FigureName(click.ParamType):
     """A figure's name, checked against `bench.report.figures.FIGURE_NAMES` when used (that
@@ -163,62 +117,21 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
         ray_address,
         slurm_partition, slurm_time, slurm_gpus_per_job, wait, retry_failed, compile_model,
         deterministic) -> int:
-    """Run methods x data sets x classes x seeds; write <out>/results.csv and a leaderboard."""
-    from bench.executors import make_executor
-    from bench.runner import run as run_spec
+    """Run methods x data sets x classes x seeds; write <out>/results.csv and a leaderboard.
 
-    if workers < 1:
-        raise BenchError("--workers must be at least 1")
-    spec, notes = _run_spec(methods, datasets, protocol, classes, seeds, preset, overrides,
-                            features, out, data_dir, device, precision, download, ood, strict,
-                            compile_model, deterministic, ood_table, checkpoints,
-                            remote=executor == "slurm" or bool(executor == "ray" and ray_address),
-                            executor=executor)
-    ex = make_executor(executor, workers=workers, devices=devices, ray_address=ray_address,
-                       slurm_partition=slurm_partition, slurm_time=slurm_time,
-                       slurm_gpus_per_job=slurm_gpus_per_job, wait=wait)
-    rows, records, problems = run_spec(spec, ex, retry_failed=retry_failed, notes=notes)
+    Methods are names (`bench list methods`), installed plugins, or import paths of your own
+    detector classes (my_pkg.detectors:MyDetector, path/to/file.py:MyDetector)."""
+    from bench.api import execute
+
+    rows, records, problems = execute(
+        methods=methods, datasets=datasets, protocol=protocol, classes=classes, seeds=seeds,
+        preset=preset, set=overrides, features=features, checkpoints=checkpoints, out=out,
+        data_dir=data_dir, device=device, precision=precision, download=download, ood=ood,
+        ood_table=ood_table, strict=strict, compile=compile_model, deterministic=deterministic,
+        executor=executor, workers=workers, devices=devices, ray_address=ray_address,
+        slurm_partition=slurm_partition, slurm_time=slurm_time,
+        slurm_gpus_per_job=slurm_gpus_per_job, wait=wait, retry_failed=retry_failed)
     return _report_run(out, rows, records, problems)
-
-
-def _run_spec(methods, datasets, protocol, classes, seeds, preset, overrides, features, out,
-              data_dir, device, precision, download, ood, strict, compile_model, deterministic,
-              ood_table, checkpoints, *, remote: bool, executor: str):
-    """The RunSpec of `bench run`'s flags, and the notes to print once the input is valid."""
-    from bench.config import RunSpec, resolve_preset
-    from bench.nn.devices import check_device, select_device
-    from bench.protocols import get_protocol
-    from bench.registry import METHODS
-
-    the_protocol = get_protocol(protocol)
-    chosen = _split(methods, "--methods")
-    if chosen is None:
-        chosen = tuple(m for m in METHODS if METHODS.load_object(m).in_default_run
-                       and METHODS.load_object(m).skip(the_protocol) is None)
-    device = check_device(device)
-    device_type = select_device(device).type
-    if preset == "auto" and remote:
-        raise BenchError(f"--preset auto would be resolved on this machine ({device_type}), not "
-                         f"on the nodes where --executor {executor} runs the jobs; name the "
-                         "preset (quick, standard or paper)")
-    resolved = resolve_preset(preset, device_type)
-    notes = [f"preset auto -> {resolved} (device {device_type})"] if preset == "auto" else []
-    if not remote:
-        from bench.nn.precision import resolve as resolve_precision
-
-        notes.append(f"precision {precision} -> "
-                     f"{resolve_precision(precision, select_device(device)).describe()}")
-    spec = RunSpec(
-        methods=chosen, datasets=_split(datasets, "--datasets") or ("digits",),
-        protocol=protocol, classes=_ints(classes, "--classes"),
-        seeds=_ints(seeds, "--seeds", most=MAX_SEED) or (0,), preset=resolved,
-        overrides=tuple(overrides), out=out, data_dir=data_dir or "", device=device,
-        download=download, ood=_split(ood, "--ood"), strict=strict, compile=compile_model,
-        precision=precision, features=_split(features, "--features") or ("pixel",),
-        deterministic=deterministic, ood_table=ood_table,
-        checkpoints=tuple(_checkpoint(c) for c in checkpoints),
-    )
-    return spec, notes
 
 
 def _report_run(out: str, rows, records: list[dict], problems: list[str]) -> int:
@@ -531,15 +444,9 @@ def report(runs, rows_files, out, control) -> int:
 
 
 def _check_control(control: str | None, rows) -> None:
-    """--control names an entry of the rows (did-you-mean otherwise)."""
-    if control is None:
-        return
-    from bench.errors import unknown_name
-    from bench.report.leaderboard import entry_label
+    from bench.api import check_control
 
-    entries = set(entry_label(rows)) if not rows.empty else set()
-    if control not in entries:
-        raise unknown_name("entry (--control)", control, entries)
+    check_control(control, rows)
 
 
 @cli.group()

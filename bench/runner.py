@@ -286,6 +286,26 @@ def check_checkpoint_fits(spec: RunSpec, configs: dict[str, list[Variant]], chec
             imports.check_fits(imported, model, path)
 
 
+def check_plugins(spec: RunSpec, protocol: Protocol, configs: dict[str, list[Variant]],
+                  data_dir: str) -> None:
+    """Each plugin method, fitted on a tiny batch of the first data set, returns the scores it
+    declares (bench/plugins.py); a BenchError naming it otherwise, before anything is written."""
+    from bench.plugins import check_declared_scores
+
+    plugins = [m for m in spec.methods if METHODS.plugin(m) is not None
+               and not (is_classical(m) and encoders(spec))]
+    if not plugins:
+        return
+    d = spec.datasets[0]
+    train = load_dataset(d, "train", data_dir, spec.download)
+    test = load_dataset(d, "test", data_dir, spec.download)
+    if protocol.per_class:
+        train = train.subset(train.labels == (spec.classes or (0,))[0])
+    for m in plugins:
+        check_declared_scores(m, _method_class(m), configs[m][0].config, train, test,
+                              protocol.labeled)
+
+
 def prepare_runs(spec: RunSpec, configs: dict[str, list[Variant]]) -> None:
     """What a method or feature source needs before its jobs (pretrained weights: there, or
     downloaded now), as each class declares (`prepare_run`)."""
@@ -305,6 +325,7 @@ def plan(spec: RunSpec) -> Plan:
     apply_checkpoints(configs, checkpoints)
     data_dir = spec.data_dir or str(default_data_dir())
     info, skipped = probe(spec, protocol, data_dir)
+    check_plugins(spec, protocol, configs, data_dir)
     check_checkpoint_fits(spec, configs, checkpoints, data_dir)
     shas = {m: (path, sha) for m, (path, sha, _) in checkpoints.items()}
     return Plan(expand(spec, configs, info, data_dir, shas), skipped, warnings)

@@ -3,21 +3,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from bench.config import Config
 from bench.datasets import ImageSet
 from bench.nn import posthoc
 from bench.nn.context import FitContext
+
+
+@dataclass(frozen=True)
+class NoConfig(Config):
+    """A detector without settings."""
 
 
 class Detector:
     """``__init__`` stores a frozen config only; ``fit`` builds all state; ``score`` returns one
     array per score variant, higher = more anomalous."""
 
-    Config: ClassVar[type]
+    Config: ClassVar[type] = NoConfig
     # what the method is (the registry asks here; figures and --features follow it):
     # classical (PyOD on pixels or features), self-supervised (its own network), labeled,
     # pretrained (ImageNet weights, fine-tuned on the normal images)
