@@ -76,6 +76,10 @@ def cli() -> None:
                    "the official MCL or CSI code's checkpoint, or an OpenOOD v1.5 classifier "
                    "(for ce). METHOD= when several methods with a network are selected; "
                    "repeatable.")
+@click.option("--network", "networks", multiple=True, metavar="MODULE:FUNCTION",
+              help="Score a trained network of yours with every post-hoc score its outputs "
+                   "allow: a function returning a torch.nn.Module (docs/extending.md gives the "
+                   "contract); repeatable. Alone, it is the only method.")
 @click.option("--out", default="runs", show_default=True, help="Run directory.")
 @click.option("--data-dir", default=None,
               help="Data folder (default $BENCH_DATA, else ~/.cache/mcl-bench/data).")
@@ -112,7 +116,7 @@ def cli() -> None:
               help="Deterministic kernels (cuDNN, cuBLAS): a resumed CUDA run ends with the same "
                    "weights as an uninterrupted one; slower.")
 def run(methods, datasets, protocol, classes, seeds, preset, overrides, features, checkpoints,
-        out, data_dir,
+        networks, out, data_dir,
         device, precision, download, ood, ood_table, strict, executor, workers, devices,
         ray_address,
         slurm_partition, slurm_time, slurm_gpus_per_job, wait, retry_failed, compile_model,
@@ -123,6 +127,8 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
     detector classes (my_pkg.detectors:MyDetector, path/to/file.py:MyDetector)."""
     from bench.api import execute
 
+    if networks:
+        methods = ",".join([*([methods] if methods else []), *networks])
     rows, records, problems = execute(
         methods=methods, datasets=datasets, protocol=protocol, classes=classes, seeds=seeds,
         preset=preset, set=overrides, features=features, checkpoints=checkpoints, out=out,

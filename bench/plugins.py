@@ -38,6 +38,7 @@ class PluginEntry:
     origin: str = ""  # "import path" or "entry point of <distribution>"
     version: str = ""  # "<distribution> <version>" or "sha256:<first 16 hex digits>"
     kind: str = ""  # a data set's kind (registry.KINDS): "plugin"
+    obj: Any = None  # an object registered in this process (bench.evaluate's network)
 
     def identity(self) -> dict[str, str]:
         """What the plugin adds to the ids of its jobs and to its rows' code version."""
@@ -117,6 +118,18 @@ def entry_points(what: str) -> dict[str, PluginEntry]:
         out[ep.name] = PluginEntry(ep.value, "", f"entry point of {version}", version,
                                    "plugin" if what == "dataset" else "")
     return out
+
+
+def is_network(obj: Any) -> bool:
+    """A network plugin rather than a detector: a torch module (class or instance) or a
+    function (that returns one)."""
+    import torch
+
+    from bench.methods.base import Detector
+
+    if inspect.isclass(obj):
+        return issubclass(obj, torch.nn.Module) and not issubclass(obj, Detector)
+    return isinstance(obj, torch.nn.Module) or inspect.isfunction(obj)
 
 
 # --- checks of a plugin detector class ---------------------------------------------------------

@@ -117,15 +117,21 @@ class Registry:
 
 def _load_plugin(what: str, name: str, plugin: Any) -> Any:
     """A plugin's object, imported with its folder on the Python path and checked once."""
+    if plugin.obj is not None:
+        return plugin.obj
     key = (what, plugin.target, plugin.path)
     if key not in _PLUGINS:
         from bench import plugins
 
         obj = plugins.import_object(plugin.target, what, plugin.path)
-        if what == "method":
-            plugins.check_method_class(name, obj)
-        else:
+        if what == "dataset":
             obj = plugins.dataset_loader(name, obj)
+        elif plugins.is_network(obj):  # a trained network: scored post hoc (bench/external.py)
+            from bench.external import network_class
+
+            obj = network_class(plugin.target, obj)
+        else:
+            plugins.check_method_class(name, obj)
         _PLUGINS[key] = obj
     return _PLUGINS[key]
 

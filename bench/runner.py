@@ -9,7 +9,7 @@ results.csv.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -72,8 +72,14 @@ def is_classical(name: str) -> bool:
 
 def network_methods() -> list[str]:
     """The methods with a network of their own: the feature sources of `--features`."""
-    return [m for m in METHODS.names() if METHODS.kind(m) in ("self-supervised", "labeled",
-                                                                   "pretrained")]
+    return [m for m in METHODS.names() if METHODS.kind(m) in NETWORK_KINDS]
+
+
+NETWORK_KINDS = ("self-supervised", "labeled", "pretrained", "network")
+
+
+def _has_network(name: str) -> bool:
+    return name in METHODS and METHODS.kind(name) in NETWORK_KINDS
 
 
 def _check_methods(spec: RunSpec, protocol: Protocol) -> None:
@@ -104,7 +110,7 @@ def _check_features(spec: RunSpec, protocol: Protocol) -> list[str]:
             _method_class(source).Config()  # the model exists (did-you-mean otherwise)
             continue
         METHODS.check(source)
-        if source not in network_methods():
+        if not _has_network(source):
             raise BenchError(f"--features {source}: features come from a method with a network "
                              f"({', '.join(network_methods())}) or a pretrained one "
                              "(<torchvision model>-in1k, e.g. resnet18-in1k)")
@@ -242,7 +248,7 @@ def read_checkpoints(spec: RunSpec) -> dict[str, tuple[str, str, object]]:
 
     out = {}
     networks = [m for m in dict.fromkeys([*spec.methods, *encoders(spec)])
-                if m in network_methods()]
+                if _has_network(m) and METHODS.kind(m) != "network"]
     for method, path in spec.checkpoints:
         if not method:
             if len(networks) != 1:
@@ -290,15 +296,20 @@ def check_plugins(spec: RunSpec, protocol: Protocol, configs: dict[str, list[Var
                   data_dir: str) -> None:
     """Each plugin method, fitted on a tiny batch of the first data set, returns the scores it
     declares (bench/plugins.py); a BenchError naming it otherwise, before anything is written."""
+    from bench.external import ExternalNetwork
     from bench.plugins import check_declared_scores
 
     plugins = [m for m in spec.methods if METHODS.plugin(m) is not None
                and not (is_classical(m) and encoders(spec))]
-    if not plugins:
+    networks = [m for m in configs if issubclass(_method_class(m), ExternalNetwork)]
+    if not plugins and not networks:
         return
     d = spec.datasets[0]
     train = load_dataset(d, "train", data_dir, spec.download)
     test = load_dataset(d, "test", data_dir, spec.download)
+    for m in networks:  # their outputs and weights' hash, in the config (and so the ids)
+        configs[m] = [replace(v, config=_method_class(m).plan(v.config, train))
+                      for v in configs[m]]
     if protocol.per_class:
         train = train.subset(train.labels == (spec.classes or (0,))[0])
     for m in plugins:

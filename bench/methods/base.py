@@ -84,10 +84,13 @@ class PosthocScoring:
     outputs: ClassVar[frozenset[str]] = frozenset({"features"})
 
     @classmethod
-    def posthoc_names(cls, labeled: bool) -> tuple[str, ...]:
+    def posthoc_names(cls, labeled: bool, outputs: frozenset[str] | None = None
+                      ) -> tuple[str, ...]:
         """The post-hoc scores this network adds (labeled: its training set has class labels,
-        two classes or more); a score of its own of the same name wins."""
-        offered = set(cls.outputs) | ({"labels"} if labeled else set())
+        two classes or more; `outputs`: what it offers, default the class's); a score of its
+        own of the same name wins."""
+        offered = set(cls.outputs if outputs is None else outputs) | (
+            {"labels"} if labeled else set())
         return posthoc.applicable(offered, exclude=cls.scores)
 
     @classmethod
