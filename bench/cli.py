@@ -190,6 +190,8 @@ def _list_methods() -> None:
                          if cls.skip(PROTOCOLS[p]) is None or cls.kind == "classical")
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         doc += "" if cls.in_default_run else " [by name only]"
+        plugin = METHODS.plugin(name)
+        doc += f" [plugin: {plugin.origin}, {plugin.version}]" if plugin is not None else ""
         click.echo(f"{name:<10} {cls.kind:<16} {runs:<28} {', '.join(cls.scores):<32} {doc}")
         if hasattr(cls, "posthoc_names"):
             adds.setdefault((cls.posthoc_names(False), cls.posthoc_names(True)), []).append(name)

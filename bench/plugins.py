@@ -62,7 +62,10 @@ def _split(target: str, what: str) -> tuple[str, str, str]:
         path = Path(module).expanduser()
         if not path.is_file() or path.suffix != ".py":
             raise BenchError(f"{what} {target}: {module} is not a Python file")
-        return path.stem, attr, str(path.resolve().parent)
+        path = path.resolve()
+        if path.name == "__init__.py":  # a package: imported by its name from its parent
+            return path.parent.name, attr, str(path.parent.parent)
+        return path.stem, attr, str(path.parent)
     return module, attr, os.getcwd()  # as `python -m`: the current folder comes first
 
 

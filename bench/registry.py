@@ -62,9 +62,10 @@ class Registry:
 
     def canonical(self, name: str) -> str:
         """The name rows and jobs use: a file path plugin's ``<file stem>:<object>``."""
-        self.check(name)
-        entry = self._entries[name]
-        return entry.target if self.plugin(name) is not None else name
+        from bench.plugins import is_import_path
+
+        plugin = self.plugin(name)
+        return plugin.target if plugin is not None and is_import_path(name) else name
 
     def plugin(self, name: str) -> Any:
         """The PluginEntry of a plugin (its version, origin, folder), None for a built-in."""

@@ -164,8 +164,9 @@ class NetworkDetector(PosthocScoring, Detector):
         return self
 
     def method_scores(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        """The method's own scores (its paper's), higher = more anomalous."""
-        raise NotImplementedError
+        """The method's own scores (its paper's, named in `scores`), higher = more anomalous;
+        a method without its own has only the post-hoc ones."""
+        return {}
 
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         scores = self.method_scores(images)
