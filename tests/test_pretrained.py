@@ -159,8 +159,8 @@ def test_panda_and_msc_end_to_end_and_the_weights_in_their_ids(tmp_path, weights
         args += ["--set", f"{m}.weights={weights_file}"]
     assert run_cli([*args, "--out", out], capsys)[0] == 0
     rows = _rows(out).query("metric == 'auroc'")
-    assert set(zip(rows["method"], rows["score"])) == {
-        ("panda", "knn"), ("panda", "deep-knn"), ("msc", "knn"), ("msc", "deep-knn")}
+    assert set(zip(rows["method"], rows["score"])) == {  # its own, then the feature scores
+        (m, s) for m in ("panda", "msc") for s in ("knn", "deep-knn", "mahalanobis")}
     assert rows["value"].between(0, 1).all()
     panda = _job(out, "panda")
     assert panda["weights_sha256"] == sha256_of(weights_file)
