@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -148,6 +148,24 @@ class NetworkDetector(PosthocScoring, Detector):
         """The loss of one batch: x uint8 images on the device, y their class labels."""
         raise NotImplementedError
 
+    clip_grad_norm: ClassVar[float] = 0.0  # > 0: gradients clipped to this norm each step
+
+    @property
+    def drop_last(self) -> bool:
+        return bool(getattr(self.config, "drop_last", False))
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The config's optimiser over the network's parameters (LARS, SGD or Adam)."""
+        return make_optimizer(self.model_.parameters(), self.config)
+
+    def schedule(self, opt: torch.optim.Optimizer, steps: int):
+        """The config's learning-rate schedule, `steps` optimiser steps per epoch."""
+        return make_schedule(opt, self.config, steps)
+
+    def before_training(self, images: torch.Tensor) -> None:
+        """What the network needs from the training images before the first step (PANDA's and
+        MSC's centre); saved with the model."""
+
     def finish_training(self, train: ImageSet) -> None:
         """Train what sits on the trained encoder (linear heads); kept with the model."""
 
@@ -201,13 +219,14 @@ class NetworkDetector(PosthocScoring, Detector):
         batch = min(c.batch_size, len(subset))
 
         def fit_model() -> list[dict[str, float]]:
-            opt = make_optimizer(self.model_.parameters(), c)
-            sched = make_schedule(opt, c, steps_per_epoch(len(subset), batch, c.drop_last))
+            self.before_training(images)
+            opt = self.optimizer()
+            sched = self.schedule(opt, steps_per_epoch(len(subset), batch, self.drop_last))
             history = engine.train(
                 self.model_, lambda idx: self.training_loss(images[idx], labels[idx]), len(subset),
                 epochs=c.epochs, batch_size=batch, optimizer=opt, scheduler=sched, ctx=ctx,
                 desc=type(self).__name__, checkpoint_every=c.checkpoint_every,
-                drop_last=c.drop_last)
+                drop_last=self.drop_last, clip_grad_norm=self.clip_grad_norm)
             self.finish_training(train)
             return history
 

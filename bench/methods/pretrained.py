@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from bench.config import Config, param, score_field
 from bench.datasets import ImageSet
 from bench.errors import BenchError, DataMissingError
-from bench.methods.base import Detector, PosthocScoring, to_numpy
+from bench.methods.base import Detector, to_numpy
+from bench.methods.network import NetworkDetector
 from bench.nn.augment import to_float
 from bench.nn.context import FitContext
 
@@ -458,25 +459,15 @@ class FineTuneConfig(PretrainedConfig):
     knn_k: int = score_field(50, "deep-knn: distance to the k-th nearest training feature", ge=1)
 
 
-class FineTunedDetector(UsesPretrainedWeights, PosthocScoring, Detector):
+class FineTunedDetector(UsesPretrainedWeights, NetworkDetector):
     """PANDA's and MSC's skeleton: an ImageNet-pretrained network fine-tuned on the normal
-    images by the engine's loop (checkpoints, resume, precision), scored by the k-NN distance of
-    its features to the training set's."""
+    images by the network skeleton (the engine's loop: checkpoints, resume, precision), scored by
+    the k-NN distance of its features to the training set's and the post-hoc feature scores."""
 
     kind = "pretrained"
     in_default_run = False  # needs ImageNet weights (a download): run it by name
     scores = ("knn",)
     normalise_features: ClassVar[bool] = False  # MSC's network outputs unit vectors
-
-    def fit(self, train: ImageSet, ctx: FitContext) -> FineTunedDetector:
-        from bench.nn.state import reseed
-
-        self.fit_encoder(train, ctx)
-        reseed(ctx.seed, "train-features")
-        self.bank_ = self.features(train.images)
-        if self.config.posthoc:
-            self.fit_posthoc(train)
-        return self
 
     def build_model(self, train: ImageSet | None = None) -> PretrainedNet:
         """The pretrained network behind its preprocessing, the configured stages frozen."""
@@ -493,34 +484,14 @@ class FineTunedDetector(UsesPretrainedWeights, PosthocScoring, Detector):
         return torch.optim.SGD([p for p in self.model_.parameters() if p.requires_grad],
                                lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
 
-    def fit_encoder(self, train: ImageSet, ctx: FitContext) -> FineTunedDetector:
-        from bench.nn import train as engine
-        from bench.nn.state import train_or_load
+    def schedule(self, opt: torch.optim.Optimizer, steps: int):
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)  # constant, as the code
 
-        c = self.config
-        self.ctx_, self.n_classes_ = ctx, len(train.classes)
-        self.model_ = engine.prepare_model(self.build_model(train), ctx.device, ctx.precision)
-        subset = train
-        if c.max_train_samples and len(train) > c.max_train_samples:
-            g = torch.Generator().manual_seed(ctx.seed)
-            subset = train.subset(torch.randperm(len(train), generator=g)[:c.max_train_samples])
-        images = engine.device_images(subset.images, ctx.device)
+    def before_training(self, images: torch.Tensor) -> None:
+        self.model_.center = self.initial_center(images)
 
-        def fit_model() -> list[dict[str, float]]:
-            self.model_.center = self.initial_center(images)
-            opt = self.optimizer()
-            constant = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-            return engine.train(self.model_, lambda idx: self.training_loss(images[idx]),
-                                len(subset), epochs=c.epochs, batch_size=min(c.batch_size,
-                                                                             len(subset)),
-                                optimizer=opt, scheduler=constant, ctx=ctx,
-                                desc=type(self).__name__, checkpoint_every=c.checkpoint_every,
-                                drop_last=False, clip_grad_norm=self.clip_grad_norm)
-        self.history = train_or_load(self.model_, ctx, fit_model)
-        self.model_.eval()
-        return self
-
-    clip_grad_norm: ClassVar[float] = 0.0
+    def after_fit(self, train: ImageSet) -> None:
+        self.bank_ = self.features(train.images)
 
     def initial_center(self, images: torch.Tensor) -> torch.Tensor:
         """The mean feature of the normal images under the pretrained weights."""
@@ -539,14 +510,11 @@ class FineTunedDetector(UsesPretrainedWeights, PosthocScoring, Detector):
         """The method's loss on a batch of uint8 images (labels unused: one-class)."""
         raise NotImplementedError
 
-    def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+    def method_scores(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         from bench.nn.scoring import knn_sum_of_squares
 
         f = self.features(images)
-        out = {"knn": to_numpy(knn_sum_of_squares(f, self.bank_, self.config.n_neighbors))}
-        if self.config.posthoc:
-            out.update({k: to_numpy(v) for k, v in self.posthoc_of(images).items()})
-        return out
+        return {"knn": to_numpy(knn_sum_of_squares(f, self.bank_, self.config.n_neighbors))}
 
     def penultimate(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(images)
