@@ -213,12 +213,10 @@ def test_unknown_pretrained_model_suggests(tmp_path, capsys):
 
 
 def test_pretrained_methods_not_in_the_default_run():
-    from bench.cli import _run_spec
+    from bench.api import plan_spec
     from bench.registry import METHODS
 
-    spec, _ = _run_spec(None, None, "one-class", None, None, "quick", (), None, "out", None,
-                        "cpu", "fp32", False, None, False, False, False, "default", (),
-                        remote=False, executor="local")
+    spec, _ = plan_spec(preset="quick", device="cpu", precision="fp32")
     assert "mcl" in spec.methods and not {"panda", "msc"} & set(spec.methods)
     assert [METHODS.kind(m) for m in ("panda", "msc")] == ["pretrained", "pretrained"]
 
