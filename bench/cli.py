@@ -221,8 +221,7 @@ def _list_protocols() -> None:
     for p in PROTOCOLS.values():
         click.echo(f"{p.name:<12} {p.description}")
     for name, table in TABLES.items():
-        source = (" (OpenOOD's image lists, in-distribution test images too)"
-                  if any(t.source for t in table.values()) else "")
+        source = f" ({table.description})" if table.loader else ""
         click.echo(f"\nOOD table {name}{source}, protocol version {PROTOCOL_VERSION}"
                    + ("; the -val protocols use the validation sets" if not source else "") + ":")
         for d, t in table.items():

@@ -24,7 +24,15 @@ import bench
 from bench.config import as_dict, stable_hash, training_dict
 from bench.errors import FileError
 from bench.metrics import accuracy, detection_metrics
-from bench.protocols import DEFAULT_TABLE, PROTOCOL_VERSION, Task, get_protocol, load_task
+from bench.protocols import (
+    DEFAULT_TABLE,
+    PROTOCOL_VERSION,
+    Task,
+    benchmark,
+    get_protocol,
+    load_task,
+    table_metrics,
+)
 from bench.registry import DATASETS, METHODS, method_class
 from bench.store import RunStore, file_lock
 
@@ -173,7 +181,7 @@ def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_
         base["checkpoint_sha256"] = own[1]
     base.update(_identity(method, config))
     job_key = {**base, "config": as_dict(config), "ood_sets": list(task.ood_sets)}
-    if task.ood_table != DEFAULT_TABLE:  # the same set names, other images
+    if benchmark(task.ood_table).named:  # the same set names, other images
         job_key["ood_table"] = task.ood_table
     if variant:  # the same config reached by two sweeps is two entries (one model, shared)
         job_key["variant"] = variant
@@ -237,8 +245,8 @@ def rows_from_scores(base: dict[str, Any],
         for score_name, values in scores.items():
             counts = {"ood_dataset": group, "n_test_normal": len(is_anomaly) - n_anom,
                       "n_test_anomalous": n_anom, "score": score_name}
-            openood = base.get("ood_table", "") not in ("", DEFAULT_TABLE)
-            for metric, value in detection_metrics(is_anomaly, values, openood).items():
+            extra = table_metrics(base.get("ood_table", ""))
+            for metric, value in detection_metrics(is_anomaly, values, extra).items():
                 rows.append({**base, **counts, "metric": metric, "value": value})
             if acc is not None:
                 rows.append({**base, **counts, "metric": "accuracy", "value": acc})

@@ -83,10 +83,14 @@ DETECTION_METRICS = {
 }
 
 
-def detection_metrics(is_anomaly, anomaly_score, openood: bool = False) -> dict[str, float]:
-    """AUROC, AUPR-in, AUPR-out and FPR95 of one score variant; with `openood`, OpenOOD v1.5's
-    FPR@95 too (rows of its table, compared with its numbers)."""
+# metrics an OOD table's rows may carry beyond those (its `metrics`, bench/protocols.py)
+TABLE_METRICS = {"fpr95_openood": fpr_at_95_tpr_openood}
+
+
+def detection_metrics(is_anomaly, anomaly_score, extra: tuple[str, ...] = ()
+                      ) -> dict[str, float]:
+    """AUROC, AUPR-in, AUPR-out and FPR95 of one score variant, and the `extra` metrics of
+    TABLE_METRICS a table's rows carry (OpenOOD v1.5's FPR@95 on its table)."""
     out = {name: fn(is_anomaly, anomaly_score) for name, fn in DETECTION_METRICS.items()}
-    if openood:
-        out["fpr95_openood"] = fpr_at_95_tpr_openood(is_anomaly, anomaly_score)
+    out.update({name: TABLE_METRICS[name](is_anomaly, anomaly_score) for name in extra})
     return out

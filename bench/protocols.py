@@ -10,6 +10,7 @@ protocol and a data set into Tasks; `load_task()` turns a Task into a training s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -71,9 +72,6 @@ class OODTable:
     far: tuple[str, ...]
     # for tuning (ood-val): made from held-out training images, unlike any test set
     validation: tuple[str, ...] = ("patches", "smooth-noise")
-    # where the test images come from: "" the registry's sets; "openood-v1.5": OpenOOD's image
-    # lists (the in-distribution test split too), `bench/datasets/openood.py`
-    source: str = ""
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -115,32 +113,96 @@ OOD_TABLES = {
     "imagenet30": _ONLY_INTERP_NEAR,
 }
 
-DEFAULT_TABLE = "bench"
+@dataclass(frozen=True)
+class OODBenchmark:
+    """A named OOD table: per in-distribution set its near / far OOD sets, where its test
+    images come from and how its rows are measured. A new table is one entry of `TABLES`: its
+    sets and, if it brings its own images, a loader and a probe (``module:function``)."""
+
+    name: str
+    entries: dict[str, OODTable]
+    # its own images, the in-distribution test split too: loader(data_dir, in_distribution,
+    # set, size) -> ImageSet and probe(data_dir, in_distribution, set); "": the registry's sets
+    loader: str = ""
+    probe: str = ""
+    metrics: tuple[str, ...] = ()  # metrics its rows carry beyond the suite's (bench/metrics.py)
+    named: bool = True  # its name in job ids and file names (the suite's first table: not)
+    description: str = ""
+
+    def __getitem__(self, dataset: str) -> OODTable:
+        return self.entries[dataset]
+
+    def __contains__(self, dataset: object) -> bool:
+        return dataset in self.entries
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def items(self):
+        return self.entries.items()
+
+    def values(self):
+        return self.entries.values()
+
+    def load(self, data_dir, in_distribution: str, name: str, size: int) -> ImageSet:
+        from bench.registry import _load
+
+        return _load(self.loader)(Path(str(data_dir)), in_distribution, name, size)
+
+    def check_files(self, data_dir, in_distribution: str, name: str) -> None:
+        """DataMissingError if the files of one of its sets are not there (not decoded)."""
+        if self.probe:
+            from bench.registry import _load
+
+            _load(self.probe)(Path(str(data_dir)), in_distribution, name)
+
+
+DEFAULT_TABLE = "bench"  # --ood-table's default
 OPENOOD_V15 = "openood-v1.5"
 _OPENOOD_FAR = ("mnist", "svhn", "texture", "places365")
 # every table by name (`--ood-table`); a row records the one that made it (`ood_table`)
-TABLES: dict[str, dict[str, OODTable]] = {
-    DEFAULT_TABLE: OOD_TABLES,
+TABLES: dict[str, OODBenchmark] = {
+    DEFAULT_TABLE: OODBenchmark(DEFAULT_TABLE, OOD_TABLES, named=False,
+                                description="this suite's near / far sets"),
     # OpenOOD v1.5's CIFAR benchmark (Zhang et al. 2023; configs/datasets/cifar*/cifar*_ood.yml)
-    OPENOOD_V15: {
-        "cifar10": OODTable(near=("cifar100", "tin"), far=_OPENOOD_FAR, validation=(),
-                            source=OPENOOD_V15),
-        "cifar100": OODTable(near=("cifar10", "tin"), far=_OPENOOD_FAR, validation=(),
-                             source=OPENOOD_V15),
-    },
+    OPENOOD_V15: OODBenchmark(
+        OPENOOD_V15, {
+            "cifar10": OODTable(near=("cifar100", "tin"), far=_OPENOOD_FAR, validation=()),
+            "cifar100": OODTable(near=("cifar10", "tin"), far=_OPENOOD_FAR, validation=()),
+        },
+        loader="bench.datasets.openood:load", probe="bench.datasets.openood:probe",
+        metrics=("fpr95_openood",),
+        description="OpenOOD's image lists, in-distribution test images too"),
 }
 
 
-def get_table(name: str, dataset: str | None = None) -> dict[str, OODTable] | OODTable:
-    """A table by name, or its entry for `dataset`; BenchError naming what exists."""
+def benchmark(name: str) -> OODBenchmark:
+    """A table by name; BenchError naming the tables that exist."""
     if name not in TABLES:
         raise unknown_name("OOD table", name, TABLES)
+    return TABLES[name]
+
+
+def table_metrics(name: str) -> tuple[str, ...]:
+    """The metrics beyond the suite's that the rows of a table carry (none for '' or an
+    unknown table)."""
+    return TABLES[name].metrics if name in TABLES else ()
+
+
+def named_table(name: str) -> bool:
+    """Whether a table's name goes into file names and titles (any table but the first)."""
+    return bool(name) and (name not in TABLES or TABLES[name].named)
+
+
+def get_table(name: str, dataset: str | None = None) -> OODBenchmark | OODTable:
+    """A table by name, or its entry for `dataset`; BenchError naming what exists."""
+    table = benchmark(name)
     if dataset is None:
-        return TABLES[name]
-    if dataset not in TABLES[name]:
+        return table
+    if dataset not in table:
         raise BenchError(f"--ood-table {name} has no entry for {dataset} (it has "
-                         f"{', '.join(TABLES[name])})")
-    return TABLES[name][dataset]
+                         f"{', '.join(table)})")
+    return table[dataset]
 
 
 @dataclass(frozen=True)
@@ -174,7 +236,7 @@ def check_in_distribution(name: str) -> None:
 
 def ood_group(dataset: str, ood_set: str, table: str = DEFAULT_TABLE) -> str:
     """near / far / other for an OOD set of an in-distribution set in a table."""
-    entry = TABLES.get(table or DEFAULT_TABLE, {}).get(dataset)
+    entry = TABLES[table].entries.get(dataset) if table in TABLES else None
     return entry.group(ood_set) if entry else "other"
 
 
@@ -184,7 +246,7 @@ def ood_sets_for(dataset: str, override: tuple[str, ...] | None, protocol: str =
     sets when the table brings its own images), else the table's test sets (ood, ood-labeled)
     or validation sets (the -val protocols)."""
     validation = get_protocol(protocol).test == "validation"
-    if table != DEFAULT_TABLE:
+    if benchmark(table).loader:  # its own images: only its sets
         entry = get_table(table, dataset)
         if validation:
             raise BenchError(f"--ood-table {table}: no validation sets here; use protocol ood "
@@ -198,13 +260,14 @@ def ood_sets_for(dataset: str, override: tuple[str, ...] | None, protocol: str =
             DATASETS.check(name)
             if name == dataset:
                 raise BenchError(f"--ood {name}: the in-distribution set itself is not OOD")
-            if validation and name in OOD_TABLES.get(dataset, OODTable((), ())).all:
+            tests = benchmark(table).entries.get(dataset, OODTable((), ()))
+            if validation and name in tests.all:
                 raise BenchError(f"--ood {name}: a test OOD set of {dataset}; the validation "
                                  "protocols tune on other sets")
         return tuple(override)
-    if dataset not in OOD_TABLES:
+    if dataset not in benchmark(table):
         raise BenchError(f"no default OOD sets for {dataset}; name them with --ood")
-    table_entry = OOD_TABLES[dataset]
+    table_entry = benchmark(table)[dataset]
     return table_entry.validation if validation else table_entry.all
 
 
@@ -236,16 +299,12 @@ def available_ood_sets(ood_sets: tuple[str, ...], data_dir, download: bool, stri
                        ) -> tuple[tuple[str, ...], dict[str, str]]:
     """The OOD sets whose files are there (probed, not decoded), and {missing set: reason};
     strict makes a miss an error."""
-    from pathlib import Path
-
     ok, missing = [], {}
-    source = get_table(table, dataset).source if table != DEFAULT_TABLE else ""
+    table_ = benchmark(table)
     for name in ood_sets:
         try:
-            if source:
-                from bench.datasets import openood
-
-                openood.probe(Path(str(data_dir)), dataset, name)
+            if table_.loader:
+                table_.check_files(data_dir, dataset, name)
             elif DATASETS.entry(name).kind != "generated":
                 probe_dataset(name, "test", data_dir, download)
             ok.append(name)
@@ -273,25 +332,22 @@ def validation_split(train: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
     return order[held:].sort().values, order[:held].sort().values
 
 
-def _openood_task(task: Task, train: ImageSet, data_dir) -> TaskData:
-    """OpenOOD's images: its list of the in-distribution test split and of each OOD set."""
-    from pathlib import Path
-
-    from bench.datasets import openood
-
+def _own_images_task(task: Task, train: ImageSet, data_dir) -> TaskData:
+    """A table's own images: its in-distribution test split and each OOD set, at the training
+    images' size."""
+    table = benchmark(task.ood_table)
     size = train.shape[1]
-    test = openood.load(Path(str(data_dir)), task.dataset, task.dataset, size)
+    test = table.load(data_dir, task.dataset, task.dataset, size)
     test = ImageSet(test.images, test.labels, train.classes, task.dataset)
-    ood = {name: openood.load(Path(str(data_dir)), task.dataset, name, size)
-           for name in task.ood_sets}
+    ood = {name: table.load(data_dir, task.dataset, name, size) for name in task.ood_sets}
     return TaskData(train, test, None, ood)
 
 
 def load_task(task: Task, data_dir, download: bool) -> TaskData:
     train = load_dataset(task.dataset, "train", data_dir, download)
     proto = get_protocol(task.protocol)
-    if task.ood_table != DEFAULT_TABLE and proto.uses_ood_sets:
-        return _openood_task(task, train, data_dir)
+    if proto.uses_ood_sets and benchmark(task.ood_table).loader:
+        return _own_images_task(task, train, data_dir)
     if proto.test == "validation":
         keep, held = validation_split(train)
         test = train.subset(held)

@@ -30,9 +30,9 @@ from bench.errors import BenchError, DataMissingError, unknown_name
 from bench.jobs import PIXEL, Job, make_job
 from bench.nn.precision import CHOICES as PRECISIONS
 from bench.protocols import (
-    DEFAULT_TABLE,
     Protocol,
     available_ood_sets,
+    benchmark,
     check_in_distribution,
     get_protocol,
     get_table,
@@ -142,9 +142,10 @@ def validate(spec: RunSpec) -> tuple[Protocol, list[str]]:
         warnings.append(f"--classes does not apply to protocol {spec.protocol} (ignored)")
     if spec.ood is not None and protocol.per_class:
         warnings.append("--ood does not apply to protocol one-class (ignored)")
-    if spec.ood_table != DEFAULT_TABLE:
-        if protocol.per_class:
-            raise BenchError(f"--ood-table {spec.ood_table}: protocol one-class has no OOD sets")
+    table = benchmark(spec.ood_table)
+    if table.named and protocol.per_class:
+        raise BenchError(f"--ood-table {spec.ood_table}: protocol one-class has no OOD sets")
+    if table.loader:  # its own images: an entry for each data set
         for d in spec.datasets:
             get_table(spec.ood_table, d)
     return protocol, warnings
@@ -181,10 +182,8 @@ def probe(spec: RunSpec, protocol: Protocol, data_dir: str
         try:
             train = load_dataset(d, "train", data_dir, spec.download)
             load_dataset(d, "test", data_dir, spec.download)
-            if ood and spec.ood_table != DEFAULT_TABLE:  # its own in-distribution test images
-                from bench.datasets import openood
-
-                openood.probe(Path(data_dir), d, d)
+            if ood:  # a table with its own images has its own in-distribution test split
+                benchmark(spec.ood_table).check_files(data_dir, d, d)
         except DataMissingError as exc:
             missing_messages.append(str(exc))
             continue

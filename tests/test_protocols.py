@@ -81,3 +81,42 @@ def test_patches_keep_the_pixels_and_shuffle_the_shapes():
     assert not torch.equal(shuffled.images, test.images)
     smooth = make_smooth_noise(test)
     assert smooth.images.shape == test.images.shape and smooth.images.dtype == torch.uint8
+
+
+# --- a third OOD table is data plus a loader ----------------------------------------------------
+
+def third_table_load(data_dir, in_distribution, name, size):
+    """The digits test split as its own in-distribution images; 'bright' = inverted digits."""
+    from bench.datasets import ImageSet
+
+    test = load_dataset(in_distribution, "test")
+    images = test.images if name == in_distribution else 255 - test.images[:100]
+    labels = test.labels if name == in_distribution else test.labels[:100]
+    return ImageSet(images, labels, test.classes, name)
+
+
+def third_table_probe(data_dir, in_distribution, name):
+    from bench.errors import DataMissingError
+
+    if name == "absent":
+        raise DataMissingError(name, f"{name}: not there")
+
+
+def test_a_third_table_is_data_plus_a_loader(tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    from bench.protocols import TABLES, OODBenchmark, OODTable
+    from helpers import run_cli
+
+    monkeypatch.setitem(TABLES, "third", OODBenchmark(
+        "third", {"digits": OODTable(near=("bright",), far=("absent",), validation=())},
+        loader="test_protocols:third_table_load", probe="test_protocols:third_table_probe",
+        metrics=("fpr95_openood",), description="a test's own images"))
+    code, _, err = run_cli(["run", "--protocol", "ood", "--ood-table", "third", "--methods",
+                            "knn", "--out", tmp_path / "run"], capsys)
+    assert code == 0, err
+    assert "skipping OOD set: absent" in err
+    rows = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert set(rows["ood_table"]) == {"third"} and set(rows["ood_dataset"]) == {"bright"}
+    assert "fpr95_openood" in set(rows["metric"])  # the table's metric convention
+    assert (tmp_path / "run" / "leaderboard" / "ood_digits_third_quick.csv").is_file()

@@ -63,7 +63,9 @@ TABLE_KEYS = ["protocol", "dataset", "preset", "ood_table"]  # one leaderboard e
 
 
 def _named_table(ood_table: str) -> bool:
-    return ood_table not in ("", "bench")
+    from bench.protocols import named_table
+
+    return named_table(ood_table)
 
 
 def table_name(protocol: str, dataset: str, preset: str, ood_table: str = "") -> str:
