@@ -295,8 +295,9 @@ def report(rows: pd.DataFrame | str | Path, out: str | Path = "report",
            runs: Sequence[str | Path] = (), control: str | None = None) -> Path:
     """Write <out>/index.html, the one self-contained page of `bench report`; its path."""
     from bench.console import warn
+    from bench.files import check_writable
     from bench.report.html import build_report
-    from bench.store import RunStore, check_writable
+    from bench.store import RunStore
 
     frame = _as_rows(rows)
     check_control(control, frame)

@@ -143,8 +143,8 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
 def _report_run(out: str, rows, records: list[dict], problems: list[str]) -> int:
     """The leaderboard on the terminal and in <out>/leaderboard; failed jobs; the exit code."""
     from bench.console import warn
+    from bench.files import inside
     from bench.report.leaderboard import console_text, summarise, write_summary
-    from bench.store import inside
 
     for problem in problems:
         warn(problem)
@@ -306,8 +306,8 @@ def leaderboard(runs, rows_files, out, metric, force, formats) -> int:
     seeds left out for missing columns, the entries that ran on fewer columns than the others
     and, for AUROC, the entries below chance. FPR95 tables sort the lowest (best) first.
     """
+    from bench.files import check_writable
     from bench.report.leaderboard import console_text, summarise, write_summary
-    from bench.store import check_writable
 
     summary = summarise(_load(runs, rows_files), metric)
     check_writable(out)
@@ -325,8 +325,8 @@ def leaderboard(runs, rows_files, out, metric, force, formats) -> int:
 def rows_cmd(runs, rows_files, out) -> int:
     """Write the tidy rows of run directories as <out>/<protocol>_<dataset>.csv (the results.csv
     schema, sorted: the same rows give the same bytes), to commit beside the leaderboards."""
+    from bench.files import check_writable
     from bench.report.leaderboard import write_rows_files
-    from bench.store import check_writable
 
     rows = _load(runs, rows_files)
     check_writable(out)
@@ -373,7 +373,7 @@ def compare(runs, rows_files, references, reference_dir, csv_out, ours, side_by_
     else:
         click.echo(format_side_by_side(table) if side_by_side else format_comparison(table))
     if csv_out:
-        from bench.store import atomic_write_csv
+        from bench.files import atomic_write_csv
 
         atomic_write_csv(csv_out, table)
     return 0
@@ -403,8 +403,9 @@ def figures(runs, rows_files, out, job_ids, tsne, size, only, control) -> int:
     from pathlib import Path
 
     from bench.console import warn
+    from bench.files import check_writable
     from bench.report import figures as fig
-    from bench.store import RunStore, check_writable
+    from bench.store import RunStore
 
     chosen = _runs(runs, rows_files)
     rows = _load(runs, rows_files)
@@ -435,8 +436,9 @@ def report(runs, rows_files, out, control) -> int:
     from pathlib import Path
 
     from bench.console import warn
+    from bench.files import check_writable
     from bench.report.html import build_report
-    from bench.store import RunStore, check_writable
+    from bench.store import RunStore
 
     chosen = _runs(runs, rows_files)
     rows = _load(runs, rows_files)

@@ -368,7 +368,7 @@ class SlurmExecutor:
         return ex
 
     def run(self, jobs: list[Job], out: str, device: str, run_id: str) -> list[dict]:
-        from bench.store import atomic_write_json
+        from bench.files import atomic_write_json
 
         if not jobs:
             return []

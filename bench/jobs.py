@@ -23,6 +23,7 @@ import pandas as pd
 import bench
 from bench.config import as_dict, stable_hash, training_dict
 from bench.errors import FileError
+from bench.files import file_lock
 from bench.metrics import accuracy, detection_metrics
 from bench.protocols import (
     DEFAULT_TABLE,
@@ -34,7 +35,7 @@ from bench.protocols import (
     table_metrics,
 )
 from bench.registry import DATASETS, METHODS, method_class
-from bench.store import RunStore, file_lock
+from bench.store import RunStore
 
 EMBEDDING_POINTS = 2000  # test images whose embeddings a job keeps for figures (t-SNE)
 PIXEL = "pixel"

@@ -27,6 +27,7 @@ from bench.config import (
 from bench.console import log, warn
 from bench.datasets import default_data_dir, load_dataset
 from bench.errors import BenchError, DataMissingError, unknown_name
+from bench.files import atomic_write_json, check_writable, clean_stale_temporaries, inside
 from bench.jobs import PIXEL, Job, make_job
 from bench.nn.precision import CHOICES as PRECISIONS
 from bench.protocols import (
@@ -40,13 +41,7 @@ from bench.protocols import (
     tasks,
 )
 from bench.registry import METHODS, method_class
-from bench.store import (
-    RunStore,
-    atomic_write_json,
-    check_writable,
-    clean_stale_temporaries,
-    inside,
-)
+from bench.store import RunStore
 
 
 @dataclass
@@ -242,8 +237,8 @@ def expand(spec: RunSpec, configs: dict[str, list[Variant]],
 def read_checkpoints(spec: RunSpec) -> dict[str, tuple[str, str, object]]:
     """{method: (path, SHA-256, the file mapped onto our keys)} of `--checkpoint`: each names a
     selected method with a network (or an encoder of --features) of the file's format."""
+    from bench.files import sha256_of
     from bench.nn import imports
-    from bench.store import sha256_of
 
     out = {}
     networks = [m for m in dict.fromkeys([*spec.methods, *encoders(spec)])

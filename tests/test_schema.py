@@ -150,3 +150,20 @@ def test_standard_preset_trains_on_whole_classes_and_scores_as_the_paper():
                                  load_preset("standard"), [])
     assert (mcl.config.sei_fit_fraction, mcl.config.sei_ridge_kind, mcl.config.sei_views) == (
         0.4, "absolute", 8)
+
+
+def test_an_older_rows_file_without_features_reads(tmp_path):
+    """Rows written before the features column: classical methods saw pixels, the rest their
+    own network; an unknown method name is no error."""
+    import pandas as pd
+
+    from bench.schema import ROW_COLUMNS, read_rows
+
+    row = {c: "" for c in ROW_COLUMNS if c != "features"}
+    row.update(job_id="j", score="pixel", protocol="one-class", dataset="digits",
+               normal_class="0", ood_dataset="rest", seed=0, metric="auroc", value=0.9,
+               preset="quick", protocol_version="2")
+    frame = pd.DataFrame([{**row, "method": m} for m in ("knn", "mcl", "gone-method")])
+    frame.to_csv(tmp_path / "old.csv", index=False)
+    rows = read_rows(tmp_path / "old.csv")
+    assert list(rows["features"]) == ["pixel", "", ""]

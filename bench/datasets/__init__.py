@@ -52,7 +52,7 @@ class DataSource:
 
 def _expand(text: str, what: str) -> Path:
     """`text` as a path with ``~`` expanded; a BenchError for ``~nosuchuser`` or a name too long."""
-    from bench.store import check_path
+    from bench.files import check_path
 
     try:
         path = Path(text).expanduser()

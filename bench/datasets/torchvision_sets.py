@@ -91,7 +91,7 @@ _SVHN = {
 
 
 def md5_of(path: Path) -> str:
-    from bench.store import file_digest
+    from bench.files import file_digest
 
     return file_digest(path, "md5")
 

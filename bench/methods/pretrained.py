@@ -107,7 +107,7 @@ def _timm_cached_file(cfg: dict) -> Path | None:
 
 @functools.lru_cache(maxsize=32)
 def _sha256(path: str, mtime_ns: int, size: int) -> str:
-    from bench.store import sha256_of
+    from bench.files import sha256_of
 
     return sha256_of(Path(path))
 

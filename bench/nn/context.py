@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
+from bench.files import atomic_torch_save, load_torch_file
 from bench.nn.precision import FP32, Precision
-from bench.store import atomic_torch_save, load_torch_file
 
 
 def _stderr(message: str) -> None:

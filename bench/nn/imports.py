@@ -134,7 +134,7 @@ def architecture(state: dict[str, torch.Tensor], fmt: str, path: Path) -> dict[s
 
 def read(path: Path | str) -> Imported:
     """A checkpoint file loaded safely, its format detected and mapped onto our keys."""
-    from bench.store import load_torch_file
+    from bench.files import load_torch_file
 
     path = Path(path)
     if not path.is_file():

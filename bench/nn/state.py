@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.files import atomic_torch_save, file_lock, load_torch_file
 from bench.nn.context import FitContext
-from bench.store import atomic_torch_save, file_lock, load_torch_file
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"

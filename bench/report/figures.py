@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from bench.files import load_npz
 from bench.report.leaderboard import (  # noqa: E402
     TABLE_KEYS,
     column_key,
@@ -31,7 +32,6 @@ from bench.report.leaderboard import (  # noqa: E402
     table_name,
     table_where,
 )
-from bench.store import load_npz  # noqa: E402
 
 sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
 plt.rcParams.update({"figure.dpi": 100, "savefig.bbox": "tight", "pdf.fonttype": 42,
@@ -73,7 +73,7 @@ def save(fig, out: Path, stem: str) -> list[Path]:
     process leaves the old figure or the new one, never a truncated file."""
     import io
 
-    from bench.store import atomic_write_bytes, inside
+    from bench.files import atomic_write_bytes, inside
 
     paths = [inside(out, f"{stem}.png"), inside(out, f"{stem}.pdf")]
     try:
@@ -443,7 +443,7 @@ def _cd_diagram(rows: pd.DataFrame, out: Path, alpha: float, size: str, preset: 
                 control: str | None) -> list[Path]:
     import scikit_posthocs as sp
 
-    from bench.store import atomic_write_csv, atomic_write_text, inside
+    from bench.files import atomic_write_csv, atomic_write_text, inside
 
     result, table, dropped, control_note = significance_of(rows, alpha, control)
     entries = list(result.ranks.index)
@@ -559,7 +559,7 @@ def ablation(rows: pd.DataFrame, out: Path, size: str = "page") -> list[Path]:
     """AUROC against the value of a --set sweep (variants `key=value`, with other fields held
     fixed in the label), per method/score, mean over classes with a 95% interval over seeds; a
     figure, a CSV and a Markdown table per (protocol, data set, preset, swept field)."""
-    from bench.store import atomic_write_csv, atomic_write_text, inside
+    from bench.files import atomic_write_csv, atomic_write_text, inside
 
     part = _auroc(rows)
     found = _swept(part[part["variant"].astype(str) != ""])
@@ -694,7 +694,7 @@ def draw_all(rows: pd.DataFrame, records: list[dict], runs: list[str], out: Path
              ) -> tuple[list[Path], list[str]]:
     """Every figure the rows and run directories allow (or those named in `only`): (paths
     written, one line per figure not drawn and why)."""
-    from bench.store import clean_stale_temporaries
+    from bench.files import clean_stale_temporaries
 
     clean_stale_temporaries(out, recursive=False)
     inputs = Inputs(rows, records, Path(out), size, [], control)

@@ -244,7 +244,7 @@ def runs_html(rows: pd.DataFrame, records: list[dict]) -> str:
 def build_report(rows: pd.DataFrame, records: list[dict], runs: list[str], out: Path,
                  control: str | None = None) -> tuple[Path, list[str]]:
     """Write `out`/index.html; returns its path and one line per part not made and why."""
-    from bench.store import atomic_write_text, inside
+    from bench.files import atomic_write_text, inside
 
     skipped: list[str] = []
     sections = [("leaderboards", "Leaderboards", leaderboards_html(rows)),

@@ -19,15 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.store import (
-    RunStore,
-    atomic_write_csv,
-    atomic_write_text,
-    clean_stale_temporaries,
-    inside,
-    read_rows,
-    sort_rows,
-)
+from bench.files import atomic_write_csv, atomic_write_text, clean_stale_temporaries, inside
+from bench.schema import read_rows, sort_rows
+from bench.store import RunStore
 
 # one measurement of one job; the preset is part of it because a job whose config no preset
 # changes (the classical methods) has the same job id under every preset, and each preset's

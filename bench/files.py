@@ -1,0 +1,286 @@
+"""Files that survive a kill and names that stay in their folder: atomic writes, stale
+temporaries, locks, hashes, and loads that run no code (torch ``weights_only``, npz without
+pickles). Everything that writes or reads a file of the suite goes through here; the engine
+(`bench/nn`) and the run directory (`bench/store.py`) both stand on it.
+
+Every file is written to a temporary name in its folder and renamed, so a killed process leaves
+either the old file or the new one; many workers may share one directory. A temporary left by a
+killed process (``.<name>.<host>.<pid>.*.tmp``) is removed by the next command that writes there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import BenchError, file_error, os_cause
+
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_+=,@-][A-Za-z0-9._+=,@:-]{0,199}")
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+FILE_MODE = 0o666 & ~_current_umask()  # what open() would give: mkstemp's 0600 is too private
+
+
+def safe_component(name: object, what: str = "name") -> str:
+    """`name` if it is one harmless path component (letters, digits, ``._+=,@-``, not hidden,
+    at most 200 characters), else a BenchError: names read from files never leave a folder."""
+    text = str(name)
+    if not SAFE_NAME.fullmatch(text) or text in (".", ".."):
+        raise BenchError(f"{what} {text[:80]!r} cannot name a file (letters, digits and ._+=,@:- "
+                         "only, not starting with a dot, at most 200 characters)")
+    return text
+
+
+def inside(folder: Path | str, *parts: str) -> Path:
+    """`folder`/parts, each part a safe component; a link in the way that leads out of `folder`
+    is refused (a shared run directory whose `leaderboard/` points elsewhere)."""
+    folder = Path(folder)
+    path = folder.joinpath(*(safe_component(p, "file name") for p in parts))
+    try:
+        real_root = folder.resolve()
+        probe = path
+        while probe != folder and not probe.exists() and not probe.is_symlink():
+            probe = probe.parent
+        if probe.is_symlink() or probe.exists():
+            if not probe.resolve().is_relative_to(real_root):
+                raise BenchError(f"{probe} leads outside {folder} (a symbolic link to "
+                                 f"{probe.resolve()}); bench writes only inside it: remove the link")
+    except (OSError, RuntimeError) as exc:
+        raise file_error("use", path, exc) from None
+    return path
+
+
+def _exists(path: Path) -> bool:
+    """Path.exists, False where the name itself is refused (too long, a loop)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def check_path(path: Path | str, what: str) -> None:
+    """BenchError if a component of `path`, or the whole path, is longer than the file system
+    of its nearest existing folder allows."""
+    path = Path(path)
+    anchor = path.absolute()
+    while not _exists(anchor) and anchor != anchor.parent:
+        anchor = anchor.parent
+    try:
+        name_max, path_max = os.pathconf(anchor, "PC_NAME_MAX"), os.pathconf(anchor, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max, path_max = 255, 4096
+    for part in path.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise BenchError(f"{what} {str(path)[:80]}...: the name {part[:40]}... is "
+                             f"{len(os.fsencode(part))} bytes long; this file system allows "
+                             f"{name_max}")
+    if len(os.fsencode(str(path.absolute()))) >= path_max:
+        raise BenchError(f"{what} {str(path)[:80]}...: the path is longer than this file system "
+                         f"allows ({path_max} bytes)")
+
+
+def check_writable(out: Path | str, what: str = "--out") -> None:
+    """Fail with exit code 2 (and leave nothing behind) if `out` cannot be created or written:
+    names too long, a link that leads nowhere or in a loop, a file in the way; a folder is made
+    and removed under the nearest existing ancestor to find out."""
+    if not str(out).strip():
+        raise BenchError(f"{what} is empty; name a directory")
+    check_path(out, what)
+    probe = Path(out)
+    while True:
+        if probe.is_symlink():
+            try:
+                os.stat(probe)
+            except OSError as exc:
+                why = ("a symbolic link loop" if exc.errno == errno.ELOOP else
+                       f"a symbolic link to {os.readlink(probe)}, which does not exist")
+                raise BenchError(f"{what} {out}: {probe} is {why}") from None
+        if probe.exists() or probe == probe.parent:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BenchError(f"{what} {out}: not writable ({probe} is not a directory)")
+    try:
+        trial = tempfile.mkdtemp(dir=probe, prefix=".bench-write-test-")
+        with open(os.path.join(trial, "probe"), "wb") as f:
+            f.write(b"x")
+        shutil.rmtree(trial)
+    except OSError as exc:
+        raise BenchError(f"{what} {out}: not writable ({probe}: {os_cause(exc)})") from None
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name[:80]}.{HOST}.{os.getpid()}."
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), FILE_MODE)
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise file_error("write", path, exc) from None
+        raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+TEMPORARY = re.compile(r"\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^.]+\.tmp")
+
+FOREIGN_TEMPORARY_AGE_S = 24 * 3600  # another machine's temporary: surely stale after a day
+
+LEGACY_TEMPORARY_AGE_S = 3600  # temporaries named before the host and pid were in the name
+
+
+def clean_stale_temporaries(folder: Path | str, recursive: bool = True) -> list[Path]:
+    """Remove the temporaries that killed processes left under `folder`: this machine's whose
+    process is gone, another machine's after a day. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    candidates = folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")
+    for path in candidates:
+        try:
+            if path.is_symlink() or not path.is_file():
+                continue
+            match = TEMPORARY.fullmatch(path.name)
+            age = now - path.stat().st_mtime
+            if match:
+                stale = (not _pid_alive(int(match["pid"])) if match["host"] == HOST
+                         else age > FOREIGN_TEMPORARY_AGE_S)
+            else:
+                stale = age > LEGACY_TEMPORARY_AGE_S
+            if stale:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_torch_file(path: Path, map_location: str = "cpu") -> Any | None:
+    """A torch file's tensors and plain containers loaded to the CPU with ``weights_only=True``
+    (a file from someone else never runs code), or None if it is missing, truncated, not a
+    torch file or holds anything else: a damaged file means "recompute", never a dead job."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception:  # noqa: BLE001 - truncated or foreign files fail in many ways; none runs code
+        return None
+
+
+def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n"))
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive advisory lock (fcntl) held for the block; a no-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError as exc:
+        raise file_error("write", path, exc) from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def file_digest(path: Path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file, read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    return file_digest(path, "sha256")
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, never unpickling an object array (allow_pickle=False)."""
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
