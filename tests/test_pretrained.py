@@ -12,15 +12,11 @@ import torch.nn.functional as F
 import torchvision
 
 from bench.datasets.torchvision_sets import DEBIAN_FASHION_MNIST
-from bench.methods.pretrained import (
-    PretrainedConfig,
-    PretrainedNet,
-    build_backbone,
-    resolve_weights,
-)
+from bench.files import sha256_of
+from bench.methods.pretrained import PretrainedConfig
 from bench.nn.losses import compactness_loss, mean_shifted_contrastive_loss
+from bench.nn.pretrained import PretrainedNet, build_backbone, resolve_weights
 from bench.nn.scoring import knn_sum_of_squares
-from bench.store import sha256_of
 from helpers import run_cli
 
 FAST = ["--classes", "0", "--no-download", "--set", "image_size=32"]
