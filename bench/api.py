@@ -270,7 +270,7 @@ def significance(rows: pd.DataFrame | str | Path, control: str | None = None,
     """Demsar's tests per preset: Friedman over the blocks, then Holm against `control`
     (default MCL's entry) and Nemenyi's critical difference; one row per entry with its average
     rank, z and p against the control, Holm's p and whether it differs significantly."""
-    from bench.report.figures import NotDrawn, _default_configs, significance_of
+    from bench.report.stats import NotDrawn, _default_configs, significance_of
 
     frames = []
     picked = _as_rows(rows)

@@ -43,8 +43,13 @@ PUBLISHED_MARKERS = ["_", "x", "+", "1"]  # published per-class values: grey, be
 LINESTYLES = ["-", "--", ":", "-."]
 
 
-class NotDrawn(Exception):
-    """A figure these rows cannot make; the message says why."""
+from bench.report.stats import (  # noqa: E402 - the tables the significance figure draws
+    NotDrawn,
+    _default_configs,
+    significance_frame,
+    significance_note,
+    significance_of,
+)
 
 
 def class_names(dataset: str) -> tuple[str, ...] | None:
@@ -118,16 +123,6 @@ def _published_per_class(reference: pd.DataFrame | None, dataset: str
                     & (reference["metric"] == "auroc") & (reference["normal_class"] != "mean")]
     return {method: dict(zip(part["normal_class"].astype(str), 100 * part["value"]))
             for method, part in ref.groupby("method", sort=True)}
-
-
-def _default_configs(frame: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
-    """The rows of each method's default config where the method has one (sweeps and other
-    `--set` variants have the leaderboards and ablation figures; a method run only as variants
-    keeps them), and whether variants were left out."""
-    variant = frame["variant"].fillna("").astype(str)
-    has_default = frame["method"].map(frame.loc[variant == "", "method"].value_counts()).notna()
-    keep = (variant == "") | ~has_default
-    return frame[keep], bool((~keep).any())
 
 
 def auroc_per_class(rows: pd.DataFrame, out: Path, size: str = "page",
@@ -379,64 +374,6 @@ def cd_diagram(rows: pd.DataFrame, out: Path, alpha: float = 0.05, size: str = "
     if not paths:
         raise NotDrawn("; ".join(reasons))
     return paths
-
-
-def significance_of(rows: pd.DataFrame, alpha: float = 0.05, control: str | None = None):
-    """Demsar's tests over the blocks of `rows` (one preset), the entries run on every block:
-    (Significance, blocks table, entries left out, control note); NotDrawn when too few."""
-    from bench.report.stats import blocks_table, default_control, significance
-
-    table, dropped = blocks_table(rows, with_dropped=True)
-    if table.shape[1] < 3:
-        raise NotDrawn(f"needs 3 entries run on the same blocks ({table.shape[1]} here)")
-    if table.shape[0] < 5:
-        raise NotDrawn(f"needs 5 blocks (classes or OOD sets) or more ({table.shape[0]} here)")
-    chosen, note = control, ""
-    if chosen is None:
-        chosen = default_control(table.columns)
-        if chosen is None:  # no MCL entry: the best-ranked one, said so
-            chosen = table.rank(axis=1, ascending=False).mean().idxmin()
-            note = " (no MCL entry: the best-ranked entry is the control)"
-    elif chosen not in table.columns:
-        raise NotDrawn(f"the control {chosen} did not run on every block of these rows "
-                       f"(entries that did: {', '.join(table.columns)})")
-    return significance(table, chosen, alpha), table, dropped, note
-
-
-def significance_frame(result) -> pd.DataFrame:
-    """One row per test: Nemenyi for every pair, then Holm for each rival against the control."""
-    pairs = result.pairs().assign(test="nemenyi", statistic=np.nan, p_holm=np.nan)
-    versus = result.versus_control.reset_index(names="entry_b").assign(
-        test="holm-vs-control", entry_a=result.control, rank_a=result.ranks[result.control],
-        statistic=lambda d: d["z"]).rename(columns={"rank": "rank_b"})
-    columns = ["test", "entry_a", "entry_b", "rank_a", "rank_b", "statistic", "p", "p_holm",
-               "significant"]
-    frame = pd.concat([pairs[columns], versus[columns]], ignore_index=True)
-    return frame.round({"rank_a": 4, "rank_b": 4, "statistic": 4, "p": 6, "p_holm": 6})
-
-
-def significance_note(result, where: str) -> str:
-    """What the tests found, in sentences: Friedman, the significant pairs and their p-values."""
-    k = len(result.ranks)
-    head = (f"{where}: Friedman chi2({k - 1}) = {result.friedman_statistic:.1f}, "
-            f"p = {result.friedman_p:.2g} over {result.n_blocks} blocks, {k} entries")
-    if not result.friedman_rejects:
-        return head + f"; not significant at alpha = {result.alpha}, so no post-hoc test.\n"
-    pairs = result.pairs().query("significant")
-    lines = [head + f"; Nemenyi CD = {result.cd:.2f} ranks at alpha = {result.alpha}.", "",
-             f"Significant pairs (Nemenyi), {len(pairs)} of {k * (k - 1) // 2}:"]
-    lines += [f"- {r.entry_a} ({r.rank_a:.2f}) vs {r.entry_b} ({r.rank_b:.2f}): p = {r.p:.3g}"
-              for r in pairs.itertuples()] or ["- none"]
-    versus = result.versus_control
-    better = versus[versus["significant"] & (versus["z"] > 0)]
-    worse = versus[versus["significant"] & (versus["z"] < 0)]
-    lines += ["", f"Against the control {result.control} (rank "
-              f"{result.ranks[result.control]:.2f}; Holm over {k - 1}): better than "
-              + (", ".join(f"{e} (p = {r.p_holm:.3g})" for e, r in better.iterrows()) or "none")
-              + "; worse than "
-              + (", ".join(f"{e} (p = {r.p_holm:.3g})" for e, r in worse.iterrows()) or "none")
-              + "; every other difference is not significant."]
-    return "\n".join(lines) + "\n"
 
 
 def _cd_diagram(rows: pd.DataFrame, out: Path, alpha: float, size: str, preset: str,

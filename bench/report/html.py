@@ -149,7 +149,7 @@ def comparison_html(rows: pd.DataFrame, skipped: list[str]) -> str:
 
 def significance_html(rows: pd.DataFrame, control: str | None, skipped: list[str]) -> str:
     """Per preset: Friedman, the average ranks, Holm against the control, Nemenyi's pairs."""
-    from bench.report.figures import NotDrawn, _default_configs, significance_note, significance_of
+    from bench.report.stats import NotDrawn, _default_configs, significance_note, significance_of
 
     parts = []
     auroc = rows[rows["metric"] == "auroc"]
