@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +29,11 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError, file_error, os_cause
+
+
+class NotRegularFile(BenchError):
+    """A file bench will not read: not a regular file, too large, or a bomb."""
+
 
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 
@@ -68,6 +74,22 @@ def inside(folder: Path | str, *parts: str) -> Path:
                                  f"{probe.resolve()}); bench writes only inside it: remove the link")
     except (OSError, RuntimeError) as exc:
         raise file_error("use", path, exc) from None
+    return path
+
+
+def no_links(root: Path | str, *parts: str) -> Path:
+    """root/parts, refusing a symbolic link at any of the parts (a job or model folder planted
+    as a link would have bench write and read elsewhere): BenchError naming it."""
+    path = Path(root)
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            raise BenchError(f"{path} is a symbolic link (to {target}); a run directory holds "
+                             "no links: remove it")
     return path
 
 
@@ -219,18 +241,88 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_torch_file(path: Path, map_location: str = "cpu") -> Any | None:
-    """A torch file's tensors and plain containers loaded to the CPU with ``weights_only=True``
-    (a file from someone else never runs code), or None if it is missing, truncated, not a
-    torch file or holds anything else: a damaged file means "recompute", never a dead job."""
+JSON_MAX_BYTES = 16 << 20  # a record or spec larger than this is not one of ours
+NPZ_MAX_BYTES = 1 << 30  # what an .npz of a run may unpack to (scores, a sample's features)
+
+
+def open_regular(path: Path | str, limit: int | None = None):
+    """A binary file object of `path` if it is a regular file (not a FIFO, a device, or a link
+    to one) of at most `limit` bytes: FileNotFoundError if it is not there, NotRegularFile
+    otherwise. Opened without blocking, so a FIFO is refused instead of waited on."""
+    path = Path(path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(f"{path}: not a regular file (a FIFO, device or socket); "
+                                 "bench reads only files")
+        if limit is not None and info.st_size > limit:
+            raise NotRegularFile(f"{path}: {info.st_size:,} bytes, more than the {limit:,} a "
+                                 "file of this kind may have")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: Path | str, limit: int | None = JSON_MAX_BYTES) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (`open_regular`)."""
+    with open_regular(path, limit) as f:
+        return f.read()
+
+
+def check_zip_entries(source: Path | str | bytes, limit: int | None = None,
+                      stored: bool = False) -> None:
+    """NotRegularFile unless `source` (a path or the bytes of a file) is a zip archive whose
+    entries unpack to at most `limit` bytes in all, and (`stored`: as torch.save writes them)
+    are stored, not compressed: a small file that declares gigabytes is refused before anything
+    is allocated."""
+    import zipfile
+
+    name = "the file" if isinstance(source, bytes) else str(source)
+    with (io.BytesIO(source) if isinstance(source, bytes) else open_regular(source)) as f:
+        size = len(source) if isinstance(source, bytes) else os.fstat(f.fileno()).st_size
+        try:
+            with zipfile.ZipFile(f) as archive:
+                entries = archive.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise NotRegularFile(f"{name}: not a zip archive ({exc})") from None
+    declared = sum(e.file_size for e in entries)
+    if stored and any(e.compress_type != zipfile.ZIP_STORED for e in entries):
+        raise NotRegularFile(f"{name}: compressed entries, which torch.save never writes")
+    if stored and declared > size:
+        raise NotRegularFile(f"{name}: its entries declare {declared:,} bytes in a file of "
+                             f"{size:,}")
+    if limit is not None and declared > limit:
+        raise NotRegularFile(f"{name}: its entries unpack to {declared:,} bytes, more than the "
+                             f"{limit:,} allowed")
+
+
+def load_torch_checked(source: Path | str | bytes, map_location: str = "cpu") -> Any:
+    """A torch file's tensors and plain containers with ``weights_only=True`` (no code runs),
+    after `check_zip_entries`: NotRegularFile naming what is wrong (a FIFO, a bomb, a file
+    torch.save of torch 1.6 or later did not write), FileNotFoundError if it is not there, and
+    other errors as torch raises them (a truncated or foreign pickle). `source`: a path, or
+    the bytes already read (and hashed) by the caller."""
     import warnings
 
     import torch
 
+    check_zip_entries(source, stored=True)
+    with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
+        warnings.simplefilter("ignore")
+        return torch.load(io.BytesIO(source) if isinstance(source, bytes) else source,
+                          map_location=map_location, weights_only=True)
+
+
+def load_torch_file(path: Path, map_location: str = "cpu") -> Any | None:
+    """A torch file of the run directory (`load_torch_checked`), or None if it is missing,
+    truncated, not a torch file, a bomb or holds anything else: a damaged file means
+    "recompute", never a dead job."""
     try:
-        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location=map_location, weights_only=True)
+        return load_torch_checked(path, map_location)
     except Exception:  # noqa: BLE001 - truncated or foreign files fail in many ways; none runs code
         return None
 
@@ -241,7 +333,9 @@ def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
 
 @contextlib.contextmanager
 def file_lock(path: Path):
-    """An exclusive advisory lock (fcntl) held for the block; a no-op where fcntl is missing."""
+    """An exclusive advisory lock (fcntl) held for the block; a no-op where fcntl is missing.
+    The lock file is opened without following a link (a planted link is refused, its target
+    never created)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - non-POSIX
@@ -249,8 +343,16 @@ def file_lock(path: Path):
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_NONBLOCK", 0), FILE_MODE)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise NotRegularFile(f"{path}: a lock file that is not a regular file; remove it")
+        handle = os.fdopen(fd, "a")
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BenchError(f"{path} is a symbolic link; bench's lock files are never links: "
+                             "remove it") from None
         raise file_error("write", path, exc) from None
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -280,7 +382,9 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an .npz file, never unpickling an object array (allow_pickle=False)."""
+    """Every array of an .npz file, never unpickling an object array (allow_pickle=False), and
+    never one that would unpack to more than NPZ_MAX_BYTES (NotRegularFile: a bomb)."""
+    check_zip_entries(path, NPZ_MAX_BYTES)
     with np.load(path, allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}
 

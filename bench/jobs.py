@@ -72,6 +72,11 @@ class Job:
     ood_table: str = DEFAULT_TABLE  # which table's OOD sets (and, for OpenOOD's, test images)
     checkpoint: str = ""  # a trained network to score instead of training (its SHA-256 is in
     encoder_checkpoint: str = ""  # the ids); the same for the encoder of a classical method
+    checkpoint_sha256: str = ""  # checked against the bytes the job loads
+    encoder_checkpoint_sha256: str = ""
+    # what the method's files were when the run was planned (pretrained weights' hash): a job
+    # whose files changed since then fails instead of scoring them under the old ids
+    planned_identity: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
         where = f"class {self.normal_class}" if self.normal_class is not None else "all classes"
@@ -205,7 +210,20 @@ def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_
                features=features, encoder_config=encoder_config,
                encoder_train_id=encoder_train_id, compile=compile, precision=precision,
                deterministic=deterministic, ood_table=task.ood_table, checkpoint=own[0],
-               encoder_checkpoint=enc[0] if features != PIXEL else "")
+               encoder_checkpoint=enc[0] if features != PIXEL else "",
+               checkpoint_sha256=own[1],
+               encoder_checkpoint_sha256=enc[1] if features != PIXEL else "",
+               planned_identity=identity_items(method, config, features, encoder_config))
+
+
+def identity_items(method: str, config: Any, features: str = PIXEL, encoder_config: Any = None
+                   ) -> tuple[tuple[str, str], ...]:
+    """The identity of a job's files as they are now (the method's, and its encoder's with an
+    ``encoder_`` prefix), as sorted pairs."""
+    items = dict(_identity(method, config))
+    if features != PIXEL:
+        items.update({f"encoder_{k}": v for k, v in _identity(features, encoder_config).items()})
+    return tuple(sorted((str(k), str(v)) for k, v in items.items()))
 
 
 # --- rows from scores (pure) -------------------------------------------------------------------
@@ -368,6 +386,13 @@ def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
     from bench.nn.context import FitContext
     from bench.nn.state import reseed, seed_everything
 
+    now = identity_items(job.method, job.config, job.features, job.encoder_config)
+    if job.planned_identity and now != job.planned_identity:
+        changed = [k for (k, v) in job.planned_identity if dict(now).get(k) != v]
+        from bench.errors import BenchError
+
+        raise BenchError(f"{', '.join(changed)} changed since the run was planned (another file "
+                         "than the one in the job id); run again to plan with the new file")
     record["precision"] = ""
     policy = precision_policy.resolve(job.precision, torch_device)
     record["precision"] = policy.describe()
@@ -380,7 +405,9 @@ def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
                                         if job.encoder_train_id else None),
                      labeled=get_protocol(job.protocol).labeled, progress=progress,
                      compile=job.compile, precision=policy, log=log,
-                     checkpoint=job.checkpoint, encoder_checkpoint=job.encoder_checkpoint)
+                     checkpoint=job.checkpoint, encoder_checkpoint=job.encoder_checkpoint,
+                     checkpoint_sha256=job.checkpoint_sha256,
+                     encoder_checkpoint_sha256=job.encoder_checkpoint_sha256)
     detector = build_detector(job)
     t0 = time.perf_counter()
     detector.fit(data.train, ctx)

@@ -375,6 +375,12 @@ def run(spec: RunSpec, executor=None, retry_failed: bool = False, notes: list[st
     out = Path(spec.out)
     for folder in RUN_FOLDERS:  # a shared directory whose leaderboard/ points elsewhere
         inside(out, folder)
+    store = RunStore(out)
+    for job in the_plan.jobs:  # a job or model folder planted as a link: refused, nothing written
+        store.job_dir(job.job_id)
+        for train_id in (job.train_id, job.encoder_train_id):
+            if train_id:
+                store.model_dir(train_id)
     for note in [*notes, *(f"bench: warning: {w}" for w in the_plan.warnings)]:
         log(note)
     for missing in the_plan.skipped.values():
@@ -382,7 +388,6 @@ def run(spec: RunSpec, executor=None, retry_failed: bool = False, notes: list[st
             warn(f"skipping OOD set: {reason}")
     out.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(out)
-    store = RunStore(out)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + stable_hash(
         spec.to_json(), 6)
     atomic_write_json(out / "spec.json", {**spec.to_json(), "run_id": run_id})

@@ -30,7 +30,9 @@ import pandas as pd
 
 from bench.errors import file_error
 from bench.files import (  # noqa: F401 - the file utilities, for importers of the store
+    JSON_MAX_BYTES,
     SAFE_NAME,
+    NotRegularFile,
     _npz_bytes,
     atomic_write_bytes,
     atomic_write_csv,
@@ -43,6 +45,8 @@ from bench.files import (  # noqa: F401 - the file utilities, for importers of t
     inside,
     load_npz,
     load_torch_file,
+    no_links,
+    read_regular,
     safe_component,
     sha256_of,
 )
@@ -73,18 +77,19 @@ class RunStore:
         return self.root / "jobs"
 
     def job_dir(self, job_id: str) -> Path:
-        return self.jobs_dir / safe_component(job_id, "job id")
+        return no_links(self.root, "jobs", safe_component(job_id, "job id"))
 
     def model_dir(self, train_id: str) -> Path:
-        return self.root / "models" / safe_component(train_id, "model id")
+        return no_links(self.root, "models", safe_component(train_id, "model id"))
 
     def record(self, job_id: str) -> dict | None:
         """The job's record, known by its folder's name; None when there is none or it is not a
         record (garbage, a list, no job id, no status): such a job is redone."""
         path = self.job_dir(job_id) / "record.json"
         try:
-            record = json.loads(path.read_text())
-        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+            record = json.loads(read_regular(path, JSON_MAX_BYTES))
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError,
+                NotRegularFile):  # a FIFO, a device or a giant: not a record, the job is redone
             return None
         except OSError as exc:
             raise file_error("read", path, exc) from None

@@ -113,7 +113,8 @@ class OnFeatures(Detector):
         self.encoder_ = method_class(c.encoder)(c.encoder_config)
         self.classical_ = method_class(c.classical)(c.classical_config)
         self.encoder_.fit_encoder(train, dataclasses.replace(
-            ctx, model_dir=ctx.encoder_model_dir, checkpoint=ctx.encoder_checkpoint))
+            ctx, model_dir=ctx.encoder_model_dir, checkpoint=ctx.encoder_checkpoint,
+            checkpoint_sha256=ctx.encoder_checkpoint_sha256))
         self.classical_.fit_array(self.encoder_.embed(train.images), ctx.seed)
         return self
 

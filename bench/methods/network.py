@@ -205,7 +205,7 @@ class NetworkDetector(PosthocScoring, Detector):
         if ctx.compile:
             self.model_.compile()  # in place, so checkpoints and saved models keep their keys
         if ctx.checkpoint:  # an imported network: scored, not trained (bench/nn/imports.py)
-            imports.load_into(imports.read(ctx.checkpoint), self.model_)
+            imports.load_into(imports.read(ctx.checkpoint, ctx.checkpoint_sha256), self.model_)
             ctx.log(f"using the network of {ctx.checkpoint}")
             self.history = []
             self.model_.eval()

@@ -30,6 +30,8 @@ class FitContext:
     encoder_model_dir: Path | None = None  # a classical method on features: the encoder's folder
     checkpoint: str = ""  # a trained network to load instead of training (bench/nn/imports.py)
     encoder_checkpoint: str = ""
+    checkpoint_sha256: str = ""  # the planned file's: the bytes loaded must be these
+    encoder_checkpoint_sha256: str = ""
     labeled: bool = False
     progress: bool = True
     compile: bool = False  # torch.compile the network (in place: state_dict keys unchanged)

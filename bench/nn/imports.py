@@ -59,6 +59,8 @@ def detect(obj: object, path: Path) -> tuple[str, dict]:
     """The format of a loaded checkpoint and its network's state dict."""
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict) and "history" in obj:
         return "bench", _strip(obj["model"], "_orig_mod.")
+    if isinstance(obj, dict) and any(not isinstance(k, str) for k in obj):
+        raise BenchError(f"{path}: a checkpoint whose keys are not all names")
     if isinstance(obj, dict) and isinstance(obj.get("net"), dict):
         net = _strip(obj["net"], "module.")
         if any(k.startswith("enc.") for k in net):
@@ -132,21 +134,67 @@ def architecture(state: dict[str, torch.Tensor], fmt: str, path: Path) -> dict[s
     return arch
 
 
-def read(path: Path | str) -> Imported:
-    """A checkpoint file loaded safely, its format detected and mapped onto our keys."""
-    from bench.files import load_torch_file
+def load(path: Path | str, what: str = "--checkpoint", sha256: str = "") -> object:
+    """A torch file from someone else, loaded safely (`bench.files.load_torch_checked`) from the
+    bytes read once: with `sha256`, those bytes must be the planned file's (a file swapped
+    after planning fails the job). Every way it can fail is one BenchError naming the file."""
+    import hashlib
+    import io
+    import zipfile
+
+    from bench.files import NotRegularFile, load_torch_checked, read_regular
 
     path = Path(path)
-    if not path.is_file():
-        raise BenchError(f"--checkpoint {path}: no such file")
-    obj = load_torch_file(path)
-    if obj is None:
-        raise BenchError(f"{path}: not a torch file of tensors and plain containers (read with "
-                         "weights_only=True: a file that needs code to load is refused)")
+    if not path.exists() and not path.is_symlink():
+        raise BenchError(f"{what} {path}: no such file")
+    try:
+        data = read_regular(path, limit=None)
+        if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+            raise BenchError(f"{what} {path}: the file changed since the run was planned (its "
+                             "SHA-256 differs from the one in the job id); run again to plan "
+                             "with the new file")
+        if not zipfile.is_zipfile(io.BytesIO(data)):
+            raise BenchError(f"{what} {path}: not a torch file of torch 1.6 or later (the "
+                             "legacy format, whose sizes cannot be checked before loading, is "
+                             "not read): load it and save it again with a recent torch.save")
+        return load_torch_checked(data)
+    except NotRegularFile as exc:
+        raise BenchError(f"{what} {exc}") from None
+    except BenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a foreign pickle fails in many ways
+        raise BenchError(f"{what} {path}: not a torch file of tensors and plain containers "
+                         f"(read with weights_only=True: a file that needs code to load is "
+                         f"refused; {type(exc).__name__})") from None
+
+
+def check_tensors(state: dict, path: Path | str) -> None:
+    """Every value a real floating or integer tensor with finite values: one line naming the
+    first key that is not (a string, a complex or NaN weight: never cast, never trained on)."""
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise BenchError(f"{path}: key {key!r} holds {type(value).__name__}, not a tensor")
+        if value.is_complex():
+            raise BenchError(f"{path}: key {key!r} holds complex numbers; weights are real")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise BenchError(f"{path}: key {key!r} holds NaN or infinite values")
+
+
+def read(path: Path | str, sha256: str = "") -> Imported:
+    """A checkpoint file loaded safely (with `sha256`: only if it is still the planned file),
+    its format detected and mapped onto our keys."""
+    path = Path(path)
+    obj = load(path, sha256=sha256)
     fmt, state = detect(obj, path)
-    if fmt != "bench":
-        state = _official_to_ours(state, fmt, path)
-    return Imported(fmt, state, architecture(state, fmt, path))
+    check_tensors(state, path)
+    try:
+        if fmt != "bench":
+            state = _official_to_ours(state, fmt, path)
+        return Imported(fmt, state, architecture(state, fmt, path))
+    except BenchError:
+        raise
+    except (KeyError, ValueError, IndexError, TypeError, AttributeError) as exc:
+        raise BenchError(f"{path}: not {FORMATS[fmt]} ({type(exc).__name__}: {exc})") from None
 
 
 def check_fits(imported: Imported, model: torch.nn.Module, path: Path | str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -72,8 +73,14 @@ def _timm(arch: str):
     return timm
 
 
+TIMM_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?")  # a model, and a tag after "."
+
+
 def _timm_model(arch: str, pretrained: bool) -> nn.Module:
     name = arch[len(TIMM_PREFIX):]
+    if not TIMM_NAME.fullmatch(name):
+        raise BenchError(f"{arch}: not a timm model name (letters, digits and _, a tag after "
+                         "'.'), e.g. timm-resnet18 or timm-resnet18.a1_in1k")
     timm = _timm(arch)
     if name.split(".")[0] not in timm.list_models(pretrained=False):  # a tag after "."
         from bench.errors import unknown_name
@@ -132,16 +139,19 @@ def _published(c: WeightsConfig) -> tuple[str, str, str, int, int, tuple, tuple]
             t.crop_size[0], tuple(t.mean), tuple(t.std))
 
 
-def resolve_weights(c: WeightsConfig) -> Weights:
-    """The weights a config names and their transform (no download)."""
+def resolve_weights(c: WeightsConfig, owner: str = "") -> Weights:
+    """The weights a config names and their transform (no download); `owner`: the name of the
+    method or feature source whose field names the file (for the hint)."""
+    owner = owner or (c.arch if c.arch.startswith(TIMM_PREFIX) else c.arch + TORCHVISION_SUFFIX)
     name, sha, source, resize, crop, mean, std = _published(c)
     if c.weights == "none":
         name, sha, source = "random-init", "none", "none"
     elif c.weights:
         path = Path(c.weights).expanduser()
         if not path.is_file():
-            raise DataMissingError(c.arch, f"{c.arch}: weights file {path} not found "
-                                   f"(--set {c.arch}.weights=PATH names a state-dict file)")
+            what = "not found" if not path.exists() else "not a regular file"
+            raise DataMissingError(c.arch, f"{c.arch}: weights file {path} {what} "
+                                   f"(--set {owner}.weights=PATH names a state-dict file)")
         name, sha, source = path.name, file_sha256(path), str(path)
     if c.image_size:
         resize, crop = int(round(c.image_size * resize / crop)), c.image_size
@@ -175,10 +185,10 @@ def _check_timm_weights(c: WeightsConfig, download: bool, owner: str) -> None:
 def check_weights(c: WeightsConfig, download: bool, owner: str) -> Weights:
     """The weights are there (or are downloaded now, checksummed): else one DataMissingError
     saying which file and where it goes; before anything is written."""
-    w = resolve_weights(c)
+    w = resolve_weights(c, owner)
     if w.source == "timm":
         _check_timm_weights(c, download, owner)
-        return resolve_weights(c)  # now with the downloaded file's hash
+        return resolve_weights(c, owner)  # now with the downloaded file's hash
     if w.source.startswith("http") and not hub_file(w).is_file():
         if not download:
             raise DataMissingError(owner, f"{owner}: weights {w.name} not in {hub_file(w).parent} "
@@ -228,13 +238,26 @@ def _classifier_keys(model: nn.Module) -> set[str]:
     return set(model.state_dict()) - set(_drop_classifier(copy.deepcopy(model)).state_dict())
 
 
-def _read_state(path: str, mmap: bool = False) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+def _read_state(path: str, mmap: bool = False, sha256: str = "") -> dict[str, torch.Tensor]:
+    """A state-dict file; with `sha256`, read once, hashed and loaded from those bytes (a file
+    swapped after it was named is refused); every value a finite real tensor."""
+    if sha256:
+        from bench.nn.imports import load
+
+        state = load(path, "weights", sha256=sha256)
+    else:
+        from bench.files import check_zip_entries
+
+        check_zip_entries(path, stored=True)  # no bomb, no FIFO, before torch maps it
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise BenchError(f"weights {path}: not a state dict ({type(state).__name__})")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    from bench.nn.imports import check_tensors
+
+    check_tensors(state, f"weights {path}")
+    return {str(k).removeprefix("module."): v for k, v in state.items()}
 
 
 def _check_keys(model: nn.Module, state: dict, path: str) -> None:
@@ -283,7 +306,7 @@ def build_backbone(c: WeightsConfig, w: Weights) -> nn.Module:
         model.load_state_dict(torch.hub.load_state_dict_from_url(
             w.source, progress=True, check_hash=True, weights_only=True))
     elif w.source not in ("none", "timm"):
-        state = _read_state(w.source)
+        state = _read_state(w.source, sha256=w.sha256)
         _check_keys(model, state, w.source)
         model.load_state_dict(state, strict=False)  # all but the classifier, checked above
     return _drop_classifier(model)

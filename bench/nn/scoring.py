@@ -78,6 +78,9 @@ def csi_scores(test_z: torch.Tensor, test_shift: torch.Tensor, train_z: torch.Te
     return (sim_total + shi_total) / k_shifts, sim_total / k_shifts
 
 
+MAX_RIDGE_GROWTH = 30  # tenfold steps of the ridge before a covariance is given up on
+
+
 def fit_gaussians(z: torch.Tensor, labels: torch.Tensor, n_labels: int, ridge: float,
                   relative: bool = True, on_fallback: Callable[[str], None] | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,19 +102,27 @@ def fit_gaussians(z: torch.Tensor, labels: torch.Tensor, n_labels: int, ridge: f
         x = z[labels == label].double()
         if x.shape[0] < 2:
             raise ValueError(f"label {label} has {x.shape[0]} training samples; need at least 2")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"label {label}: features that are not finite (NaN or infinite "
+                             "weights, or an overflow); no Gaussian fits them")
         mu = x.mean(0)
         centred = x - mu
         cov = centred.t() @ centred / (x.shape[0] - 1)
         scale = cov.diagonal().mean().clamp_min(1e-12) if relative else 1.0
         added = ridge * scale
         chol, info = torch.linalg.cholesky_ex(cov + added * eye)
-        while int(info) != 0:  # not positive definite at this ridge: grow it tenfold
+        for _ in range(MAX_RIDGE_GROWTH):  # not positive definite: grow the ridge tenfold
+            if int(info) == 0:
+                break
             added = max(10 * float(added), 1e-12)
             chol, info = torch.linalg.cholesky_ex(cov + added * eye)
             if int(info) == 0 and on_fallback is not None:
                 on_fallback(f"the covariance of label {label} ({x.shape[0]} samples, {d} "
                             f"dimensions) needed a ridge of {added:.3g} instead of "
                             f"{float(ridge * scale):.3g} to be positive definite")
+        if int(info) != 0:
+            raise ValueError(f"the covariance of label {label} is not positive definite even "
+                             f"with a ridge of {added:.3g}")
         means[label] = mu
         whiteners[label] = torch.linalg.solve_triangular(chol, eye, upper=False).t()
     return means, whiteners

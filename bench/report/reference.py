@@ -245,6 +245,8 @@ def side_by_side_frames(table: pd.DataFrame) -> dict[tuple[str, ...], pd.DataFra
     confirmed) and `ours` (a row of ours) columns; what the Markdown, LaTeX and HTML tables
     show."""
     frames = {}
+    if table.empty:  # no cell of ours matches a published one
+        return frames
     for key, part in table.groupby(["protocol", "dataset", "preset", "ood_table", "metric"],
                                    sort=True):
         cells = sorted(set(part["cell"]), key=_cell_order)

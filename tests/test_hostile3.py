@@ -1,0 +1,289 @@
+"""Run directories, rows files, checkpoints and image lists from someone else, round three:
+each test plants the damage (links, FIFOs, bombs, NaN weights, escape sequences, swapped files)
+and checks that bench neither writes outside the run, hangs, exhausts memory, crashes nor types
+into the terminal."""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bench.cli import main
+from bench.store import ROW_COLUMNS
+
+BENCH = [sys.executable, "-m", "bench"]
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "backbone=resnet-tiny", "--set", "epochs=1", "--set", "batch_size=32",
+        "--set", "proj_hidden=16", "--set", "proj_dim=8", "--set", "max_train_samples=64"]
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def bench(args, timeout=300):
+    """`bench ARGS` in a subprocess with a time limit: a hang is a failure, not a stuck suite."""
+    return subprocess.run(BENCH + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def run_args(out, methods="knn,simclr", classes="0"):
+    return ["run", "--methods", methods, "--datasets", "synthetic", "--classes", classes,
+            "--out", out, *TINY]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    proc = bench(run_args(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture
+def copy(tmp_path, finished):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out, symlinks=True)
+    return out
+
+
+def _job(out, prefix):
+    return next(d for d in (out / "jobs").iterdir() if d.name.startswith(prefix))
+
+
+def _model(out, prefix):
+    return next(d for d in (out / "models").iterdir() if d.name.startswith(prefix))
+
+
+# --- nothing written outside the run, whatever is planted in it ---------------------------------
+
+@pytest.mark.parametrize("folder", ["jobs", "models"])
+def test_a_job_or_model_folder_planted_as_a_link_is_refused(copy, tmp_path, folder):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = _job(copy, "simclr") if folder == "jobs" else _model(copy, "simclr")
+    shutil.rmtree(victim)
+    victim.symlink_to(elsewhere, target_is_directory=True)
+    proc = bench(run_args(copy))
+    assert proc.returncode == 2, proc.stderr
+    assert "is a symbolic link" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(elsewhere.iterdir()) == []  # nothing written there
+    # a leaderboard of the run does not follow it either
+    proc = bench(["leaderboard", "--runs", copy, "--out", tmp_path / "lb"])
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("lock", [".results.lock", "job"])
+def test_a_lock_planted_as_a_link_creates_nothing(copy, tmp_path, lock):
+    target = tmp_path / "created-by-bench"
+    path = copy / ".results.lock" if lock == ".results.lock" else _job(copy, "knn") / ".lock"
+    if path.exists():
+        path.unlink()
+    path.symlink_to(target)
+    shutil.rmtree(_job(copy, "knn")) if lock == ".results.lock" else None
+    (_job(copy, "knn") / "record.json").unlink() if lock == "job" else None
+    proc = bench(run_args(copy))
+    assert not target.exists(), "a lock link was followed"
+    assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr
+
+
+# --- nothing read that can hang or exhaust memory ----------------------------------------------
+
+@pytest.mark.parametrize("command", ["run", "leaderboard", "report", "figures"])
+def test_a_fifo_as_record_json_hangs_nothing(copy, tmp_path, command):
+    record = _job(copy, "knn") / "record.json"
+    record.unlink()
+    os.mkfifo(record)
+    args = {"run": run_args(copy),
+            "leaderboard": ["leaderboard", "--runs", copy, "--out", tmp_path / "lb"],
+            "report": ["report", "--runs", copy, "--out", tmp_path / "rep"],
+            "figures": ["figures", "--runs", copy, "--out", tmp_path / "fig", "--no-tsne"]}
+    proc = bench(args[command], timeout=240)  # a hang fails here
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_fifo_as_model_pt_and_a_record_linked_to_dev_zero(copy):
+    model = _model(copy, "simclr") / "model.pt"
+    model.unlink()
+    os.mkfifo(model)
+    record = _job(copy, "knn") / "record.json"
+    record.unlink()
+    record.symlink_to("/dev/zero")
+    shutil.rmtree(_job(copy, "simclr"))
+    proc = bench(run_args(copy), timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert (_model(copy, "simclr") / "model.pt").is_file()  # retrained, the FIFO replaced
+
+
+def _deflated_torch_bomb(path: Path, numel: int) -> None:
+    """A torch zip whose one storage is deflated: a few kB declaring `numel` float32s."""
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(numel // 1000)}, buffer)
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src, \
+            zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if "/data/" in info.filename:
+                data = bytes(numel * 4)
+            dst.writestr(info.filename, data)
+
+
+def test_a_compressed_torch_file_is_refused_before_it_is_unpacked(tmp_path, capsys):
+    from bench.files import NotRegularFile, load_torch_checked
+
+    bomb = tmp_path / "bomb.pt"
+    _deflated_torch_bomb(bomb, 50_000_000)  # 200 MB declared
+    assert bomb.stat().st_size < 1_000_000
+    with pytest.raises(NotRegularFile, match="compressed entries"):
+        load_torch_checked(bomb)
+    code, _, err = run_cli(["run", "--methods", "mcl", "--datasets", "synthetic", "--classes",
+                            "0", "--checkpoint", bomb, "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "compressed entries" in err and not (tmp_path / "run").exists()
+
+
+def test_an_npz_bomb_is_refused(copy, tmp_path, capsys, monkeypatch):
+    import bench.files
+
+    monkeypatch.setattr(bench.files, "NPZ_MAX_BYTES", 10_000_000)
+    job = _job(copy, "simclr")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, features=np.zeros((5000, 1000), np.float32),  # 20 MB of zeros
+                        group=np.array(["normal"] * 5000))
+    (job / "embedding.npz").write_bytes(buffer.getvalue())
+    with pytest.raises(bench.files.NotRegularFile, match="unpack to"):
+        bench.files.load_npz(job / "embedding.npz")
+
+
+# --- nothing that crashes ------------------------------------------------------------------------
+
+def test_a_report_of_rows_no_published_table_matches(tmp_path, capsys):
+    """The default `bench run` on digits matches no published table: the page is written."""
+    out = tmp_path / "run"
+    assert bench(["run", "--methods", "knn,ocsvm", "--classes", "0,1", "--out", out]
+                 ).returncode == 0
+    code, printed, err = run_cli(["report", "--runs", out, "--out", tmp_path / "rep"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "rep" / "index.html").is_file()
+    assert "No cell of these rows matches" in (tmp_path / "rep" / "index.html").read_text()
+
+
+# --- checkpoints and weights files: malformed, non-finite, swapped --------------------------------
+
+def _mcl_checkpoint(tmp_path, capsys):
+    """A real bench model.pt of MCL (tiny), to damage."""
+    out = tmp_path / "src"
+    code, _, err = run_cli(run_args(out, "mcl"), capsys)
+    assert code == 0, err
+    return next((out / "models").glob("mcl-*/model.pt"))
+
+
+def _damaged(state: dict, how: str) -> dict:
+    state = dict(state)
+    key = next(k for k in state if k.endswith("conv1.weight") or k.endswith("stem.0.weight"))
+    if how == "string":
+        state[key] = "not a tensor"
+    elif how == "nan":
+        state[key] = torch.full_like(state[key], float("nan"))
+    elif how == "inf":
+        state[key] = torch.full_like(state[key], float("inf"))
+    elif how == "complex":
+        state[key] = state[key].to(torch.complex64)
+    elif how == "zero-dim":
+        state["backbone.layers.0.conv1.weight"] = torch.tensor(1.0)
+    elif how == "projector-alone":
+        state.pop("projector.2.weight", None)
+        state.pop("projector.2.bias", None)
+    elif how == "block-name":
+        block = next(k for k in state if k.startswith("backbone.layers."))
+        state["backbone.layers.x." + block.split(".", 3)[3]] = state.pop(block)
+    return state
+
+
+@pytest.mark.parametrize("how,said", [
+    ("string", "holds str, not a tensor"), ("nan", "NaN or infinite"), ("inf", "NaN or infinite"),
+    ("complex", "complex numbers"), ("zero-dim", "IndexError"),
+    ("projector-alone", "KeyError"), ("block-name", "ValueError")])
+def test_a_malformed_checkpoint_is_one_line(tmp_path, capsys, how, said):
+    good = torch.load(_mcl_checkpoint(tmp_path, capsys), weights_only=True)
+    bad = tmp_path / f"{how}.pt"
+    torch.save({**good, "model": _damaged(good["model"], how)}, bad)
+    code, _, err = run_cli(run_args(tmp_path / "run", "mcl") + ["--checkpoint", bad], capsys)
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("bench: error: ") and said in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_legacy_torch_file_and_a_missing_one_get_true_messages(tmp_path, capsys):
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"x": torch.zeros(2)}, legacy, _use_new_zipfile_serialization=False)
+    code, _, err = run_cli(run_args(tmp_path / "run", "mcl") + ["--checkpoint", legacy], capsys)
+    assert code == 2 and "legacy format" in err and "no such file" not in err
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    code, _, err = run_cli(run_args(tmp_path / "run", "mcl") + ["--checkpoint", fifo], capsys)
+    assert code == 2 and "not a regular file" in err and "no such file" not in err
+    code, _, err = run_cli(run_args(tmp_path / "run", "mcl") + ["--checkpoint",
+                                                                 tmp_path / "absent.pt"], capsys)
+    assert code == 2 and "no such file" in err
+
+
+def test_a_checkpoint_swapped_after_planning_fails_its_job(tmp_path, capsys, monkeypatch):
+    """The file is replaced between the plan and the job: the job fails, naming it."""
+    import bench.runner
+
+    path = _mcl_checkpoint(tmp_path, capsys)
+    ours = tmp_path / "ours.pt"
+    shutil.copy(path, ours)
+    plan = bench.runner.plan
+
+    def plan_then_swap(spec):
+        planned = plan(spec)
+        state = torch.load(ours, weights_only=True)
+        state["model"] = {k: v + 1 if v.is_floating_point() else v
+                          for k, v in state["model"].items()}
+        torch.save(state, ours)  # another file under the same name
+        return planned
+
+    monkeypatch.setattr(bench.runner, "plan", plan_then_swap)
+    code, _, err = run_cli(run_args(tmp_path / "run", "mcl") + ["--checkpoint", ours], capsys)
+    assert code == 1 and "changed since the run was planned" in err, err
+    assert "Traceback" not in err
+
+
+def test_the_gaussian_fit_gives_up_on_what_no_ridge_fixes():
+    from bench.nn.scoring import fit_gaussians
+
+    labels = torch.zeros(8, dtype=torch.long)
+    with pytest.raises(ValueError, match="not finite"):
+        fit_gaussians(torch.full((8, 4), float("nan")), labels, 1, 1e-6)
+    huge = torch.randn(8, 4, dtype=torch.float64) * 1e200  # finite, but the covariance is inf
+    with pytest.raises(ValueError, match="not positive definite even with a ridge"):
+        fit_gaussians(huge, labels, 1, 1e-6)
+
+
+def test_weights_files_and_names_from_elsewhere(tmp_path, capsys):
+    bad = tmp_path / "strings.pt"
+    torch.save({"conv1.weight": "x", "fc.weight": torch.zeros(2)}, bad)
+    args = ["run", "--methods", "knn", "--features", "resnet18-in1k", "--classes", "0",
+            "--set", "image_size=32", "--out", tmp_path / "run"]
+    code, _, err = run_cli([*args, "--set", f"resnet18-in1k.weights={bad}"], capsys)
+    assert code == 2 and "holds str, not a tensor" in err and err.count("\n") == 1, err
+    code, _, err = run_cli([*args, "--set", f"resnet18-in1k.weights={tmp_path / 'no.pt'}"],
+                           capsys)
+    assert code == 2 and "--set resnet18-in1k.weights=PATH" in err, err  # the real field
+    code, _, err = run_cli(["run", "--methods", "knn", "--features",
+                            "timm-resnet18.a1_in1k/../../x", "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "not a timm model name" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
