@@ -103,19 +103,35 @@ def plan_spec(*, methods: Names = None, datasets: Names = "digits",
         notes.append(f"precision {precision} -> "
                      f"{resolve_precision(precision, select_device(device)).describe()}")
     data = tuple(DATASETS.canonical(d) for d in _names(datasets, "--datasets") or ("digits",))
+    overrides = _overrides(set)
+    _no_repeats([o.partition("=")[0].strip() for o in overrides], "--set", overrides)
+    the_checkpoints = tuple(_checkpoint(c) for c in checkpoints)
+    _no_repeats([m or "(no method)" for m, _ in the_checkpoints], "--checkpoint",
+                [f"{m}={p}" if m else p for m, p in the_checkpoints])
     the_ood = _names(ood, "--ood")
     spec = RunSpec(
         methods=chosen, datasets=data, protocol=protocol, classes=_ints(classes, "classes"),
         seeds=_ints(seeds, "seeds", most=MAX_SEED) or (0,), preset=resolved,
-        overrides=_overrides(set), out=str(out), data_dir=str(data_dir or ""), device=device,
+        overrides=overrides, out=str(out), data_dir=str(data_dir or ""), device=device,
         download=download,
         ood=tuple(DATASETS.canonical(o) for o in the_ood) if the_ood else None,
         strict=strict, compile=compile, precision=precision,
         features=tuple(_names(features, "--features") or ("pixel",)),
         deterministic=deterministic, ood_table=ood_table,
-        checkpoints=tuple(_checkpoint(c) for c in checkpoints),
+        checkpoints=the_checkpoints,
     )
     return spec, notes
+
+
+def _no_repeats(keys: list[str], flag: str, given: Sequence[str]) -> None:
+    """BenchError when a key is given twice (the last would silently win)."""
+    seen: dict[str, str] = {}
+    for key, text in zip(keys, given):
+        if key in seen:
+            raise BenchError(f"{flag} {key} is given twice ({seen[key]} and {text}): give it "
+                             "once" + (" (a comma list sweeps a field)" if flag == "--set"
+                                       else ""))
+        seen[key] = text
 
 
 MAX_LIST = 100_000  # values a seeds / classes range may expand to

@@ -7,6 +7,7 @@ import warnings
 
 import click
 
+from bench.console import echo, printable
 from bench.errors import BenchError
 
 
@@ -149,17 +150,18 @@ def _report_run(out: str, rows, records: list[dict], problems: list[str]) -> int
     for problem in problems:
         warn(problem)
     summary = summarise(rows)  # once, for the terminal and the files
-    click.echo(console_text(summary))
+    echo(console_text(summary))
     write_summary(summary, inside(out, "leaderboard"))
     failed = [r for r in records if r.get("status") == "failed"]
     pending = [r for r in records if r.get("status") not in ("done", "failed")]
-    click.echo(f"\nresults: {out}/results.csv   leaderboard: {out}/leaderboard/")
+    echo(f"\nresults: {out}/results.csv   leaderboard: {out}/leaderboard/")
     if pending:
-        click.echo(f"{len(pending)} jobs not finished yet", err=True)
+        echo(f"{len(pending)} jobs not finished yet", err=True)
     if failed:
         for r in failed:
-            click.echo(f"failed: {r['job_id']}: {r.get('error', '')}", err=True)
-        click.echo(f"{len(failed)} of {len(records)} jobs failed (--retry-failed runs them again)",
+            echo(f"failed: {r['job_id']}: {printable(r.get('error', ''), one_line=True)}",
+                 err=True)
+        echo(f"{len(failed)} of {len(records)} jobs failed (--retry-failed runs them again)",
                    err=True)
         return 1
     return 0
@@ -232,8 +234,8 @@ def leaderboard(runs, rows_files, out, metric, force, formats) -> int:
     check_writable(out)
     paths = write_summary(summary, out, keep_other_sections=not force,
                           formats=tuple(formats) or ("csv", "markdown"))
-    click.echo(console_text(summary))
-    click.echo(f"\nwrote {len(paths)} files under {out}/")
+    echo(console_text(summary))
+    echo(f"\nwrote {len(paths)} files under {out}/")
     return 0
 
 
@@ -250,7 +252,7 @@ def rows_cmd(runs, rows_files, out) -> int:
     rows = _load(runs, rows_files)
     check_writable(out)
     for path in write_rows_files(rows, out):
-        click.echo(str(path))
+        echo(str(path))
     return 0
 
 
@@ -288,13 +290,14 @@ def compare(runs, rows_files, references, reference_dir, csv_out, ours, side_by_
                            load_reference(list(references) or None, reference_dir),
                            ours=list(ours) or None)
     if output_format == "latex":
-        click.echo(side_by_side_latex(table), nl=False)
+        echo(side_by_side_latex(table), nl=False)
     else:
-        click.echo(format_side_by_side(table) if side_by_side else format_comparison(table))
+        echo(format_side_by_side(table) if side_by_side else format_comparison(table))
     if csv_out:
         from bench.files import atomic_write_csv
+        from bench.report.leaderboard import neutralised
 
-        atomic_write_csv(csv_out, table)
+        atomic_write_csv(csv_out, neutralised(table))
     return 0
 
 
@@ -336,7 +339,7 @@ def figures(runs, rows_files, out, job_ids, tsne, size, only, control) -> int:
     for line in skipped:
         warn(line)
     for p in drawn:
-        click.echo(str(p))
+        echo(str(p))
     return 0
 
 
@@ -367,7 +370,7 @@ def report(runs, rows_files, out, control) -> int:
     path, skipped = build_report(rows, records, chosen, Path(out), control)
     for line in skipped:
         warn(line)
-    click.echo(str(path))
+    echo(str(path))
     return 0
 
 
@@ -394,7 +397,7 @@ def data_info(name, data_dir) -> int:
     from bench.registry import DATASETS
 
     directory = Path(data_dir) if data_dir else default_data_dir()
-    click.echo(f"data dir: {directory}  (--data-dir, or $BENCH_DATA)")
+    echo(f"data dir: {directory}  (--data-dir, or $BENCH_DATA)")
     for n in [name] if name else DATASETS.names():
         entry = DATASETS.entry(n)
         if entry.kind == "generated":
@@ -407,7 +410,7 @@ def data_info(name, data_dir) -> int:
                 state = "missing: " + str(exc).split(": ", 1)[1]
             except BenchError as exc:
                 state = "damaged: " + str(exc)
-        click.echo(f"{n:<16} {state}")
+        echo(f"{n:<16} {state}")
     return 0
 
 
@@ -444,26 +447,26 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="pyod")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"bench: warning: {msg}\n"
     for note in clamp_thread_variables():
-        click.echo(f"bench: warning: {note}", err=True)
+        echo(f"bench: warning: {note}", err=True)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         code = cli.main(args=argv, prog_name="bench", standalone_mode=False)
     except BenchError as exc:
         for line in str(exc).splitlines() or [""]:
-            click.echo(f"bench: error: {line}", err=True)
+            echo(f"bench: error: {line}", err=True)
         sys.exit(2)
     except OSError as exc:
-        click.echo(f"bench: error: {os_error_message(exc)}", err=True)
+        echo(f"bench: error: {os_error_message(exc)}", err=True)
         sys.exit(2)
     except MemoryError:
-        click.echo("bench: error: out of memory", err=True)
+        echo("bench: error: out of memory", err=True)
         sys.exit(2)
     except click.exceptions.UsageError as exc:
-        click.echo(f"bench: error: {exc.format_message()}", err=True)
+        echo(f"bench: error: {exc.format_message()}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("bench: interrupted", err=True)
+        echo("bench: interrupted", err=True)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

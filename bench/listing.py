@@ -3,8 +3,7 @@ sets, protocols and OOD tables, presets, and the config fields of a method."""
 
 from __future__ import annotations
 
-import click
-
+from bench.console import echo
 from bench.errors import BenchError
 
 
@@ -13,7 +12,7 @@ def _list_methods() -> None:
     from bench.protocols import PROTOCOLS
     from bench.registry import METHODS
 
-    click.echo(f"{'method':<10} {'kind':<16} {'protocols':<28} {'own scores':<32} what")
+    echo(f"{'method':<10} {'kind':<16} {'protocols':<28} {'own scores':<32} what")
     adds = {}
     for name in METHODS:
         cls = METHODS.load_object(name)
@@ -23,19 +22,19 @@ def _list_methods() -> None:
         doc += "" if cls.in_default_run else " [by name only]"
         plugin = METHODS.plugin(name)
         doc += f" [plugin: {plugin.origin}, {plugin.version}]" if plugin is not None else ""
-        click.echo(f"{name:<10} {cls.kind:<16} {runs:<28} {', '.join(cls.scores):<32} {doc}")
+        echo(f"{name:<10} {cls.kind:<16} {runs:<28} {', '.join(cls.scores):<32} {doc}")
         if hasattr(cls, "posthoc_names"):
             adds.setdefault((cls.posthoc_names(False), cls.posthoc_names(True)), []).append(name)
-    click.echo("\npost-hoc scores added to each network's own (bench/nn/posthoc.py's table):")
+    echo("\npost-hoc scores added to each network's own (bench/nn/posthoc.py's table):")
     for (unlabeled, labeled), names in adds.items():
         extra = [s for s in labeled if s not in unlabeled]
-        click.echo(f"  {', '.join(names)}: {', '.join(unlabeled)}"
+        echo(f"  {', '.join(names)}: {', '.join(unlabeled)}"
                    + (f"; with class labels also {', '.join(extra)}" if extra else ""))
-    click.echo("  needs of each score: " + "; ".join(
+    echo("  needs of each score: " + "; ".join(
         f"{n} ({', '.join(sorted(s.needs))})" for n, s in POSTHOC.items()))
-    click.echo("classical methods run in ood-labeled on the features of a labeled network "
+    echo("classical methods run in ood-labeled on the features of a labeled network "
                "(--features)")
-    click.echo("feature sources of --features: the methods with a network, and ImageNet-pretrained "
+    echo("feature sources of --features: the methods with a network, and ImageNet-pretrained "
                "networks (<torchvision model>-in1k, e.g. resnet152-in1k; timm-<model>)")
 
 
@@ -43,21 +42,21 @@ def _list_datasets() -> None:
     from bench.registry import DATASETS, KINDS
 
     for name in DATASETS:
-        click.echo(f"{name:<16} {KINDS[DATASETS.entry(name).kind]}")
+        echo(f"{name:<16} {KINDS[DATASETS.entry(name).kind]}")
 
 
 def _list_protocols() -> None:
     from bench.protocols import PROTOCOL_VERSION, PROTOCOLS, TABLES
 
     for p in PROTOCOLS.values():
-        click.echo(f"{p.name:<12} {p.description}")
+        echo(f"{p.name:<12} {p.description}")
     for name, table in TABLES.items():
         source = f" ({table.description})" if table.loader else ""
-        click.echo(f"\nOOD table {name}{source}, protocol version {PROTOCOL_VERSION}"
+        echo(f"\nOOD table {name}{source}, protocol version {PROTOCOL_VERSION}"
                    + ("; the -val protocols use the validation sets" if not source else "") + ":")
         for d, t in table.items():
             validation = f"  validation: {', '.join(t.validation)}" if t.validation else ""
-            click.echo(f"  {d:<14} near: {', '.join(t.near):<40} far: {', '.join(t.far)}"
+            echo(f"  {d:<14} near: {', '.join(t.near):<40} far: {', '.join(t.far)}"
                        + validation)
 
 
@@ -65,7 +64,7 @@ def _list_presets() -> None:
     from bench.config import PRESET_HELP
 
     for name, text in PRESET_HELP.items():
-        click.echo(f"{name:<9} {text}")
+        echo(f"{name:<9} {text}")
 
 
 def _list_fields(method: str | None) -> None:
@@ -80,12 +79,12 @@ def _list_fields(method: str | None) -> None:
             r["type"] = "|".join(v.strip().strip("'") for v in r["type"][7:].split(","))
     columns = ["field", "type", "range", "paper", "standard", "quick", "help"]
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns[:-1]}
-    click.echo(f"{method}: config fields; paper = the config defaults; * = changes scoring only "
+    echo(f"{method}: config fields; paper = the config defaults; * = changes scoring only "
                "(reuses the trained model)")
-    click.echo("  ".join(c.ljust(widths[c]) for c in columns[:-1]) + "  help")
+    echo("  ".join(c.ljust(widths[c]) for c in columns[:-1]) + "  help")
     for r in rows:
         star = " *" if r["scoring only"] else ""
-        click.echo("  ".join(r[c].ljust(widths[c]) for c in columns[:-1]) + "  " + r["help"]
+        echo("  ".join(r[c].ljust(widths[c]) for c in columns[:-1]) + "  " + r["help"]
                    + star)
 
 

@@ -4,6 +4,7 @@ gives DamagedFile naming the file, the column and the first bad line)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,15 @@ def migrate_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.reindex(columns=ROW_COLUMNS)
 
 
+MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
+# columns of free text: printed and written as text, so never a control character in them
+FREE_TEXT_COLUMNS = ("score", "variant", "features", "ood_dataset", "normal_class", "backbone",
+                     "precision", "device", "code_version", "run_id", "config_hash",
+                     "created_at", "n_train", "epochs")
+FORMULA_CHECKED = ("score", "variant", "features", "ood_dataset", "normal_class")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _first_bad(path: Path, column: str, series: pd.Series, bad, why: str) -> None:
     """DamagedFile '<file>: column <c>, line <n>: <value> <why>' for the first True of `bad`
     (line 1 is the header); nothing when no row is bad."""
@@ -114,8 +124,18 @@ def validate_rows(rows: pd.DataFrame, path: Path) -> pd.DataFrame:
                          "not 99.4)")
     seeds = pd.to_numeric(rows["seed"], errors="coerce").astype(float)
     _first_bad(path, "seed", rows["seed"],
-               ~(np.isfinite(seeds) & (seeds >= 0) & (seeds == np.floor(seeds))),
-               "is not a seed (a non-negative integer)")
+               ~(np.isfinite(seeds) & (seeds >= 0) & (seeds == np.floor(seeds))
+                 & (seeds <= MAX_SEED)),
+               f"is not a seed (an integer from 0 to {MAX_SEED})")
+    for column in FREE_TEXT_COLUMNS:
+        if column in rows:
+            text = rows[column].astype(str)
+            _first_bad(path, column, text, text.str.contains(CONTROL_CHARACTERS.pattern,
+                                                             regex=True),
+                       "holds a control character (a line break or an escape sequence)")
+            if column in FORMULA_CHECKED:
+                _first_bad(path, column, text, text.str.match(r"[=+@]"),
+                           "starts like a spreadsheet formula (=, + or @)")
     return rows.assign(value=values, seed=seeds.astype("int64"), protocol_version=version)
 
 

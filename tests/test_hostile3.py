@@ -287,3 +287,88 @@ def test_weights_files_and_names_from_elsewhere(tmp_path, capsys):
                             "timm-resnet18.a1_in1k/../../x", "--out", tmp_path / "run"], capsys)
     assert code == 2 and "not a timm model name" in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
+
+
+# --- nothing typed into the terminal or a spreadsheet --------------------------------------------
+
+def _rows(**changes) -> pd.DataFrame:
+    out = []
+    for method, score in (("knn", "pixel"), ("mcl", "sei"), ("csi", "csi")):
+        for c in range(6):
+            row = dict.fromkeys(ROW_COLUMNS, "")
+            row.update(method=method, score=score, protocol="one-class", protocol_version="2",
+                       dataset="synthetic", normal_class=str(c), ood_dataset="rest", seed=0,
+                       metric="auroc", value=0.5 + 0.05 * c, preset="quick",
+                       job_id=f"{method}-{c}", features="pixel" if method == "knn" else "")
+            out.append(row)
+    frame = pd.DataFrame(out)
+    for column, value in changes.items():
+        frame[column] = frame[column].astype(object)
+        frame.loc[0, column] = value
+    return frame
+
+
+ESCAPES = {"clipboard": "\x1b]52;c;cm0gLXJmIH4=\x07", "title": "\x1b]0;pwned\x07",
+           "clear": "\x1b[2J", "newline": "x\n| forged | row |", "c1": "\x9b2J"}
+
+
+@pytest.mark.parametrize("column", ["score", "variant", "normal_class", "ood_dataset",
+                                    "code_version"])
+@pytest.mark.parametrize("payload", list(ESCAPES))
+def test_escape_sequences_in_a_rows_file_are_refused(tmp_path, capsys, column, payload):
+    path = tmp_path / "rows.csv"
+    _rows(**{column: ESCAPES[payload]}).to_csv(path, index=False)
+    code, out, err = run_cli(["leaderboard", "--rows", path, "--out", tmp_path / "lb"], capsys)
+    assert code == 2 and "control character" in err, err
+    assert "\x1b" not in out + err and "\x9b" not in out + err
+    assert err.count("\n") == 1  # one line: the newline did not forge a second
+    assert not (tmp_path / "lb").exists()
+
+
+def test_escape_sequences_in_a_record_are_not_echoed(copy, capsys):
+    record_path = _job(copy, "knn") / "record.json"
+    record = json.loads(record_path.read_text())
+    record.update(status="failed", error="boom \x1b]0;pwned\x07\x1b[2J\nfailed: forged line")
+    record_path.write_text(json.dumps(record))
+    code, out, err = run_cli(run_args(copy), capsys)  # a failed job is not retried: printed
+    assert code == 1
+    assert "\x1b" not in out + err and "\x07" not in out + err
+    failed = [line for line in err.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == 1 and "\\x1b]0;pwned" in failed[0]
+
+
+@pytest.mark.parametrize("column,value", [("normal_class", '=HYPERLINK("http://x","y")'),
+                                          ("score", "+cmd"), ("ood_dataset", "@SUM(1)")])
+def test_spreadsheet_formulas_are_refused_on_the_way_in(tmp_path, capsys, column, value):
+    path = tmp_path / "rows.csv"
+    _rows(**{column: value}).to_csv(path, index=False)
+    code, _, err = run_cli(["leaderboard", "--rows", path, "--out", tmp_path / "lb"], capsys)
+    assert code == 2 and "spreadsheet formula" in err, err
+
+
+def test_leaderboard_csv_cells_that_start_like_formulas_are_neutralised():
+    from bench.report.leaderboard import neutralised
+
+    frame = pd.DataFrame({"=cmd": ["-1+1", "@x", "ok"], "n": [-1.5, 2.0, 3.0]})
+    out = neutralised(frame)
+    assert list(out.columns) == ["'=cmd", "n"]
+    assert list(out["'=cmd"]) == ["'-1+1", "'@x", "ok"] and list(out["n"]) == [-1.5, 2.0, 3.0]
+
+
+def test_a_pipe_in_a_markdown_cell_does_not_split_the_table():
+    from bench.report.leaderboard import _cell
+
+    assert _cell("a|b\n| forged |") == "a\\|b\\n\\| forged \\|"
+
+
+def test_absurd_seeds_and_repeated_flags_are_refused(tmp_path, capsys):
+    path = tmp_path / "rows.csv"
+    _rows(seed=1e30).to_csv(path, index=False)
+    code, _, err = run_cli(["leaderboard", "--rows", path, "--out", tmp_path / "lb"], capsys)
+    assert code == 2 and "is not a seed" in err, err
+    code, _, err = run_cli(["run", "--methods", "knn", "--set", "knn.n_neighbors=3", "--set",
+                            "knn.n_neighbors=7", "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "given twice" in err
+    code, _, err = run_cli(["run", "--methods", "mcl", "--checkpoint", "mcl=a.pt",
+                            "--checkpoint", "mcl=b.pt", "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "given twice" in err and not (tmp_path / "run").exists()

@@ -338,12 +338,35 @@ def _latex_escape(text: str) -> str:
     return "$".join(parts)
 
 
+def _cell(value: object) -> str:
+    """A Markdown cell: a '|' escaped, a line break or control character shown as its escape
+    (a value never splits the table or forges a row)."""
+    from bench.console import printable
+
+    return printable(value, one_line=True).replace("|", "\\|")
+
+
+def neutralised(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table to write as CSV for spreadsheets: a text cell or header that starts like a
+    formula (=, +, -, @) gets a leading apostrophe, so it is shown, never evaluated."""
+    def safe(v: object) -> object:
+        return "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v
+
+    out = frame.copy()
+    out.columns = [safe(str(c)) for c in out.columns]
+    for column in out.columns:
+        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
+            out[column] = out[column].map(safe)
+    return out
+
+
 def to_markdown(numbers: pd.DataFrame, title: str, notes: list[str] = ()) -> str:
     """A Markdown table of `numeric_table`'s numbers, the notes as a list under it."""
     shown = as_text(numbers).reset_index()
-    header = "| " + " | ".join(shown.columns) + " |"
+    header = "| " + " | ".join(map(_cell, shown.columns)) + " |"
     rule = "|" + "|".join("---" for _ in shown.columns) + "|"
-    lines = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    lines = ["| " + " | ".join(_cell(v) for v in row) + " |"
+             for row in shown.itertuples(index=False)]
     text = f"### {title}\n\n" + "\n".join([header, rule, *lines]) + "\n"
     if notes:
         text += "\n" + "".join(f"- {line}\n" for line in notes)
@@ -406,7 +429,7 @@ def write_summary(summary: Summary, out: str | Path, keep_other_sections: bool =
         stem = table_name(*key) + ("" if metric == "auroc" else f"_{metric}")
         numbers = numeric_table(summary, key)
         if "csv" in formats:
-            atomic_write_csv(inside(out, f"{stem}.csv"), numbers.round(4).reset_index())
+            atomic_write_csv(inside(out, f"{stem}.csv"), neutralised(numbers.round(4).reset_index()))
             written.append(out / f"{stem}.csv")
         if "latex" in formats:
             atomic_write_text(inside(out, f"{stem}.tex"), to_latex(summary, key))
