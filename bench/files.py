@@ -202,11 +202,14 @@ def clean_stale_temporaries(folder: Path | str, recursive: bool = True) -> list[
     removed = []
     now = time.time()
     candidates = folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")
-    for path in candidates:
+    for path in list(candidates):
         try:
-            if path.is_symlink() or not path.is_file():
+            folder_tmp = path.is_dir() and not path.is_symlink()
+            if path.is_symlink() or not (path.is_file() or folder_tmp):
                 continue
             match = TEMPORARY.fullmatch(path.name)
+            if folder_tmp and not match:  # only bench's own temporary folders (a report's)
+                continue
             age = now - path.stat().st_mtime
             if match:
                 stale = (not _pid_alive(int(match["pid"])) if match["host"] == HOST
@@ -214,11 +217,20 @@ def clean_stale_temporaries(folder: Path | str, recursive: bool = True) -> list[
             else:
                 stale = age > LEGACY_TEMPORARY_AGE_S
             if stale:
-                path.unlink()
+                shutil.rmtree(path) if folder_tmp else path.unlink()
                 removed.append(path)
         except OSError:
             continue
     return removed
+
+
+def temporary_folder(parent: Path | str, name: str) -> tempfile.TemporaryDirectory:
+    """A temporary folder inside `parent` (created), named as bench's temporaries are, so the
+    stale-temporary cleaner removes it if the process is killed."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(dir=parent, prefix=f".{name}.{HOST}.{os.getpid()}.",
+                                       suffix=".tmp")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

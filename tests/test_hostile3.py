@@ -372,3 +372,124 @@ def test_absurd_seeds_and_repeated_flags_are_refused(tmp_path, capsys):
     code, _, err = run_cli(["run", "--methods", "mcl", "--checkpoint", "mcl=a.pt",
                             "--checkpoint", "mcl=b.pt", "--out", tmp_path / "run"], capsys)
     assert code == 2 and "given twice" in err and not (tmp_path / "run").exists()
+
+
+# --- OpenOOD image lists from the internet ------------------------------------------------------
+
+def _openood_tree(root, lines_of=None):
+    """A minimal OpenOOD layout: one 40 x 40 image per list line; `lines_of` overrides a
+    list's lines."""
+    from PIL import Image
+
+    lists = root / "openood" / "benchmark_imglist" / "cifar10"
+    lists.mkdir(parents=True)
+    for name in ("cifar10", "texture"):
+        folder = root / "openood" / "images_classic" / name / "test"
+        folder.mkdir(parents=True)
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(folder / "0.png")
+        lines = (lines_of or {}).get(name, [f"{name}/test/0.png 0"])
+        (lists / f"test_{name}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("line,said", [
+    ("texture/test/0.png 0 extra", "is not a label"),
+    ("texture/test/0.png zero", "is not a label"),
+    ("texture/test/0.png 10000000", "outside -1..999"),
+    ("texture/test/0.png {'label': 10**8}", "is not a label"),
+    ("/etc/passwd 0", "not a path inside images_classic"),
+    ("../../../etc/passwd 0", "not a path inside images_classic")])
+def test_every_line_of_an_openood_list_is_checked_when_probed(tmp_path, line, said):
+    from bench.datasets import openood
+    from bench.errors import BenchError
+
+    _openood_tree(tmp_path, {"texture": ["texture/test/0.png 0", line]})
+    with pytest.raises(BenchError, match=said) as info:
+        openood.probe(tmp_path, "cifar10", "texture")
+    assert "line 2" in str(info.value)
+
+
+def test_an_image_bomb_in_an_openood_list_is_refused(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from bench.datasets import openood
+    from bench.errors import BenchError
+
+    monkeypatch.setattr(openood, "MAX_PIXELS", 64 * 64)
+    _openood_tree(tmp_path)
+    Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(
+        tmp_path / "openood" / "images_classic" / "texture" / "test" / "0.png")
+    with pytest.raises(BenchError, match="more than an OpenOOD image has"):
+        openood.load(tmp_path, "cifar10", "texture", 32)
+    Image.MAX_IMAGE_PIXELS, old = 1000, Image.MAX_IMAGE_PIXELS  # PIL's own bomb error, caught
+    try:
+        monkeypatch.setattr(openood, "MAX_PIXELS", 10**9)
+        with pytest.raises(BenchError, match="not a readable image"):
+            openood.load(tmp_path, "cifar10", "texture", 32)
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+# --- figures and the report on hostile rows -----------------------------------------------------
+
+def test_thousands_of_entries_are_ranked_quickly_and_not_drawn(tmp_path, capsys):
+    """100,000 rows of 833 entries: the tests finish (vectorised), the diagram is refused."""
+    rng = np.random.default_rng(0)
+    n_entries, n_blocks = 833, 120
+    frame = pd.DataFrame({
+        "method": np.repeat([f"m{i}" for i in range(n_entries)], n_blocks), "score": "s",
+        "normal_class": np.tile([str(b) for b in range(n_blocks)], n_entries),
+        "value": rng.uniform(0.3, 1.0, n_entries * n_blocks)})
+    rows = _rows().iloc[:0].reindex(range(len(frame)))
+    for column in ROW_COLUMNS:
+        rows[column] = frame[column] if column in frame else _rows()[column].iloc[0]
+    rows["job_id"] = rows["method"] + "-" + rows["normal_class"]
+    path = tmp_path / "rows.csv"
+    rows.to_csv(path, index=False)
+    script = (f"import bench; t = bench.significance({str(path)!r}); "
+              "print(len(t), t['p_holm'].notna().sum())")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0 and proc.stdout.split() == ["833", "832"], proc.stderr
+    proc = bench(["figures", "--rows", path, "--figure", "cd", "--out", tmp_path / "f"],
+                 timeout=180)
+    assert proc.returncode == 0 and "more than the 100 one diagram can show" in proc.stderr
+
+
+def test_constant_features_are_not_drawn_as_a_t_sne(copy, tmp_path, capsys):
+    job = _job(copy, "simclr")
+    arrays = dict(np.load(job / "embedding.npz"))
+    arrays["features"] = np.zeros_like(arrays["features"])
+    np.savez_compressed(job / "embedding.npz", **arrays)
+    proc = bench(["figures", "--runs", copy, "--job", job.name, "--figure", "jobs",
+                  "--out", tmp_path / "f"])
+    assert proc.returncode == 0, proc.stderr  # no SIGSEGV in scikit-learn's Barnes-Hut
+    assert "constant or not finite" in proc.stderr
+
+
+def test_a_dollar_label_is_drawn_as_plain_text(tmp_path, capsys):
+    rows = _rows()
+    rows["score"] = rows["score"].where(rows["method"] != "mcl", "$\\foo{$")
+    path = tmp_path / "rows.csv"
+    rows.to_csv(path, index=False)
+    code, out, err = run_cli(["figures", "--rows", path, "--figure", "per-class",
+                              "--out", tmp_path / "f"], capsys)
+    assert code == 0, err
+    assert list((tmp_path / "f").glob("auroc_per_class_*.png")), err
+
+
+def test_a_killed_report_leaves_its_temporaries_under_out_for_the_cleaner(tmp_path, capsys):
+    import socket
+
+    from bench.files import HOST, clean_stale_temporaries
+
+    out = tmp_path / "rep"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = out / f".figures.{HOST}.{dead.pid}.abc.tmp"  # what a killed report leaves
+    stale.mkdir()
+    (stale / "x.png").write_bytes(b"png")
+    assert socket.gethostname()
+    assert clean_stale_temporaries(out, recursive=False) == [stale]
+    assert not stale.exists()

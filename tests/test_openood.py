@@ -65,6 +65,11 @@ def fake_cifar10(tmp_path, monkeypatch):
     datasets._load_cached.cache_clear()
 
 
+def _epochs(args, n):
+    """The tiny network's flags with `n` epochs (a field is set once)."""
+    return [f"epochs={n}" if a.startswith("epochs=") else a for a in args]
+
+
 def run_cli(args, capsys):
     with pytest.raises(SystemExit) as info:
         main([str(a) for a in args])
@@ -124,8 +129,7 @@ def test_ce_on_the_openood_table_end_to_end(tmp_path, capsys, fake_cifar10, tiny
     out = tmp_path / "run"
     code, stdout, err = run_cli(["run", "--protocol", "ood-labeled", "--datasets", "cifar10",
                                  "--ood-table", "openood-v1.5", "--methods", "ce",
-                                 "--data-dir", tmp_path, "--out", out, *tiny_network_args,
-                                 "--set", "epochs=3"], capsys)
+                                 "--data-dir", tmp_path, "--out", out, *_epochs(tiny_network_args, 3)], capsys)
     assert code == 0, err
     rows = pd.read_csv(out / "results.csv", keep_default_na=False)
     assert set(rows["ood_table"]) == {"openood-v1.5"}
@@ -140,7 +144,7 @@ def test_ce_on_the_openood_table_end_to_end(tmp_path, capsys, fake_cifar10, tiny
     # the same networks score on the default table: one training for both
     code, _, err = run_cli(["run", "--protocol", "ood-labeled", "--datasets", "cifar10",
                             "--ood", "gaussian", "--methods", "ce", "--data-dir", tmp_path,
-                            "--out", out, *tiny_network_args, "--set", "epochs=3"], capsys)
+                            "--out", out, *_epochs(tiny_network_args, 3)], capsys)
     assert code == 0 and "using the trained model" in err
 
 

@@ -48,9 +48,32 @@ def image_list(data_dir: Path, in_distribution: str, split: str) -> tuple[Path, 
     return root / "images_classic", lines
 
 
-def _label(extra: str) -> int:
-    value = ast.literal_eval(extra.strip()) if extra.strip() else 0
-    return int(value.get("label", 0)) if isinstance(value, dict) else int(value)
+MAX_CLASSES = 1000  # the most classes of an OpenOOD v1.5 benchmark (ImageNet-1k)
+MAX_PIXELS = 4096 * 4096  # an image larger than this is not one of OpenOOD's (a bomb)
+
+
+def parse(images: Path, lines: list[str], where: str) -> list[tuple[str, int]]:
+    """(path inside images_classic, label) of each line, every line checked: "<path>" or
+    "<path> <integer label or {'label': ...}>", the path relative and inside the folder, the
+    label an integer from -1 (OOD) to MAX_CLASSES - 1; BenchError naming the line otherwise."""
+    out = []
+    for i, line in enumerate(lines, 1):
+        name, _, extra = line.strip().partition(" ")
+        if name.startswith("/") or ".." in Path(name).parts or not name:
+            raise BenchError(f"{where}, line {i}: {name[:80]!r} is not a path inside "
+                             "images_classic")
+        try:
+            value = ast.literal_eval(extra.strip()) if extra.strip() else 0
+            label = value.get("label", 0) if isinstance(value, dict) else value
+            if isinstance(label, bool) or not isinstance(label, int):
+                raise ValueError(label)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            raise BenchError(f"{where}, line {i}: {extra.strip()[:60]!r} is not a label (an "
+                             "integer, or a dict with one; one per line)") from None
+        if not -1 <= label < MAX_CLASSES:
+            raise BenchError(f"{where}, line {i}: label {label} is outside -1..{MAX_CLASSES - 1}")
+        out.append((name, label))
+    return out
 
 
 def _open(path: Path, size: int) -> np.ndarray:
@@ -58,37 +81,42 @@ def _open(path: Path, size: int) -> np.ndarray:
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
-    with Image.open(path) as img:
+    with Image.open(path) as img:  # the header only: the size is checked before decoding
+        if img.width * img.height > MAX_PIXELS:
+            raise BenchError(f"{path}: {img.width} x {img.height} pixels, more than an "
+                             f"OpenOOD image has ({MAX_PIXELS:,} at most)")
         img = TF.resize(img.convert("RGB"), size, InterpolationMode.BILINEAR)
         return np.asarray(TF.center_crop(img, size))
 
 
 def probe(data_dir: Path, in_distribution: str, split: str) -> None:
-    """Every image the list names is there (not decoded)."""
+    """Every line of the list is well formed and names an image that is there (not decoded):
+    checked before anything runs."""
     images, lines = image_list(data_dir, in_distribution, split)
-    for line in lines:
-        if not (images / line.split(" ", 1)[0]).is_file():
+    where = f"{images.parent}/benchmark_imglist/{in_distribution}/test_{split}.txt"
+    for name, _ in parse(images, lines, where):
+        if not (images / name).is_file():
             raise DataMissingError(split, f"{split} ({in_distribution}, OpenOOD v1.5): "
-                                   f"{images / line.split(' ', 1)[0]} not found; extract "
-                                   f"{ORIGIN} into {images.parent}")
+                                   f"{images / name} not found; extract {ORIGIN} into "
+                                   f"{images.parent}")
 
 
 def load(data_dir: Path, in_distribution: str, split: str, size: int) -> ImageSet:
     """The images of `test_<split>.txt` as uint8 3 x size x size, with the list's labels."""
+    from PIL import Image
+
     images, lines = image_list(data_dir, in_distribution, split)
-    out = np.empty((len(lines), size, size, 3), dtype=np.uint8)
-    labels = np.empty(len(lines), dtype=np.int64)
-    for i, line in enumerate(lines):
-        name, _, extra = line.partition(" ")
-        if name.startswith("/") or ".." in Path(name).parts:
-            raise BenchError(f"{images.parent}/benchmark_imglist/{in_distribution}/test_{split}"
-                             f".txt, line {i + 1}: {name!r} is not a path inside images_classic")
+    where = f"{images.parent}/benchmark_imglist/{in_distribution}/test_{split}.txt"
+    entries = parse(images, lines, where)
+    out = np.empty((len(entries), size, size, 3), dtype=np.uint8)
+    labels = np.empty(len(entries), dtype=np.int64)
+    for i, (name, label) in enumerate(entries):
         try:
             out[i] = _open(images / name, size)
-        except (OSError, SyntaxError, ValueError) as exc:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise BenchError(f"{images / name}: not a readable image ({type(exc).__name__}: "
                              f"{exc})") from None
-        labels[i] = _label(extra)
+        labels[i] = label
     classes = tuple(str(c) for c in range(int(labels.max()) + 1)) if len(labels) else ()
     return ImageSet(torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(),
                     torch.from_numpy(labels), classes, split)

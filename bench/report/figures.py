@@ -35,7 +35,8 @@ from bench.report.leaderboard import (  # noqa: E402
 
 sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
 plt.rcParams.update({"figure.dpi": 100, "savefig.bbox": "tight", "pdf.fonttype": 42,
-                     "ps.fonttype": 42, "figure.constrained_layout.use": True})
+                     "ps.fonttype": 42, "figure.constrained_layout.use": True,
+                     "text.parse_math": False})  # labels come from data: '$' is plain text
 
 WIDTHS = {"column": 3.3, "page": 6.9}  # inches
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -44,6 +45,7 @@ LINESTYLES = ["-", "--", ":", "-."]
 
 
 from bench.report.stats import (  # noqa: E402 - the tables the significance figure draws
+    MAX_DRAWN_ENTRIES,
     NotDrawn,
     _default_configs,
     significance_frame,
@@ -384,6 +386,9 @@ def _cd_diagram(rows: pd.DataFrame, out: Path, alpha: float, size: str, preset: 
 
     result, table, dropped, control_note = significance_of(rows, alpha, control)
     entries = list(result.ranks.index)
+    if len(entries) > MAX_DRAWN_ENTRIES:
+        raise NotDrawn(f"{len(entries)} entries, more than the {MAX_DRAWN_ENTRIES} one diagram "
+                       "can show: choose fewer (bench.significance gives every p-value)")
     p = result.nemenyi if result.friedman_rejects else pd.DataFrame(  # no post-hoc: one clique
         1.0, index=result.nemenyi.index, columns=result.nemenyi.columns)
     versus = result.versus_control
@@ -540,6 +545,13 @@ def tsne(job_dir: Path, out: Path, size: str = "page", max_points: int = 2000) -
     arrays = load_npz(path)
     feats, groups = arrays["features"], arrays["group"].astype(str)
     keep = np.arange(len(feats))[:max_points * 2]
+    sample = np.asarray(feats[keep], dtype=float) if np.ndim(feats) == 2 else np.zeros((0, 0))
+    if len(sample) < 5 or len(groups) != len(feats):
+        raise NotDrawn(f"{job_dir.name}: its embedding.npz holds {len(sample)} points of "
+                       "features (at least 5 rows of features, one group each, are drawn)")
+    if not np.isfinite(sample).all() or np.ptp(sample, axis=0).max() == 0:
+        raise NotDrawn(f"{job_dir.name}: its features are constant or not finite; a t-SNE of "
+                       "them means nothing")
     xy = TSNE(n_components=2, init="pca", random_state=0,
               perplexity=min(30, len(keep) - 1)).fit_transform(feats[keep])
     width = min(WIDTHS[size], 4.2)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +148,13 @@ def comparison_html(rows: pd.DataFrame, skipped: list[str]) -> str:
 
 def significance_html(rows: pd.DataFrame, control: str | None, skipped: list[str]) -> str:
     """Per preset: Friedman, the average ranks, Holm against the control, Nemenyi's pairs."""
-    from bench.report.stats import NotDrawn, _default_configs, significance_note, significance_of
+    from bench.report.stats import (
+        MAX_DRAWN_ENTRIES,
+        NotDrawn,
+        _default_configs,
+        significance_note,
+        significance_of,
+    )
 
     parts = []
     auroc = rows[rows["metric"] == "auroc"]
@@ -157,6 +162,9 @@ def significance_html(rows: pd.DataFrame, control: str | None, skipped: list[str
         part, _ = _default_configs(part)
         try:
             result, table, dropped, control_note = significance_of(part, control=control)
+            if len(result.ranks) > MAX_DRAWN_ENTRIES:
+                raise NotDrawn(f"{len(result.ranks)} entries, more than the "
+                               f"{MAX_DRAWN_ENTRIES} one table shows")
         except NotDrawn as exc:
             skipped.append(f"significance, {preset} preset: {exc}")
             continue
@@ -202,11 +210,14 @@ def _png_data(path: Path) -> str:
 
 
 def figures_html(rows: pd.DataFrame, records: list[dict], runs: list[str],
-                 control: str | None, skipped: list[str]) -> str:
-    """Every figure `bench figures` draws from these rows and runs, embedded."""
+                 control: str | None, skipped: list[str], out: Path) -> str:
+    """Every figure `bench figures` draws from these rows and runs, embedded (drawn in a
+    temporary folder under `out`, which a killed report leaves to the stale-temporary
+    cleaner)."""
+    from bench.files import temporary_folder
     from bench.report.figures import draw_all
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with temporary_folder(out, "figures") as tmp:
         paths, not_drawn = draw_all(rows, records, runs, Path(tmp), [], with_tsne=bool(runs),
                                     control=control)
         skipped += [f"figure {line}" for line in not_drawn]
@@ -244,13 +255,14 @@ def runs_html(rows: pd.DataFrame, records: list[dict]) -> str:
 def build_report(rows: pd.DataFrame, records: list[dict], runs: list[str], out: Path,
                  control: str | None = None) -> tuple[Path, list[str]]:
     """Write `out`/index.html; returns its path and one line per part not made and why."""
-    from bench.files import atomic_write_text, inside
+    from bench.files import atomic_write_text, clean_stale_temporaries, inside
 
+    clean_stale_temporaries(out, recursive=False)  # a killed report's figure folder
     skipped: list[str] = []
     sections = [("leaderboards", "Leaderboards", leaderboards_html(rows)),
                 ("published", "Beside published numbers", comparison_html(rows, skipped)),
                 ("significance", "Significance", significance_html(rows, control, skipped)),
-                ("figures", "Figures", figures_html(rows, records, runs, control, skipped)),
+                ("figures", "Figures", figures_html(rows, records, runs, control, skipped, out)),
                 ("runs", "Runs", runs_html(rows, records))]
     nav = "".join(f'<a href="#{key}">{_e(title)}</a>' for key, title, _ in sections)
     body = "".join(f'<h2 id="{key}">{_e(title)}</h2>{content}'

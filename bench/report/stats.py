@@ -77,11 +77,13 @@ class Significance:
     def pairs(self) -> pd.DataFrame:
         """Every pair of entries with Nemenyi's p and whether it is significant (only where
         Friedman rejects: Demsar's post-hoc tests follow a rejected Friedman test)."""
-        entries = list(self.ranks.index)
-        out = [{"entry_a": a, "entry_b": b, "rank_a": self.ranks[a], "rank_b": self.ranks[b],
-                "p": float(self.nemenyi.loc[a, b])}
-               for i, a in enumerate(entries) for b in entries[i + 1:]]
-        frame = pd.DataFrame(out)
+        entries = np.asarray(self.ranks.index, dtype=object)
+        ranks = self.ranks.to_numpy(float)
+        first, second = np.triu_indices(len(entries), k=1)  # every pair once, vectorised
+        p = self.nemenyi.loc[self.ranks.index, self.ranks.index].to_numpy(float)
+        frame = pd.DataFrame({"entry_a": entries[first], "entry_b": entries[second],
+                              "rank_a": ranks[first], "rank_b": ranks[second],
+                              "p": p[first, second]})
         frame["significant"] = self.friedman_rejects & (frame["p"] <= self.alpha)
         return frame
 
@@ -155,6 +157,9 @@ def _default_configs(frame: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     has_default = frame["method"].map(frame.loc[variant == "", "method"].value_counts()).notna()
     keep = (variant == "") | ~has_default
     return frame[keep], bool((~keep).any())
+
+
+MAX_DRAWN_ENTRIES = 100  # a critical-difference diagram or report table of more is unreadable
 
 
 def significance_of(rows: pd.DataFrame, alpha: float = 0.05, control: str | None = None):
