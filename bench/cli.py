@@ -9,6 +9,7 @@ import click
 
 from bench.console import echo, printable
 from bench.errors import BenchError
+from bench.metrics import METRICS
 
 
 class FigureName(click.ParamType):
@@ -210,7 +211,7 @@ def _load(runs: tuple[str, ...], rows_files: tuple[str, ...]):
                    "results/rows.")
 @click.option("--out", default="results/leaderboard", show_default=True)
 @click.option("--metric", default="auroc", show_default=True,
-              type=click.Choice(["auroc", "aupr_in", "aupr_out", "fpr95", "accuracy"]))
+              type=click.Choice(METRICS))
 @click.option("--force", is_flag=True,
               help="Replace README.md even if it holds tables these rows do not (default: keep "
                    "those sections).")

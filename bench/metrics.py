@@ -75,6 +75,11 @@ def accuracy(labels, predictions) -> float:
     return float(np.mean(y == p))
 
 
+# every metric a row may hold (a fraction each), and those where lower is better: the one place
+# that says so (leaderboards sort and mark by it, comparisons too)
+METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_openood", "accuracy")
+LOWER_IS_BETTER = ("fpr95", "fpr95_openood")
+
 DETECTION_METRICS = {
     "auroc": auroc,
     "aupr_in": aupr_in,

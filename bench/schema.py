@@ -34,7 +34,7 @@ REQUIRED_COLUMNS = ("job_id", "method", "score", "protocol", "dataset", "normal_
                     "ood_dataset", "seed", "metric", "value", "preset")
 
 # every one a fraction in [0, 1]; fpr95_openood: OpenOOD v1.5's FPR@95 (rows of its table)
-METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_openood", "accuracy")
+from bench.metrics import METRICS  # noqa: E402 - every metric a row may hold
 
 # columns that name files (leaderboards, figures) or folders: one safe path component each
 # (the preset may be empty: rows made before presets)

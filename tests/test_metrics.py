@@ -51,3 +51,22 @@ def test_accuracy():
 def test_metrics_reject_degenerate_input(bad):
     with pytest.raises(ValueError):
         auroc(*bad)
+
+
+def test_lower_is_better_is_declared_once_and_leaderboards_follow_it():
+    """OpenOOD's FPR@95 sorts best (lowest) first, as the suite's FPR95 does."""
+    import pandas as pd
+
+    from bench.metrics import LOWER_IS_BETTER, METRICS
+    from bench.report.leaderboard import summarise
+
+    assert set(LOWER_IS_BETTER) <= set(METRICS)
+    rows = pd.DataFrame({
+        "protocol": "ood-labeled", "dataset": "cifar10", "preset": "paper",
+        "ood_table": "openood-v1.5", "method": ["a", "b"], "score": "s", "features": "",
+        "variant": "", "ood_dataset": "svhn", "normal_class": "all", "seed": 0,
+        "metric": "fpr95_openood", "value": [0.9, 0.1], "protocol_version": "2",
+        "config_hash": "h"})
+    for metric in LOWER_IS_BETTER:
+        table = next(iter(summarise(rows.assign(metric=metric), metric).tables.values()))
+        assert list(table.index) == ["b/s", "a/s"], metric

@@ -27,7 +27,7 @@ from bench.store import RunStore
 # changes (the classical methods) has the same job id under every preset, and each preset's
 # table must keep its own rows
 DEDUP_KEYS = ["job_id", "preset", "score", "ood_dataset", "metric"]
-LOWER_IS_BETTER = {"fpr95"}
+from bench.metrics import LOWER_IS_BETTER  # noqa: E402
 
 
 def load_rows(runs: list[str | Path], rows_files: list[str | Path] = (),

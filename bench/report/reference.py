@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError, unknown_name
+from bench.metrics import LOWER_IS_BETTER
 from bench.report.leaderboard import column_key, entry_label, table_where
 from bench.report.stats import seed_summary
 
@@ -289,7 +290,7 @@ def side_by_side_marks(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Best / second of each column as shown (one decimal); none for seeds."""
     from bench.report.leaderboard import best_two
 
-    marks = best_two(frame[_side_cells(frame)].round(1), metric in ("fpr95", "fpr95_openood"))
+    marks = best_two(frame[_side_cells(frame)].round(1), metric in LOWER_IS_BETTER)
     marks["seeds"] = ""
     return marks
 
