@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
+from pathlib import Path
 
 import click
 
@@ -144,6 +146,8 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
 
 def _report_run(out: str, rows, records: list[dict], problems: list[str]) -> int:
     """The leaderboard on the terminal and in <out>/leaderboard; failed jobs; the exit code."""
+    import shutil
+
     from bench.console import warn
     from bench.files import inside
     from bench.report.leaderboard import console_text, summarise, write_summary
@@ -152,7 +156,12 @@ def _report_run(out: str, rows, records: list[dict], problems: list[str]) -> int
         warn(problem)
     summary = summarise(rows)  # once, for the terminal and the files
     echo(console_text(summary))
-    write_summary(summary, inside(out, "leaderboard"))
+    board = str(inside(out, "leaderboard"))
+    with _staged(board, "leaderboard") as tmp:  # the run's own table, from its own rows
+        for readme in Path(board).glob("README*.md"):
+            shutil.copyfile(readme, Path(tmp) / readme.name)
+        write_summary(summary, tmp)
+        _publish(tmp, board, [out], force=True)
     failed = [r for r in records if r.get("status") == "failed"]
     pending = [r for r in records if r.get("status") not in ("done", "failed")]
     echo(f"\nresults: {out}/results.csv   leaderboard: {out}/leaderboard/")
@@ -178,6 +187,34 @@ def list_cmd(what: str, method: str | None) -> int:
 
     show(what, method)
     return 0
+
+
+def _default_out(out: str | None, runs: tuple[str, ...], rows_files: tuple[str, ...],
+                 kind: str) -> str:
+    """--out, else beside the first run (<run>/<kind>), else beside the first rows folder
+    (results/rows -> results/<kind>): never a committed folder by surprise."""
+    if out:
+        return out
+    if runs or not rows_files:
+        return str(Path(runs[0] if runs else "runs") / kind)
+    first = Path(rows_files[0])
+    return str((first if first.is_dir() else first.parent).parent / kind)
+
+
+def _publish(staged, out, sources, force):
+    from bench.files import publish
+
+    return publish(staged, out, sources, force)
+
+
+@contextlib.contextmanager
+def _staged(out: str, kind: str):
+    """A temporary folder under `out` to write into; `publish` then moves the files in."""
+    from bench.files import check_writable, temporary_folder
+
+    check_writable(out)
+    with temporary_folder(out, kind) as tmp:
+        yield tmp
 
 
 def _runs(runs: tuple[str, ...], rows_files: tuple[str, ...] = ()) -> list[str]:
@@ -209,12 +246,14 @@ def _load(runs: tuple[str, ...], rows_files: tuple[str, ...]):
 @click.option("--rows", "rows_files", multiple=True,
               help="Tidy rows files or folders of them (results.csv schema; repeatable), e.g. "
                    "results/rows.")
-@click.option("--out", default="results/leaderboard", show_default=True)
+@click.option("--out", default=None,
+              help="Output folder (default: beside the first run, <run>/leaderboard; with "
+                   "--rows only, a leaderboard folder beside the rows folder).")
 @click.option("--metric", default="auroc", show_default=True,
               type=click.Choice(METRICS))
 @click.option("--force", is_flag=True,
-              help="Replace README.md even if it holds tables these rows do not (default: keep "
-                   "those sections).")
+              help="Replace files made from other rows (another run's, a committed result), "
+                   "and README.md's sections of tables these rows do not make.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["csv", "markdown",
                                                                        "latex"]),
               help="Files to write per table (repeatable; default csv and markdown): csv "
@@ -228,13 +267,18 @@ def leaderboard(runs, rows_files, out, metric, force, formats) -> int:
     seeds left out for missing columns, the entries that ran on fewer columns than the others
     and, for AUROC, the entries below chance. FPR95 tables sort the lowest (best) first.
     """
-    from bench.files import check_writable
+    import shutil
+
     from bench.report.leaderboard import console_text, summarise, write_summary
 
     summary = summarise(_load(runs, rows_files), metric)
-    check_writable(out)
-    paths = write_summary(summary, out, keep_other_sections=not force,
-                          formats=tuple(formats) or ("csv", "markdown"))
+    out = _default_out(out, runs, rows_files, "leaderboard")
+    with _staged(out, "leaderboard") as tmp:
+        for readme in Path(out).glob("README*.md"):  # its other sections are kept
+            shutil.copyfile(readme, Path(tmp) / readme.name)
+        write_summary(summary, tmp, keep_other_sections=not force,
+                      formats=tuple(formats) or ("csv", "markdown"))
+        paths = _publish(tmp, out, [*runs, *rows_files], force)
     echo(console_text(summary))
     echo(f"\nwrote {len(paths)} files under {out}/")
     return 0
@@ -243,17 +287,20 @@ def leaderboard(runs, rows_files, out, metric, force, formats) -> int:
 @cli.command("rows")
 @click.option("--runs", multiple=True, help="Run directories (repeatable; default runs).")
 @click.option("--rows", "rows_files", multiple=True, help="Tidy rows files to merge in.")
-@click.option("--out", default="results/rows", show_default=True)
-def rows_cmd(runs, rows_files, out) -> int:
+@click.option("--out", default=None,
+              help="Output folder (default: beside the first run, <run>/rows).")
+@click.option("--force", is_flag=True, help="Replace rows files made from other rows.")
+def rows_cmd(runs, rows_files, out, force) -> int:
     """Write the tidy rows of run directories as <out>/<protocol>_<dataset>.csv (the results.csv
     schema, sorted: the same rows give the same bytes), to commit beside the leaderboards."""
-    from bench.files import check_writable
     from bench.report.leaderboard import write_rows_files
 
     rows = _load(runs, rows_files)
-    check_writable(out)
-    for path in write_rows_files(rows, out):
-        echo(str(path))
+    out = _default_out(out, runs, rows_files, "rows")
+    with _staged(out, "rows") as tmp:
+        write_rows_files(rows, tmp)
+        for path in _publish(tmp, out, [*runs, *rows_files], force):
+            echo(str(path))
     return 0
 
 
@@ -306,7 +353,9 @@ def compare(runs, rows_files, references, reference_dir, csv_out, ours, side_by_
 @click.option("--runs", multiple=True, help="Run directories (repeatable; default runs).")
 @click.option("--rows", "rows_files", multiple=True,
               help="Tidy rows files (repeatable): the tables and bar figures.")
-@click.option("--out", default="results/figures", show_default=True)
+@click.option("--out", default=None,
+              help="Output folder (default: beside the first run, <run>/figures).")
+@click.option("--force", is_flag=True, help="Replace figures made from other rows.")
 @click.option("--job", "job_ids", multiple=True,
               help="Job for ROC curves, histograms and t-SNE (repeatable; default: an MCL job).")
 @click.option("--tsne/--no-tsne", default=True, show_default=True)
@@ -320,23 +369,24 @@ def compare(runs, rows_files, references, reference_dir, csv_out, ours, side_by_
 @click.option("--control", default=None, metavar="ENTRY",
               help="The critical-difference diagram's control entry for Holm's comparisons "
                    "(default: MCL's, mcl/sei).")
-def figures(runs, rows_files, out, job_ids, tsne, size, only, control) -> int:
+def figures(runs, rows_files, out, force, job_ids, tsne, size, only, control) -> int:
     """Draw the figures of a paper from run directories and rows files (PNG and PDF). Reads only
     what jobs wrote; never trains a model or loads a data set."""
     from pathlib import Path
 
     from bench.console import warn
-    from bench.files import check_writable
     from bench.report import figures as fig
     from bench.store import RunStore
 
     chosen = _runs(runs, rows_files)
     rows = _load(runs, rows_files)
     _check_control(control, rows)
-    check_writable(out)
+    out = _default_out(out, runs, rows_files, "figures")
     records = [r for d in chosen for r in RunStore(d).records()]
-    drawn, skipped = fig.draw_all(rows, records, chosen, Path(out), list(job_ids), tsne, size,
+    with _staged(out, "figures") as tmp:
+        _, skipped = fig.draw_all(rows, records, chosen, Path(tmp), list(job_ids), tsne, size,
                                   set(only) or None, control)
+        drawn = _publish(tmp, out, [*runs, *rows_files], force)
     for line in skipped:
         warn(line)
     for p in drawn:
@@ -349,26 +399,29 @@ def figures(runs, rows_files, out, job_ids, tsne, size, only, control) -> int:
                                             "machines, training curves and job figures.")
 @click.option("--rows", "rows_files", multiple=True,
               help="Tidy rows files or folders of them (repeatable), e.g. results/rows.")
-@click.option("--out", default="results/report", show_default=True)
+@click.option("--out", default=None,
+              help="Output folder (default: beside the first run, <run>/report).")
+@click.option("--force", is_flag=True, help="Replace a page made from other rows.")
 @click.option("--control", default=None, metavar="ENTRY",
               help="The significance tests' control entry (default: MCL's, mcl/sei).")
-def report(runs, rows_files, out, control) -> int:
+def report(runs, rows_files, out, force, control) -> int:
     """Write <out>/index.html: one self-contained page (no network) with every leaderboard
     (sortable), the comparison with published numbers, the significance tests, every figure
     and what each run ran on."""
     from pathlib import Path
 
     from bench.console import warn
-    from bench.files import check_writable
     from bench.report.html import build_report
     from bench.store import RunStore
 
     chosen = _runs(runs, rows_files)
     rows = _load(runs, rows_files)
     _check_control(control, rows)
-    check_writable(out)
+    out = _default_out(out, runs, rows_files, "report")
     records = [r for d in chosen for r in RunStore(d).records()]
-    path, skipped = build_report(rows, records, chosen, Path(out), control)
+    with _staged(out, "report") as tmp:
+        _, skipped = build_report(rows, records, chosen, Path(tmp), control)
+        path = _publish(tmp, out, [*runs, *rows_files], force)[0]
     for line in skipped:
         warn(line)
     echo(str(path))

@@ -233,6 +233,58 @@ def temporary_folder(parent: Path | str, name: str) -> tempfile.TemporaryDirecto
                                        suffix=".tmp")
 
 
+MADE_FROM = ".made-from.json"  # in an output folder: each file's sources, relative to it
+
+
+def sources_key(sources: list[str | Path], out: Path | str) -> list[str]:
+    """The sources (run directories, rows files) a file was made from, as paths relative to its
+    folder: the same on every machine that has the same layout."""
+    out = Path(out).resolve()
+    return sorted(os.path.relpath(Path(s).resolve(), out) for s in sources)
+
+
+def publish(staged: Path | str, out: Path | str, sources: list[str | Path],
+            force: bool = False) -> list[Path]:
+    """Move every file written under `staged` into `out` (each an atomic rename), recording in
+    `out`/.made-from.json what it was made from. A file of `out` that would change and was not
+    made from the same sources (another run's, or a committed result) is replaced only with
+    `force`: otherwise BenchError and nothing is replaced."""
+    staged, out = Path(staged), Path(out)
+    key = sources_key(sources, out)
+    manifest = out / MADE_FROM
+    try:
+        made = json.loads(read_regular(manifest)) if manifest.exists() else {}
+    except (ValueError, BenchError):
+        made = {}
+    made = made if isinstance(made, dict) else {}
+    files = sorted(p for p in staged.rglob("*") if p.is_file() and not p.is_symlink())
+    conflicts = []
+    for path in files:
+        rel = path.relative_to(staged).as_posix()
+        target = inside(out, *rel.split("/"))
+        if target.is_file() and made.get(rel) != key and target.read_bytes() != path.read_bytes():
+            conflicts.append(rel)
+    if conflicts and not force:
+        shown = ", ".join(conflicts[:3]) + (f" and {len(conflicts) - 3} more"
+                                            if len(conflicts) > 3 else "")
+        raise BenchError(f"{out}: {shown} would be replaced, and "
+                         f"{'it was' if len(conflicts) == 1 else 'they were'} made from other "
+                         "rows; --force replaces them, or choose another --out")
+    written = []
+    for path in files:
+        rel = path.relative_to(staged).as_posix()
+        target = inside(out, *rel.split("/"))
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        except OSError as exc:
+            raise file_error("write", target, exc) from None
+        made[rel] = key
+        written.append(target)
+    atomic_write_json(manifest, dict(sorted(made.items())))
+    return written
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic_write(path, lambda f: f.write(data))
 

@@ -1,0 +1,65 @@
+"""Every number a reviewer reads is the right one: like-for-like tables, nothing overwritten in
+silence, one rounding, true captions and messages. Each test failed before its fix."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    return (info.value.code, *capsys.readouterr())
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits") / "runs"
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--methods", "knn,ocsvm",
+                           "--classes", "0,1", "--out", str(out)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_a_command_never_replaces_a_result_made_from_other_rows(tmp_path, digits_run, capsys,
+                                                                 monkeypatch):
+    """Run from inside a checkout, `bench leaderboard --runs runs` wrote results/leaderboard
+    over the committed tables; now its output goes beside the run, and replacing a file made
+    from other rows needs --force."""
+    checkout = tmp_path / "checkout"
+    committed = checkout / "results" / "leaderboard" / "one-class_digits_quick.md"
+    committed.parent.mkdir(parents=True)
+    committed.write_text("the committed 21-entry table\n")
+    monkeypatch.chdir(checkout)
+    code, _, err = run_cli(["leaderboard", "--runs", digits_run], capsys)
+    assert code == 0, err
+    assert committed.read_text() == "the committed 21-entry table\n"
+    assert (digits_run / "leaderboard" / "one-class_digits_quick.md").is_file()
+    code, _, err = run_cli(["leaderboard", "--runs", digits_run, "--out",
+                            "results/leaderboard"], capsys)
+    assert code == 2 and "made from other rows" in err and "--force" in err
+    assert committed.read_text() == "the committed 21-entry table\n"
+    code, _, err = run_cli(["leaderboard", "--runs", digits_run, "--out",
+                            "results/leaderboard", "--force"], capsys)
+    assert code == 0 and committed.read_text() != "the committed 21-entry table\n"
+    # the same sources again: no --force needed (they made it)
+    code, _, err = run_cli(["leaderboard", "--runs", digits_run, "--out",
+                            "results/leaderboard"], capsys)
+    assert code == 0, err
+    for command in ("rows", "figures", "report"):
+        target = checkout / "results" / command
+        target.mkdir(parents=True, exist_ok=True)
+        name = {"rows": "one-class_digits_quick.csv", "report": "index.html",
+                "figures": "auroc_per_class_digits_quick.png"}[command]
+        (target / name).write_text("committed")
+        code, _, err = run_cli([command, "--runs", digits_run, "--out", target,
+                                *(["--no-tsne"] if command == "figures" else [])], capsys)
+        assert code == 2 and "made from other rows" in err, (command, err)
+        assert (target / name).read_text() == "committed"
