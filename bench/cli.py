@@ -78,8 +78,8 @@ def cli() -> None:
 @click.option("--checkpoint", "checkpoints", multiple=True, metavar="[METHOD=]PATH",
               help="Score this trained network instead of training one: a model.pt of bench, "
                    "the official MCL or CSI code's checkpoint, or an OpenOOD v1.5 classifier "
-                   "(for ce). METHOD= when several methods with a network are selected; "
-                   "repeatable.")
+                   "(for ce); not for panda or msc (their weights: --set panda.weights=PATH). "
+                   "METHOD= when several methods with a network are selected; repeatable.")
 @click.option("--network", "networks", multiple=True, metavar="MODULE:FUNCTION",
               help="Score a trained network of yours with every post-hoc score its outputs "
                    "allow: a function returning a torch.nn.Module (docs/extending.md gives the "

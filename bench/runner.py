@@ -242,7 +242,7 @@ def read_checkpoints(spec: RunSpec) -> dict[str, tuple[str, str, object]]:
 
     out = {}
     networks = [m for m in dict.fromkeys([*spec.methods, *encoders(spec)])
-                if _has_network(m) and METHODS.kind(m) != "network"]
+                if _has_network(m) and METHODS.kind(m) not in ("network", "pretrained")]
     for method, path in spec.checkpoints:
         if not method:
             if len(networks) != 1:
@@ -250,6 +250,10 @@ def read_checkpoints(spec: RunSpec) -> dict[str, tuple[str, str, object]]:
                                  f"(--checkpoint METHOD={path}; networks selected: "
                                  f"{', '.join(networks) or 'none'})")
             method = networks[0]
+        if METHODS.kind(method) == "pretrained":
+            raise BenchError(f"--checkpoint {method}={path}: {method} fine-tunes ImageNet "
+                             f"weights and scores the network it trains; give other weights "
+                             f"with --set {method}.weights=PATH (a state dict of its backbone)")
         if method not in networks:
             raise BenchError(f"--checkpoint {method}={path}: {method} is not a selected method "
                              f"with a network ({', '.join(networks) or 'none selected'})")
@@ -262,14 +266,22 @@ def read_checkpoints(spec: RunSpec) -> dict[str, tuple[str, str, object]]:
     return out
 
 
-def apply_checkpoints(configs: dict[str, list[Variant]], checkpoints: dict) -> None:
+def apply_checkpoints(configs: dict[str, list[Variant]], checkpoints: dict,
+                      overrides: tuple[str, ...] = ()) -> None:
     """The architecture each imported network implies (backbone, heads, input normalisation)
-    set in its method's configs."""
+    set in its method's configs; a --set of one of those fields to another value is refused
+    (the label would name a network that is not the one scored)."""
     import dataclasses
 
-    for method, (_, _, imported) in checkpoints.items():
+    for method, (path, _, imported) in checkpoints.items():
         fields = {f.name for f in dataclasses.fields(configs[method][0].config)}
         changes = {k: v for k, v in imported.architecture.items() if k in fields}
+        for ov in parse_overrides(overrides):
+            if ov.field in changes and ov.method in (None, method) \
+                    and ov.value != str(changes[ov.field]):
+                raise BenchError(f"--set {ov.text}: the network of --checkpoint {path} fixes "
+                                 f"{ov.field}={changes[ov.field]}; drop the --set (its label "
+                                 "would name another network than the one scored)")
         configs[method] = [dataclasses.replace(v, config=dataclasses.replace(v.config, **changes))
                            for v in configs[method]]
 
@@ -327,7 +339,7 @@ def plan(spec: RunSpec) -> Plan:
     configs = build_configs(spec)
     prepare_runs(spec, configs)
     checkpoints = read_checkpoints(spec)
-    apply_checkpoints(configs, checkpoints)
+    apply_checkpoints(configs, checkpoints, spec.overrides)
     data_dir = spec.data_dir or str(default_data_dir())
     info, skipped = probe(spec, protocol, data_dir)
     check_plugins(spec, protocol, configs, data_dir)

@@ -63,3 +63,35 @@ def test_a_command_never_replaces_a_result_made_from_other_rows(tmp_path, digits
                                 *(["--no-tsne"] if command == "figures" else [])], capsys)
         assert code == 2 and "made from other rows" in err, (command, err)
         assert (target / name).read_text() == "committed"
+
+
+TINY = ["--set", "backbone=resnet-tiny", "--set", "epochs=1", "--set", "max_train_samples=64",
+        "--set", "batch_size=32"]
+
+
+def test_a_field_fixed_by_a_checkpoint_is_not_relabelled(tmp_path, capsys):
+    """--set ce.backbone=resnet18 with a resnet-tiny checkpoint labelled the rows resnet18."""
+    src = tmp_path / "src"
+    code, _, err = run_cli(["run", "--protocol", "ood-labeled", "--datasets", "synthetic",
+                            "--methods", "ce", "--out", src, *TINY], capsys)
+    assert code == 0, err
+    model = next((src / "models").glob("ce-*/model.pt"))
+    out = tmp_path / "run"
+    args = ["run", "--protocol", "ood-labeled", "--datasets", "synthetic", "--methods", "ce",
+            "--checkpoint", f"ce={model}", "--out", out]
+    code, _, err = run_cli([*args, "--set", "ce.backbone=resnet18"], capsys)
+    assert code == 2 and "fixes backbone=resnet-tiny" in err and not out.exists(), err
+    code, _, err = run_cli([*args, "--set", "ce.backbone=resnet-tiny"], capsys)  # the same
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("method", ["panda", "msc"])
+def test_a_checkpoint_for_panda_or_msc_is_refused_truthfully(tmp_path, capsys, method):
+    import torch
+
+    path = tmp_path / "m.pt"
+    torch.save({"model": {}, "history": []}, path)
+    code, _, err = run_cli(["run", "--methods", method, "--checkpoint", f"{method}={path}",
+                            "--set", "weights=none", "--out", tmp_path / "run"], capsys)
+    assert code == 2 and f"--set {method}.weights=PATH" in err and "formats" not in err, err
+    assert not (tmp_path / "run").exists()
