@@ -559,11 +559,17 @@ def test_folded_squeue_output_is_expanded_and_jobs_are_not_resubmitted(tmp_path,
     assert _still_queued(str(tmp_path / "slurm"), jobs) == {"job0", "job1", "job2"}
 
 
-def test_pickle_is_only_read_from_checksummed_data():
-    """The one pickle.load in the package reads CIFAR's batches after their MD5 matched."""
-    import inspect
+def test_pickle_is_only_read_from_checksummed_data(tmp_path):
+    """The one pickle.load in the package reads CIFAR's batches only after their MD5 matched:
+    a batch file replaced by a pickle payload is refused, and the payload never runs."""
+    import pickle
 
     from bench.datasets import torchvision_sets
+    from bench.datasets.torchvision_sets import ChecksumError
 
-    source = inspect.getsource(torchvision_sets._unpickle)
-    assert source.index("_verify(") < source.index("pickle.load(")
+    marker = tmp_path / "pwned"
+    batch = tmp_path / "data_batch_1"
+    batch.write_bytes(pickle.dumps(Payload(marker)))
+    with pytest.raises(ChecksumError):
+        torchvision_sets._unpickle("cifar10", batch, "c99cafc152244af753f735de768cd75f")
+    assert not marker.exists(), "the payload ran"

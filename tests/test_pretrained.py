@@ -205,7 +205,7 @@ def test_missing_weights_offline_exit_2_and_nothing_written(tmp_path, empty_hub,
 def test_unknown_pretrained_model_suggests(tmp_path, capsys):
     code, _, err = run_cli(["run", "--methods", "knn", "--features", "resnet81-in1k", *FAST,
                             "--out", tmp_path / "run"], capsys)
-    assert code == 2 and "resnet18" in err
+    assert code == 2 and "did you mean 'resnet18'," in err  # the closest first, not the list
 
 
 def test_pretrained_methods_not_in_the_default_run():
