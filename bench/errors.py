@@ -14,9 +14,16 @@ class BenchError(Exception):
 class DataMissingError(BenchError):
     """A data set is not on disk and may not be downloaded; the message says where to put it."""
 
-    def __init__(self, name: str, message: str):
+    def __init__(self, name: str, message: str = "", *, missing: str = "", fix: str = "",
+                 downloadable: bool = False):
+        """`message`, or one made of what is `missing` and how to `fix` it (for a set bench can
+        download, the message says downloads were off)."""
+        if not message:
+            off = (" and downloads are off (--no-download); run with --download, or "
+                   if downloadable else "; ")
+            message = f"{name}: {missing}{off}{fix}"
         super().__init__(message)
-        self.dataset = name
+        self.dataset, self.missing, self.fix, self.downloadable = name, missing, fix, downloadable
 
 
 class ChecksumError(BenchError):

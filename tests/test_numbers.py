@@ -95,3 +95,24 @@ def test_a_checkpoint_for_panda_or_msc_is_refused_truthfully(tmp_path, capsys, m
                             "--set", "weights=none", "--out", tmp_path / "run"], capsys)
     assert code == 2 and f"--set {method}.weights=PATH" in err and "formats" not in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_data_info_says_what_is_missing_and_the_command_that_fetches_it(tmp_path, capsys):
+    code, out, _ = run_cli(["data", "info", "--data-dir", tmp_path], capsys)
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "--no-download" not in out and "downloads are off" not in out  # no flag was given
+    assert "`bench data download cifar10` fetches it" in lines["cifar10"]
+    assert "bench data info" not in lines["lsun_resize"]  # not the command just run
+    assert "extract the ODIN release" in lines["lsun_resize"]
+
+
+def test_data_download_uses_the_checksummed_code_and_refuses_folder_sets(tmp_path, capsys):
+    from bench.datasets.torchvision_sets import DEBIAN_FASHION_MNIST
+
+    code, _, err = run_cli(["data", "download", "lsun_resize", "--data-dir", tmp_path], capsys)
+    assert code == 2 and "nothing to download" in err
+    if DEBIAN_FASHION_MNIST.is_dir():  # found where bench looks: present, nothing fetched
+        code, out, err = run_cli(["data", "download", "fashion-mnist", "--data-dir", tmp_path],
+                                 capsys)
+        assert code == 0 and "present" in out, err

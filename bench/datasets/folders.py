@@ -45,9 +45,8 @@ def _find_folder(name: str, source: DataSource) -> Path:
         if (source.data_dir / folder).is_dir():
             return source.data_dir / folder
     raise DataMissingError(
-        name, f"{name}: folder {source.data_dir / folders[0]} not found; it is not downloadable "
-        f"automatically: extract {origin} there (see `bench data info {name}`)"
-    )
+        name, missing=f"folder {source.data_dir / folders[0]} not found",
+        fix=f"it is not downloadable automatically: extract {origin} there")
 
 
 def _not_an_image(name: str, path: Path, exc: Exception) -> BenchError:

@@ -151,10 +151,8 @@ def _idx_files(name: str, split: str, source: DataSource) -> tuple[Path, list[st
     if found is None:
         if not source.download:
             raise DataMissingError(
-                name, f"{name}: {', '.join(files)} not found under {raw} and downloads are off "
-                f"(--no-download); run with --download, or put the files there"
-                + _DEBIAN_HINT.get(name, "")
-            )
+                name, missing=f"{', '.join(files)} not found under {raw}",
+                fix="put the files there" + _DEBIAN_HINT.get(name, ""), downloadable=True)
         from torchvision.datasets.utils import download_url
 
         for f in files:
@@ -206,10 +204,9 @@ def _cifar_files(family: str, source: DataSource, name: str = "") -> tuple[Path,
     if not all((root / f).exists() for f, _ in needed):
         if not source.download:
             raise DataMissingError(
-                name, f"{name}: not found at {root} and downloads are off (--no-download); run with "
-                f"--download, or extract {spec['url'].rsplit('/', 1)[1]} ({spec['url']}) into "
-                f"{source.data_dir}"
-            )
+                name, missing=f"not found at {root}",
+                fix=f"extract {spec['url'].rsplit('/', 1)[1]} ({spec['url']}) into "
+                    f"{source.data_dir}", downloadable=True)
         from torchvision.datasets.utils import download_and_extract_archive
 
         _download(name, f"extract {spec['url'].rsplit('/', 1)[1]} ({spec['url']}) into "
@@ -262,9 +259,8 @@ def _svhn_file(split: str, source: DataSource) -> Path:
     if not path.exists():
         if not source.download:
             raise DataMissingError(
-                "svhn", f"svhn: {path} not found and downloads are off (--no-download); run with "
-                f"--download, or put {filename} ({url}) there"
-            )
+                "svhn", missing=f"{path} not found", fix=f"put {filename} ({url}) there",
+                downloadable=True)
         from torchvision.datasets.utils import download_url
 
         _download("svhn", f"put {filename} ({url}) in {root}", download_url, url, str(root),
