@@ -33,12 +33,17 @@ def warn(message: str) -> None:
     log(f"bench: warning: {message}")
 
 
+def percent(fraction: float) -> str:
+    """A fraction as the percent every table and line shows: one decimal, rounded once."""
+    return f"{100 * fraction:.1f}"
+
+
 def record_line(record: dict[str, Any]) -> str:
     """One line on a finished job: its time and first AUROCs, or its error."""
     if record.get("status") != "done":
         return f"FAILED: {printable(record.get('error', ''), one_line=True)}"
     aurocs = record.get("auroc", {})
-    shown = ", ".join(f"{k.removeprefix('rest/')} {100 * v:.1f}" for k, v in list(aurocs.items())[:4])
+    shown = ", ".join(f"{k.removeprefix('rest/')} {percent(v)}" for k, v in list(aurocs.items())[:4])
     more = " ..." if len(aurocs) > 4 else ""
     return f"done in {record['seconds']:.1f}s" + (f" (AUROC {shown}{more})" if shown else "")
 

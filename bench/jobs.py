@@ -427,11 +427,16 @@ def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
                     created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     code=code_version_of(job))
     rows = rows_from_scores(base, groups, acc)
-    record["auroc"] = {r["ood_dataset"] + "/" + r["score"]: round(r["value"], 4)
-                       for r in rows if r["metric"] == "auroc"}
+    record["auroc"] = record_aurocs(rows)
     record.update(train_seconds=round(train_s, 3), eval_seconds=round(eval_s, 3),
                   n_train=len(data.train), history=getattr(detector, "history", []))
     return rows, groups, embedding
+
+
+def record_aurocs(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """{group/score: AUROC} of a job's rows for its record and job line: unrounded, so the one
+    rounding is where it is shown (`console.percent`), as in the leaderboards."""
+    return {r["ood_dataset"] + "/" + r["score"]: r["value"] for r in rows if r["metric"] == "auroc"}
 
 
 def _check_scores(job: Job, detector, groups: dict, labeled: bool) -> None:

@@ -116,3 +116,27 @@ def test_data_download_uses_the_checksummed_code_and_refuses_folder_sets(tmp_pat
         code, out, err = run_cli(["data", "download", "fashion-mnist", "--data-dir", tmp_path],
                                  capsys)
         assert code == 0 and "present" in out, err
+
+
+def test_the_job_line_and_the_leaderboard_print_the_same_digit():
+    """0.62851: the record rounded it to 0.6285 first, so the job line said 62.8 and the
+    leaderboard 62.9."""
+    import pandas as pd
+
+    from bench.console import record_line
+    from bench.jobs import record_aurocs
+    from bench.report.leaderboard import as_text, numeric_table, summarise
+
+    value = 0.62851
+    aurocs = record_aurocs([{"ood_dataset": "rest", "score": "s", "metric": "auroc",
+                             "value": value}])
+    line = record_line({"status": "done", "seconds": 1.0, "auroc": aurocs})
+    rows = pd.DataFrame([{"protocol": "one-class", "dataset": "d", "preset": "quick",
+                          "ood_table": "", "method": "m", "score": "s", "features": "",
+                          "variant": "", "normal_class": "0", "ood_dataset": "rest",
+                          "seed": 0, "metric": "auroc", "value": value, "config_hash": "h",
+                          "protocol_version": "2"}])
+    summary = summarise(rows)
+    shown = as_text(numeric_table(summary, next(iter(summary.tables))))
+    assert f"s {shown.loc['m/s', '0']})" in line, (line, shown)
+    assert shown.loc["m/s", "0"] == "62.9"
