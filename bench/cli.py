@@ -308,7 +308,9 @@ def rows_cmd(runs, rows_files, out, force) -> int:
 @click.option("--runs", multiple=True, help="Run directories (repeatable; default runs).")
 @click.option("--rows", "rows_files", multiple=True, help="Tidy rows files (repeatable).")
 @click.option("--reference", "references", multiple=True,
-              help="Reference tables by name (default all; `bench compare --list`).")
+              help="Reference tables by name (default all; `bench compare --list` names them).")
+@click.option("--list", "list_references", is_flag=True,
+              help="List the reference tables (name, protocol, data set, papers) and exit.")
 @click.option("--reference-dir", default=None,
               help="Folder of reference CSVs (default: the tables shipped with the package).")
 @click.option("--csv", "csv_out", default=None, help="Also write the comparison as a CSV.")
@@ -322,8 +324,8 @@ def rows_cmd(runs, rows_files, out, force) -> int:
               show_default=True,
               help="latex: the side-by-side tables as booktabs LaTeX (best bold, second "
                    "underlined, a caption).")
-def compare(runs, rows_files, references, reference_dir, csv_out, ours, side_by_side,
-            output_format) -> int:
+def compare(runs, rows_files, references, list_references, reference_dir, csv_out, ours,
+            side_by_side, output_format) -> int:
     """Our numbers beside published ones, like with like (the same classes), with differences
     and 95%-interval flags."""
     from bench.report.reference import compare as compare_tables
@@ -334,6 +336,18 @@ def compare(runs, rows_files, references, reference_dir, csv_out, ours, side_by_
         side_by_side_latex,
     )
 
+    if list_references:
+        from pathlib import Path
+
+        from bench.report.reference import packaged_reference_dir, read_reference, reference_names
+
+        folder = Path(reference_dir) if reference_dir else packaged_reference_dir()
+        for name in reference_names(folder):
+            part = read_reference(folder / f"{name}.csv")
+            papers = ", ".join(sorted(set(part["paper"].astype(str))))
+            echo(f"{name:<40} {part['protocol'].iloc[0]:<12} {part['dataset'].iloc[0]:<14} "
+                 f"{papers}")
+        return 0
     table = compare_tables(_load(runs, rows_files),
                            load_reference(list(references) or None, reference_dir),
                            ours=list(ours) or None)

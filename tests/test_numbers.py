@@ -140,3 +140,21 @@ def test_the_job_line_and_the_leaderboard_print_the_same_digit():
     shown = as_text(numeric_table(summary, next(iter(summary.tables))))
     assert f"s {shown.loc['m/s', '0']})" in line, (line, shown)
     assert shown.loc["m/s", "0"] == "62.9"
+
+
+def test_compare_clips_intervals_and_explains_every_mark(capsys):
+    import numpy as np
+
+    from bench.report.reference import _row, format_comparison
+
+    row = _row({"protocol": "one-class", "dataset": "d", "preset": "p", "ood_table": "",
+                "published_method": "m", "ours": "o", "paper": "x", "metric": "auroc"},
+               "0", 0.5, False, np.array([0.99, 1.0]))
+    assert 0 <= row["ours_low"] <= row["ours_high"] <= 1.0  # a t interval of 2 seeds passes 1
+    import pandas as pd
+
+    text = format_comparison(pd.DataFrame([row]))
+    assert "(unconfirmed)" in text and "(unconfirmed): the published number's source" in text
+    assert "clipped to [0, 100]" in text and "100.0]" in text
+    code, out, _ = run_cli(["compare", "--list"], capsys)
+    assert code == 0 and "ood-labeled_cifar10_openood-v1.5" in out

@@ -195,9 +195,11 @@ def _compare_entry(matching: pd.DataFrame, group: pd.DataFrame, entry: str, metr
 
 def _row(base: dict, cell: str, published: float, confirmed, values: np.ndarray) -> dict:
     s = seed_summary(values)
-    outside = (not np.isnan(s.low)) and not (s.low <= published <= s.high)
+    # a fraction's interval stays within [0, 1]: t intervals of few seeds reach past 100%
+    low, high = (s.low, s.high) if np.isnan(s.low) else (max(0.0, s.low), min(1.0, s.high))
+    outside = (not np.isnan(low)) and not (low <= published <= high)
     return {**base, "cell": cell, "published": published, "confirmed": confirmed,
-            "ours_mean": s.mean, "ours_low": s.low, "ours_high": s.high, "seeds": s.n,
+            "ours_mean": s.mean, "ours_low": low, "ours_high": high, "seeds": s.n,
             "difference": s.mean - published, "outside_interval": outside}
 
 
@@ -234,9 +236,10 @@ def format_comparison(table: pd.DataFrame) -> str:
             lines.append(f"  {r.cell:<16}{pct(r.published):>10}{pct(r.ours_mean):>8}"
                          f"{interval:>16}{r.seeds:>7}{100 * r.difference:>+8.1f}{mark}")
         blocks.append("\n".join(lines))
-    note = ("* the published value lies outside our seeds' 95% interval "
-            "(intervals need two seeds or more). Means compare the same classes: "
-            "'mean of 0,3' averages the published per-class values of the classes we ran.")
+    note = ("* the published value lies outside our seeds' 95% interval (intervals need two "
+            "seeds or more, clipped to [0, 100]). (unconfirmed): the published number's source "
+            "could not be read to confirm it. Means compare the same classes: 'mean of 0,3' "
+            "averages the published per-class values of the classes we ran.")
     return "\n\n".join(blocks) + "\n\n" + note
 
 
@@ -312,7 +315,10 @@ def format_side_by_side(table: pd.DataFrame) -> str:
         for label, r in shown.iterrows():
             lines.append(f"| {label} | " + " | ".join(r[cells]) + f" | {r['seeds']} |")
         blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)
+    legend = ("? after a published method: its source could not be read to confirm the number. "
+              "Ours: the mean over seeds; a mean over some classes is compared with the "
+              "published values of those classes.")
+    return "\n\n".join(blocks) + "\n\n" + legend
 
 
 def side_by_side_latex(table: pd.DataFrame) -> str:
