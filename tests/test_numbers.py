@@ -158,3 +158,20 @@ def test_compare_clips_intervals_and_explains_every_mark(capsys):
     assert "clipped to [0, 100]" in text and "100.0]" in text
     code, out, _ = run_cli(["compare", "--list"], capsys)
     assert code == 0 and "ood-labeled_cifar10_openood-v1.5" in out
+
+
+def test_a_latex_caption_gives_the_true_number_of_seeds():
+    """Two seeds that each ran one of the two classes: every cell is one seed's value, so the
+    caption says 1, not 2."""
+    import pandas as pd
+
+    from bench.report.leaderboard import summarise, to_latex
+
+    base = {"protocol": "one-class", "dataset": "d", "preset": "quick", "ood_table": "",
+            "method": "m", "score": "s", "features": "", "variant": "", "ood_dataset": "rest",
+            "metric": "auroc", "config_hash": "h", "protocol_version": "2"}
+    rows = pd.DataFrame([{**base, "normal_class": "0", "seed": 0, "value": 0.8},
+                         {**base, "normal_class": "1", "seed": 1, "value": 0.7}])
+    summary = summarise(rows)
+    text = to_latex(summary, next(iter(summary.tables)))
+    assert "over seeds (1)" in text, text

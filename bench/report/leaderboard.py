@@ -181,6 +181,8 @@ class Summary:
     below_chance: list[str] = field(default_factory=list)  # AUROC entries with mean < 50%
     stds: dict[tuple[str, ...], pd.DataFrame] = field(default_factory=dict)  # per cell, seeds
     seeds_left_out: dict[tuple[str, ...], dict[str, list]] = field(default_factory=dict)
+    # per table: entries x columns, the number of seeds each cell is the mean of
+    cell_seeds: dict[tuple[str, ...], pd.DataFrame] = field(default_factory=dict)
 
     @property
     def notes(self) -> list[str]:
@@ -217,6 +219,7 @@ def summarise(rows: pd.DataFrame, metric: str = "auroc") -> Summary:
         table, missing = _table(per_seed[complete], columns,
                                 _ood_groups(protocol, dataset, columns, ood_table), metric)
         out.tables[key], out.partial[key] = table, missing
+        out.cell_seeds[key] = per_seed[complete][columns].notna().groupby(level="entry").sum()
         out.stds[key] = _cell_stds(per_seed[complete], columns,
                                    _ood_groups(protocol, dataset, columns, ood_table))
         out.seeds_left_out[key] = {e: [s for (e2, s), ok in complete.items() if e2 == e and not ok]
@@ -304,9 +307,11 @@ def to_latex(summary: Summary, key: tuple[str, ...], label: str = "") -> str:
                                    (np.array(shown_cols) != "mean")[None, :])
     marks = best_two(ranked, summary.metric in LOWER_IS_BETTER)  # as shown: ties share
     marks["seeds"] = ""
-    seeds = numbers["seeds"]
-    seed_text = (f"{seeds.min()}" if seeds.min() == seeds.max()
-                 else f"{seeds.min()}-{seeds.max()} per entry")
+    counts = summary.cell_seeds.get(key)
+    if counts is None or counts.empty:
+        counts = numbers[["seeds"]]
+    low, high = int(counts.to_numpy().min()), int(counts.to_numpy().max())
+    seed_text = f"{low}" if low == high else f"{low}-{high} per cell"
     better = "lower" if summary.metric in LOWER_IS_BETTER else "higher"
     caption = (f"{table_where(*key)}: {summary.metric.upper()} (\\%, {better} is better), mean "
                f"$\\pm$ std over seeds ({seed_text}); best of each column in bold, second "
