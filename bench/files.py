@@ -317,6 +317,8 @@ def open_regular(path: Path | str, limit: int | None = None):
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
         if not stat.S_ISREG(info.st_mode):
             raise NotRegularFile(f"{path}: not a regular file (a FIFO, device or socket); "
                                  "bench reads only files")

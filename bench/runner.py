@@ -277,7 +277,8 @@ def apply_checkpoints(configs: dict[str, list[Variant]], checkpoints: dict,
         fields = {f.name for f in dataclasses.fields(configs[method][0].config)}
         changes = {k: v for k, v in imported.architecture.items() if k in fields}
         for ov in parse_overrides(overrides):
-            if ov.field in changes and ov.method in (None, method) \
+            # a --set scoped to the method names its rows' label; a run-wide one does not
+            if ov.field in changes and ov.method == method \
                     and ov.value != str(changes[ov.field]):
                 raise BenchError(f"--set {ov.text}: the network of --checkpoint {path} fixes "
                                  f"{ov.field}={changes[ov.field]}; drop the --set (its label "

@@ -263,16 +263,18 @@ def test_a_record_that_cannot_be_read_is_one_line(tmp_path, finished, capsys, mo
     import pathlib
     import shutil
 
+    import bench.store
+
     out = tmp_path / "run"
     shutil.copytree(finished, out)
-    real = pathlib.Path.read_text
+    real = bench.store.read_regular
 
-    def denied(self, *args, **kwargs):
-        if self.name == "record.json":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self, *args, **kwargs)
+    def denied(path, *args, **kwargs):
+        if pathlib.Path(path).name == "record.json":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(pathlib.Path, "read_text", denied)
+    monkeypatch.setattr(bench.store, "read_regular", denied)
     code, _, err = run_cli(_run_args(out), capsys)
     assert code == 2
     line = one_error_line(err)

@@ -210,7 +210,7 @@ def test_score_a_model_of_another_run_directory(tmp_path, capsys, tiny_args):
     assert set(a["job_id"]) != set(b["job_id"])  # the checkpoint's hash is in the id
     code, _, err = run_cli(["run", *base, "--out", tmp_path / "c", "--set",
                             "mcl.proj_dim=4", "--checkpoint", model], capsys)
-    assert code == 0, err  # the architecture comes from the file, not the config
+    assert code == 2 and "fixes proj_dim=8" in err  # the file's architecture, never relabelled
     csi_file = tmp_path / "last.model"
     torch.save(ResNet18_32(csi=True).state_dict(), csi_file)
     code, _, err = run_cli(["run", *base, "--out", tmp_path / "d", "--checkpoint", csi_file],

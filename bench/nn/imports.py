@@ -134,6 +134,10 @@ def architecture(state: dict[str, torch.Tensor], fmt: str, path: Path) -> dict[s
     return arch
 
 
+# how torch.save's legacy (pre-1.6) format starts: pickle protocol 2, then its magic number
+LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+
+
 def load(path: Path | str, what: str = "--checkpoint", sha256: str = "") -> object:
     """A torch file from someone else, loaded safely (`bench.files.load_torch_checked`) from the
     bytes read once: with `sha256`, those bytes must be the planned file's (a file swapped
@@ -153,10 +157,13 @@ def load(path: Path | str, what: str = "--checkpoint", sha256: str = "") -> obje
             raise BenchError(f"{what} {path}: the file changed since the run was planned (its "
                              "SHA-256 differs from the one in the job id); run again to plan "
                              "with the new file")
+        if data.startswith(LEGACY_MAGIC):
+            raise BenchError(f"{what} {path}: a torch file of torch before 1.6 (the legacy "
+                             "format, whose sizes cannot be checked before loading, is not "
+                             "read): load it and save it again with a recent torch.save")
         if not zipfile.is_zipfile(io.BytesIO(data)):
-            raise BenchError(f"{what} {path}: not a torch file of torch 1.6 or later (the "
-                             "legacy format, whose sizes cannot be checked before loading, is "
-                             "not read): load it and save it again with a recent torch.save")
+            raise BenchError(f"{what} {path}: not a torch file (torch.save writes a zip "
+                             "archive; read with weights_only=True)")
         return load_torch_checked(data)
     except NotRegularFile as exc:
         raise BenchError(f"{what} {exc}") from None
