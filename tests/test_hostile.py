@@ -44,6 +44,12 @@ def _run_args(out, methods="knn,mcl", classes="0,1"):
             "--out", str(out), *TINY]
 
 
+def _long(args: list) -> list:
+    """The tiny network's flags with 300 epochs (a field is set once): jobs that run long
+    enough to be killed."""
+    return ["epochs=300" if a == "epochs=2" else a for a in args]
+
+
 def _values(out: Path) -> pd.DataFrame:
     rows = pd.read_csv(out / "results.csv", dtype={"normal_class": str}, keep_default_na=False)
     return rows[VALUES].sort_values(VALUES[:-1]).reset_index(drop=True)
@@ -445,7 +451,7 @@ def _alive(pids: set[int]) -> set[int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_parent_leaves_no_worker(tmp_path, sig):
-    args = _run_args(tmp_path / "run", "mcl", "0-3") + ["--workers", "2", "--set", "epochs=300"]
+    args = _long(_run_args(tmp_path / "run", "mcl", "0-3")) + ["--workers", "2"]
     proc = subprocess.Popen(BENCH + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert _wait_for(lambda: len(_descendants(proc.pid)) >= 2, 60), "no workers started"
     time.sleep(3)  # the workers are training
@@ -463,8 +469,8 @@ def test_a_killed_parent_leaves_no_worker(tmp_path, sig):
 @pytest.mark.slow
 def test_a_killed_local_ray_run_leaves_no_ray_process(tmp_path):
     pytest.importorskip("ray")
-    args = _run_args(tmp_path / "run", "mcl", "0-3") + ["--executor", "ray", "--workers", "2",
-                                                        "--set", "epochs=300"]
+    args = _long(_run_args(tmp_path / "run", "mcl", "0-3")) + ["--executor", "ray",
+                                                               "--workers", "2"]
     proc = subprocess.Popen(BENCH + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def agents_up():
