@@ -283,27 +283,29 @@ def compare(rows: pd.DataFrame | str | Path, references: Sequence[str] | None = 
 
 def significance(rows: pd.DataFrame | str | Path, control: str | None = None,
                  metric: str = "auroc", alpha: float = 0.05) -> pd.DataFrame:
-    """Demsar's tests per preset: Friedman over the blocks, then Holm against `control`
-    (default MCL's entry) and Nemenyi's critical difference; one row per entry with its average
-    rank, z and p against the control, Holm's p and whether it differs significantly."""
-    from bench.report.stats import NotDrawn, _default_configs, significance_of
+    """Demsar's tests within each table (protocol, data set, preset, OOD table): Friedman over
+    its blocks, then Holm against `control` (default MCL's entry) and Nemenyi's critical
+    difference; one row per table and entry with its average rank, z and p against the
+    control, Holm's p and whether it differs significantly. Tables with too few blocks or
+    entries are left out."""
+    from bench.report.stats import NotDrawn, significance_of, significance_tables
 
     frames = []
-    picked = _as_rows(rows)
-    picked = picked[picked["metric"] == metric]
-    for preset, part in picked.groupby("preset"):
-        part, _ = _default_configs(part)
+    for key, part in significance_tables(_as_rows(rows), metric):
         try:
             result, _, _, _ = significance_of(part, control=control, alpha=alpha)
-        except NotDrawn as exc:
-            raise BenchError(f"significance, {preset} preset: {exc}") from None
+        except NotDrawn:
+            continue
         frame = pd.DataFrame({"average_rank": result.ranks}).join(result.versus_control)
         frame = frame.drop(columns="rank").rename_axis("entry").reset_index()
-        frames.append(frame.assign(preset=preset, control=result.control,
+        protocol, dataset, preset, ood_table = key
+        frames.append(frame.assign(protocol=protocol, dataset=dataset, preset=preset,
+                                   ood_table=ood_table, control=result.control,
                                    n_blocks=result.n_blocks, friedman_p=result.friedman_p,
                                    critical_difference=result.cd))
     if not frames:
-        raise BenchError(f"no rows of metric {metric}")
+        raise BenchError(f"no table of metric {metric} has the 5 blocks and 3 entries the "
+                         "tests need")
     return pd.concat(frames, ignore_index=True)
 
 

@@ -121,3 +121,45 @@ def test_blocks_table_labels_config_variants_within_a_protocol():
     assert list(blocks_table(frame).columns) == ["j/s", "k/s", "m/s"]
     frame = pd.DataFrame(one_class + [row("one-class", c, "h3") for c in range(5)])
     assert {"m/s@h1", "m/s@h3"} <= set(blocks_table(frame).columns)
+
+
+def test_significance_is_within_one_table_and_names_fewer_seeds():
+    """Two protocols and two data sets: never ranked together (labeled MCL is another entry);
+    a block where an entry lost a seed is said; p == alpha is not significant, as the bars."""
+    import pandas as pd
+
+    from bench.report.stats import missing_seeds, significance_tables
+
+    rows = []
+    for protocol in ("one-class", "ood-labeled"):
+        for dataset in ("a", "b"):
+            for c in range(5):
+                for seed in (0, 1):
+                    rows.append({"protocol": protocol, "dataset": dataset, "preset": "quick",
+                                 "ood_table": "", "method": "mcl", "score": "sei",
+                                 "features": "", "variant": "", "normal_class": str(c),
+                                 "ood_dataset": "rest", "seed": seed, "metric": "auroc",
+                                 "value": 0.5, "config_hash": "h"})
+    frame = pd.DataFrame(rows)
+    keys = [key for key, _ in significance_tables(frame)]
+    assert len(keys) == 4 and {k[0] for k in keys} == {"one-class", "ood-labeled"}
+    lost = frame[~((frame["dataset"] == "a") & (frame["normal_class"] == "3")
+                   & (frame["seed"] == 1))]
+    part = next(p for k, p in significance_tables(lost) if k[:2] == ("one-class", "a"))
+    assert missing_seeds(part) == ["mcl/sei in 3: 1 of 2 seeds (missing 1)"]
+
+
+def test_a_pair_at_exactly_alpha_is_not_significant_in_list_or_bars():
+    import numpy as np
+    import pandas as pd
+    import scikit_posthocs as sp
+
+    from bench.report.stats import Significance
+
+    ranks = pd.Series([1.0, 2.0], index=["a", "b"])
+    p = pd.DataFrame([[1.0, 0.05], [0.05, 1.0]], index=ranks.index, columns=ranks.index)
+    result = Significance(ranks, 10, 0.05, 10.0, 0.001, 1.0, p, "a",
+                          pd.DataFrame(columns=["rank", "z", "p", "p_holm", "significant"]))
+    assert not result.pairs()["significant"].any()
+    assert sp.sign_array(p.to_numpy(), alpha=0.05)[0, 1] != 1  # the bars: not significant
+    assert np.isclose(result.pairs()["p"].iloc[0], 0.05)

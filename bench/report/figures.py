@@ -48,9 +48,11 @@ from bench.report.stats import (  # noqa: E402 - the tables the significance fig
     MAX_DRAWN_ENTRIES,
     NotDrawn,
     _default_configs,
+    missing_seeds,
     significance_frame,
     significance_note,
     significance_of,
+    significance_tables,
 )
 
 
@@ -367,18 +369,17 @@ def cd_diagram(rows: pd.DataFrame, out: Path, alpha: float = 0.05, size: str = "
     beside each figure (.csv) and the significant differences as a note (.md). Each method's
     default config only, where there is one."""
     paths, reasons = [], []
-    for preset, part in rows.groupby("preset"):
-        part, _ = _default_configs(part)  # near-identical variants would crowd ranks
+    for key, part in significance_tables(rows):
         try:
-            paths += _cd_diagram(part, out, alpha, size, preset, control)
+            paths += _cd_diagram(part, out, alpha, size, key, control)
         except NotDrawn as exc:
-            reasons.append(f"{preset or 'rows'}: {exc}")
+            reasons.append(f"{table_where(*key)}: {exc}")
     if not paths:
         raise NotDrawn("; ".join(reasons))
     return paths
 
 
-def _cd_diagram(rows: pd.DataFrame, out: Path, alpha: float, size: str, preset: str,
+def _cd_diagram(rows: pd.DataFrame, out: Path, alpha: float, size: str, key: tuple,
                 control: str | None) -> list[Path]:
     import scikit_posthocs as sp
 
@@ -405,7 +406,8 @@ def _cd_diagram(rows: pd.DataFrame, out: Path, alpha: float, size: str, preset: 
         bar.set_data(sorted(bar.get_xdata()), bar.get_ydata())
     sets = sorted({b.rsplit("/", 1)[0] for b in table.index})
     k = len(entries)
-    caption = (f"{preset} preset: average rank over N = {table.shape[0]} blocks "
+    where = table_where(*key)
+    caption = (f"{where}: average rank over N = {table.shape[0]} blocks "
                f"({', '.join(sets)}; 1 = best AUROC), k = {k}. Friedman chi2({k - 1}) = "
                f"{result.friedman_statistic:.1f}, p = {result.friedman_p:.2g}. "
                + (f"Grey bars join entries Nemenyi does not separate at alpha = {alpha} "
@@ -415,12 +417,14 @@ def _cd_diagram(rows: pd.DataFrame, out: Path, alpha: float, size: str, preset: 
                f"(Holm, alpha = {alpha}).")
     if dropped:
         caption += f" Left out (not run on every block): {', '.join(dropped)}."
+    fewer = missing_seeds(rows)
+    if fewer:
+        caption += f" Fewer seeds: {'; '.join(fewer)}."
     ax.set_title("\n".join(_wrap(caption, 130 if size == "page" else 60)), fontsize=6)
-    stem = "critical_difference" + (f"_{preset}" if preset else "")
+    stem = "critical_difference_" + table_name(*key)
     paths = save(fig, out, stem)
     atomic_write_csv(inside(out, f"{stem}.csv"), significance_frame(result))
-    atomic_write_text(inside(out, f"{stem}.md"),
-                      significance_note(result, f"{preset} preset" if preset else "rows"))
+    atomic_write_text(inside(out, f"{stem}.md"), significance_note(result, where, fewer))
     return [*paths, Path(out) / f"{stem}.csv", Path(out) / f"{stem}.md"]
 
 

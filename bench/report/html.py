@@ -147,26 +147,28 @@ def comparison_html(rows: pd.DataFrame, skipped: list[str]) -> str:
 
 
 def significance_html(rows: pd.DataFrame, control: str | None, skipped: list[str]) -> str:
-    """Per preset: Friedman, the average ranks, Holm against the control, Nemenyi's pairs."""
+    """Per table (protocol, data set, preset, OOD table): Friedman, the average ranks, Holm
+    against the control, Nemenyi's pairs."""
+    from bench.report.leaderboard import table_where
     from bench.report.stats import (
         MAX_DRAWN_ENTRIES,
         NotDrawn,
-        _default_configs,
+        missing_seeds,
         significance_note,
         significance_of,
+        significance_tables,
     )
 
     parts = []
-    auroc = rows[rows["metric"] == "auroc"]
-    for preset, part in auroc.groupby("preset"):
-        part, _ = _default_configs(part)
+    for key, part in significance_tables(rows):
+        where = table_where(*key)
         try:
             result, table, dropped, control_note = significance_of(part, control=control)
             if len(result.ranks) > MAX_DRAWN_ENTRIES:
                 raise NotDrawn(f"{len(result.ranks)} entries, more than the "
                                f"{MAX_DRAWN_ENTRIES} one table shows")
         except NotDrawn as exc:
-            skipped.append(f"significance, {preset} preset: {exc}")
+            skipped.append(f"significance, {where}: {exc}")
             continue
         versus = result.versus_control
         ranks = pd.DataFrame({"average rank": result.ranks})
@@ -182,8 +184,8 @@ def significance_html(rows: pd.DataFrame, control: str | None, skipped: list[str
                                 for v in ranks["significant"]]
         numbers = ranks.assign(significant=ranks["significant"].map(
             lambda v: "" if pd.isna(v) else int(bool(v))))
-        note = significance_note(result, f"{preset} preset").split("\n")
-        parts.append(f"<h3>{_e(preset)} preset: {result.n_blocks} blocks, "
+        note = significance_note(result, where, missing_seeds(part)).split("\n")
+        parts.append(f"<h3>{_e(where)}: {result.n_blocks} blocks, "
                      f"{len(result.ranks)} entries, control {_e(result.control)}"
                      f"{_e(control_note)}</h3>"
                      + sortable_table(numbers, shown, "entry")
@@ -191,7 +193,8 @@ def significance_html(rows: pd.DataFrame, control: str | None, skipped: list[str
                                _notes([line[2:]]) for line in note if line)
                      + (_notes([f"Left out (not run on every block): {', '.join(dropped)}"])
                         if dropped else ""))
-    return ("<p>Demšar (2006): Friedman over the blocks (data set x class or OOD set), then "
+    return ("<p>Demšar (2006), within each table: Friedman over its blocks (classes or OOD "
+            "sets), then "
             "Nemenyi for every pair and Holm's step-down against the control (rank z tests), "
             "alpha = 0.05.</p>" + "".join(parts)) if parts else "<p>Too few blocks.</p>"
 

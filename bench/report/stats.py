@@ -72,7 +72,7 @@ class Significance:
 
     @property
     def friedman_rejects(self) -> bool:
-        return self.friedman_p <= self.alpha
+        return self.friedman_p < self.alpha
 
     def pairs(self) -> pd.DataFrame:
         """Every pair of entries with Nemenyi's p and whether it is significant (only where
@@ -84,7 +84,7 @@ class Significance:
         frame = pd.DataFrame({"entry_a": entries[first], "entry_b": entries[second],
                               "rank_a": ranks[first], "rank_b": ranks[second],
                               "p": p[first, second]})
-        frame["significant"] = self.friedman_rejects & (frame["p"] <= self.alpha)
+        frame["significant"] = self.friedman_rejects & (frame["p"] < self.alpha)
         return frame
 
 
@@ -107,7 +107,8 @@ def significance(table: pd.DataFrame, control: str, alpha: float = 0.05) -> Sign
     p_control = pd.Series(2 * stats.norm.sf(np.abs(z.to_numpy())), index=rivals)
     versus = pd.DataFrame({"rank": ranks[rivals], "z": z, "p": p_control,
                            "p_holm": holm_adjusted(p_control)})
-    versus["significant"] = (friedman_p <= alpha) & (versus["p_holm"] <= alpha)
+    # p < alpha, as the diagram's bars (scikit-posthocs' sign_array): bars and lists agree
+    versus["significant"] = (friedman_p < alpha) & (versus["p_holm"] < alpha)
     return Significance(ranks, n, alpha, stat, friedman_p, critical_difference(k, n, alpha),
                         nemenyi.loc[ranks.index, ranks.index], control, versus)
 
@@ -194,11 +195,14 @@ def significance_frame(result) -> pd.DataFrame:
     return frame.round({"rank_a": 4, "rank_b": 4, "statistic": 4, "p": 6, "p_holm": 6})
 
 
-def significance_note(result, where: str) -> str:
-    """What the tests found, in sentences: Friedman, the significant pairs and their p-values."""
+def significance_note(result, where: str, fewer_seeds: list[str] = ()) -> str:
+    """What the tests found, in sentences: Friedman, the significant pairs and their p-values;
+    the blocks where an entry has fewer seeds than elsewhere."""
     k = len(result.ranks)
     head = (f"{where}: Friedman chi2({k - 1}) = {result.friedman_statistic:.1f}, "
             f"p = {result.friedman_p:.2g} over {result.n_blocks} blocks, {k} entries")
+    if fewer_seeds:
+        head += f" (fewer seeds: {'; '.join(fewer_seeds)})"
     if not result.friedman_rejects:
         return head + f"; not significant at alpha = {result.alpha}, so no post-hoc test.\n"
     pairs = result.pairs().query("significant")
@@ -216,3 +220,37 @@ def significance_note(result, where: str) -> str:
               + (", ".join(f"{e} (p = {r.p_holm:.3g})" for e, r in worse.iterrows()) or "none")
               + "; every other difference is not significant."]
     return "\n".join(lines) + "\n"
+
+
+SIGNIFICANCE_KEYS = ["protocol", "dataset", "preset", "ood_table"]  # one test per table
+
+
+def significance_tables(rows: pd.DataFrame, metric: str = "auroc"):
+    """(protocol, data set, preset, OOD table) and its rows of `metric`, each method's default
+    config: the tests rank entries within one table, never across protocols or data sets."""
+    picked = rows[rows["metric"] == metric].assign(ood_table=rows["ood_table"].fillna(""))
+    for key, part in picked.groupby(SIGNIFICANCE_KEYS, sort=True):
+        part, _ = _default_configs(part)  # near-identical variants would crowd ranks
+        yield key, part
+
+
+def missing_seeds(rows: pd.DataFrame, metric: str = "auroc") -> list[str]:
+    """Blocks (class or OOD set) where an entry has fewer seeds than elsewhere: its value there
+    is a mean over fewer seeds, said rather than hidden."""
+    from bench.report.leaderboard import column_key, entry_label
+
+    picked = rows[rows["metric"] == metric]
+    if picked.empty:
+        return []
+    picked = picked.assign(entry=entry_label(picked), block=column_key(picked).astype(str))
+    counts = picked.groupby(["entry", "block"])["seed"].nunique()
+    seeds = picked.groupby("entry")["seed"].unique()
+    notes = []
+    for (entry, block), n in counts.items():
+        full = len(seeds[entry])
+        if n < full:
+            have = set(picked[(picked["entry"] == entry) & (picked["block"] == block)]["seed"])
+            lost = sorted(set(seeds[entry]) - have)
+            notes.append(f"{entry} in {block}: {n} of {full} seeds (missing "
+                         f"{', '.join(map(str, lost))})")
+    return notes
