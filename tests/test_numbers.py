@@ -175,3 +175,28 @@ def test_a_latex_caption_gives_the_true_number_of_seeds():
     summary = summarise(rows)
     text = to_latex(summary, next(iter(summary.tables)))
     assert "over seeds (1)" in text, text
+
+
+def test_labeled_tables_show_the_accuracy_beside_each_network(tmp_path, capsys):
+    """OpenOOD's ACC column: the in-distribution accuracy of each entry's network, in the
+    leaderboard (terminal, CSV, Markdown, LaTeX)."""
+    import pandas as pd
+
+    from bench.report.leaderboard import numeric_table, summarise, to_latex
+
+    base = {"protocol": "ood-labeled", "dataset": "d", "preset": "quick", "ood_table": "bench",
+            "method": "ce", "features": "", "variant": "", "normal_class": "all",
+            "config_hash": "h", "protocol_version": "2"}
+    rows = []
+    for seed, acc in ((0, 0.90), (1, 0.80)):
+        for score in ("msp", "energy"):
+            for ood in ("a", "b", "c", "e", "f"):
+                rows.append({**base, "score": score, "ood_dataset": ood, "seed": seed,
+                             "metric": "auroc", "value": 0.7})
+                rows.append({**base, "score": score, "ood_dataset": ood, "seed": seed,
+                             "metric": "accuracy", "value": acc})
+    summary = summarise(pd.DataFrame(rows))
+    key = next(iter(summary.tables))
+    table = numeric_table(summary, key)
+    assert table.loc["ce/msp", "accuracy"] == pytest.approx(85.0)
+    assert "accuracy" in to_latex(summary, key)

@@ -141,12 +141,14 @@ def test_every_figure_function_writes_non_empty_images(tmp_path):
     paths += figures.roc_and_histograms(store.job_dir("mcl-0"), out)
     names = {p.name for p in paths}
     for stem in ("auroc_per_class_fashion-mnist", "ood_heatmap_ood_cifar10",
-                 "training_loss_fashion-mnist", "critical_difference", "roc_mcl-0",
+                 "training_loss_fashion-mnist", "critical_difference_one-class_fashion-mnist",
+                 "roc_mcl-0",
                  "score_hist_mcl-0"):
         assert f"{stem}.png" in names and f"{stem}.pdf" in names
     for p in paths:
         assert p.stat().st_size > (1000 if p.suffix in (".png", ".pdf") else 100)
-    assert {"critical_difference.csv", "critical_difference.md"} <= names
+    assert {"critical_difference_one-class_fashion-mnist.csv",
+            "critical_difference_one-class_fashion-mnist.md"} <= names  # one per table
     assert figures.pick_job(store.records()) == "mcl-0"
     json.dumps([str(p) for p in paths])
 
@@ -269,7 +271,8 @@ def test_figures_skip_what_cannot_be_drawn_and_draw_the_rest(tmp_path, capsys):
         main(["figures", "--runs", str(out), "--out", str(tmp_path / "figs")])
     _, err = capsys.readouterr()
     assert info.value.code == 0
-    assert "critical-difference diagram: not drawn (quick: needs 3 entries" in err
+    assert ("critical-difference diagram: not drawn (one-class / digits, quick preset: needs 3 "
+            "entries") in err
     assert (tmp_path / "figs" / "auroc_per_class_digits_quick.png").exists()
 
 
@@ -435,11 +438,11 @@ def test_cd_figure_tests_against_the_control_named_and_writes_p_values(tmp_path,
         main(["figures", "--rows", str(path), "--figure", "cd", "--control", "best/s",
               "--out", str(out)])
     assert info.value.code == 0
-    p = pd.read_csv(out / "critical_difference_quick.csv")
+    p = pd.read_csv(out / "critical_difference_one-class_fashion-mnist_quick.csv")
     holm = p[p["test"] == "holm-vs-control"]
     assert set(holm["entry_a"]) == {"best/s"} and len(holm) == 4 and holm["significant"].all()
     assert len(p[p["test"] == "nemenyi"]) == 10
-    note = (out / "critical_difference_quick.md").read_text()
+    note = (out / "critical_difference_one-class_fashion-mnist_quick.md").read_text()
     assert "Friedman chi2(4)" in note and "Against the control best/s" in note
     # the control ranks first in every block: better than each rival, worse than none
     assert "a/s (p = " in note.split("better than")[1] and "worse than none" in note
@@ -518,6 +521,6 @@ def test_cd_figure_is_the_same_bytes_under_any_hash_seed(tmp_path):
                                "--figure", "cd", "--out", str(out)], capture_output=True,
                               text=True, env={**os.environ, "PYTHONHASHSEED": seed})
         assert proc.returncode == 0, proc.stderr
-        outputs.append([(out / f"critical_difference_quick.{ext}").read_bytes()
+        outputs.append([(out / f"critical_difference_one-class_fashion-mnist_quick.{ext}").read_bytes()
                         for ext in ("png", "pdf", "csv", "md")])
     assert outputs[0] == outputs[1] == outputs[2]

@@ -159,6 +159,12 @@ def _table(per_seed: pd.DataFrame, columns: list, groups: dict[str, list], metri
     return table.set_index("entry"), missing
 
 
+def _accuracy(rows: pd.DataFrame) -> pd.Series:
+    """Per entry: the in-distribution accuracy, mean over seeds (one value per job)."""
+    rows = rows.assign(entry=entry_label(rows))
+    return rows.groupby(["entry", "seed"])["value"].mean().groupby(level="entry").mean()
+
+
 def _cell_stds(per_seed: pd.DataFrame, columns: list, groups: dict[str, list]) -> pd.DataFrame:
     """The std over seeds (ddof 1) of each cell and group mean: what LaTeX shows after the ±."""
     stds = per_seed.groupby(level="entry")[columns].std(ddof=1)
@@ -206,6 +212,8 @@ def summarise(rows: pd.DataFrame, metric: str = "auroc") -> Summary:
     """Every table of one metric and the notes under it, from one pass over the rows."""
     out = Summary(metric)
     picked = rows[rows["metric"] == metric]
+    accuracy = {key: part for key, part in
+                rows[rows["metric"] == "accuracy"].groupby(TABLE_KEYS, sort=True)}
     for key, part in picked.groupby(TABLE_KEYS, sort=True):
         protocol, dataset, preset, ood_table = key
         where = table_where(*key)
@@ -218,6 +226,9 @@ def summarise(rows: pd.DataFrame, metric: str = "auroc") -> Summary:
         left_out = _left_out_notes(where, per_seed, complete)
         table, missing = _table(per_seed[complete], columns,
                                 _ood_groups(protocol, dataset, columns, ood_table), metric)
+        if metric != "accuracy" and key in accuracy:  # OpenOOD's ACC column, beside each network
+            table.insert(table.columns.get_loc("seeds"), "accuracy",
+                         _accuracy(accuracy[key]).reindex(table.index))
         out.tables[key], out.partial[key] = table, missing
         out.cell_seeds[key] = per_seed[complete][columns].notna().groupby(level="entry").sum()
         out.stds[key] = _cell_stds(per_seed[complete], columns,
