@@ -254,12 +254,15 @@ def _load(runs: tuple[str, ...], rows_files: tuple[str, ...]):
 @click.option("--force", is_flag=True,
               help="Replace files made from other rows (another run's, a committed result), "
                    "and README.md's sections of tables these rows do not make.")
+@click.option("--class-names", is_flag=True,
+              help="Name one-class columns by the data set's classes (T-shirt/top, ...), as "
+                   "papers print them, where the data set names them.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["csv", "markdown",
                                                                        "latex"]),
               help="Files to write per table (repeatable; default csv and markdown): csv "
                    "(numbers, notes in columns), markdown (and README.md), latex (booktabs: "
                    "mean ± std, best bold, second underlined, a caption).")
-def leaderboard(runs, rows_files, out, metric, force, formats) -> int:
+def leaderboard(runs, rows_files, out, metric, force, class_names, formats) -> int:
     """Write one table per (protocol, dataset, preset) from runs or rows: CSV and Markdown, or
     LaTeX (--format latex).
 
@@ -269,9 +272,16 @@ def leaderboard(runs, rows_files, out, metric, force, formats) -> int:
     """
     import shutil
 
-    from bench.report.leaderboard import console_text, summarise, write_summary
+    from bench.report.leaderboard import (
+        console_text,
+        summarise,
+        with_class_names,
+        write_summary,
+    )
 
     summary = summarise(_load(runs, rows_files), metric)
+    if class_names:
+        summary = with_class_names(summary)
     out = _default_out(out, runs, rows_files, "leaderboard")
     with _staged(out, "leaderboard") as tmp:
         for readme in Path(out).glob("README*.md"):  # its other sections are kept

@@ -200,3 +200,19 @@ def test_labeled_tables_show_the_accuracy_beside_each_network(tmp_path, capsys):
     table = numeric_table(summary, key)
     assert table.loc["ce/msp", "accuracy"] == pytest.approx(85.0)
     assert "accuracy" in to_latex(summary, key)
+
+
+def test_one_colour_for_normal_and_one_for_anomalous_and_class_names(tmp_path, capsys):
+    from bench.report import figures
+
+    for order in (["anomalous", "normal"], ["normal", "anomalous"]):
+        colours = figures.group_colours(order)
+        assert colours["normal"] == figures.NORMAL_COLOUR  # the histograms' normal colour
+        assert colours["anomalous"] == figures.ANOMALOUS_COLOUR
+    ood = figures.group_colours(["svhn", "in-distribution", "interp"])
+    assert ood["in-distribution"] == figures.NORMAL_COLOUR
+    assert figures.NORMAL_COLOUR not in (ood["svhn"], ood["interp"])
+    rows = ROOT / "results" / "rows" / "one-class_fashion-mnist_standard.csv"
+    code, out, err = run_cli(["leaderboard", "--rows", rows, "--class-names", "--out",
+                              tmp_path / "lb"], capsys)
+    assert code == 0 and "T-shirt/top" in out and "Ankle boot" in out, err

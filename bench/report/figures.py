@@ -253,6 +253,22 @@ def _job_record(job_dir: Path) -> dict:
     return record
 
 
+NORMAL_GROUPS = ("normal", "in-distribution")  # what a t-SNE and a histogram call the normal
+
+
+def group_colours(groups) -> dict[str, tuple]:
+    """One colour for the normal (in-distribution) images and one per anomalous group, the
+    same in every figure: normal is the colourblind palette's blue, the first anomalous group
+    its orange, further OOD sets its other colours."""
+    palette = sns.color_palette("colorblind", 10)
+    others = iter(palette[1:] + sns.color_palette("husl", max(0, len(groups) - 9)))
+    return {g: palette[0] if g in NORMAL_GROUPS else next(others)
+            for g in dict.fromkeys(groups)}
+
+
+NORMAL_COLOUR, ANOMALOUS_COLOUR = sns.color_palette("colorblind", 2)
+
+
 def _job_scores(job_dir: Path) -> tuple[dict, dict]:
     record = _job_record(job_dir)
     path = job_dir / "scores.npz"
@@ -305,8 +321,9 @@ def roc_and_histograms(job_dir: Path, out: Path, size: str = "page") -> list[Pat
         heavy_tail = v.min() > 0 and v.max() > 20 * np.median(v)  # e.g. Mahalanobis distances
         bins = (np.geomspace(v.min(), v.max(), 41) if heavy_tail
                 else np.histogram_bin_edges(v, bins=40))
-        ax.hist(v[~y], bins=bins, alpha=0.6, density=True, label="normal")
-        ax.hist(v[y], bins=bins, alpha=0.6, density=True, label=f"anomalous ({g})")
+        ax.hist(v[~y], bins=bins, alpha=0.6, density=True, label="normal", color=NORMAL_COLOUR)
+        ax.hist(v[y], bins=bins, alpha=0.6, density=True, label=f"anomalous ({g})",
+                color=ANOMALOUS_COLOUR)
         if heavy_tail:
             ax.set_xscale("log")
         ax.set(xlabel=f"anomaly score '{s}'" + (" (log)" if heavy_tail else ""),
@@ -560,9 +577,9 @@ def tsne(job_dir: Path, out: Path, size: str = "page", max_points: int = 2000) -
               perplexity=min(30, len(keep) - 1)).fit_transform(feats[keep])
     width = min(WIDTHS[size], 4.2)
     fig, ax = plt.subplots(figsize=(width, width * 0.9))
-    order = list(dict.fromkeys(groups[keep]))
+    order = sorted(dict.fromkeys(groups[keep]), key=lambda g: (g not in NORMAL_GROUPS, g))
     sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=groups[keep], hue_order=order, s=5,
-                    linewidth=0, alpha=0.7, ax=ax)
+                    linewidth=0, alpha=0.7, ax=ax, palette=group_colours(order))
     ax.set(xlabel="t-SNE 1", ylabel="t-SNE 2",
            title=f"t-SNE of {record['method']} features: " + _job_title(record))
     ax.title.set_fontsize(7)

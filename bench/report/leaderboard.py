@@ -250,6 +250,29 @@ def summarise(rows: pd.DataFrame, metric: str = "auroc") -> Summary:
     return out
 
 
+def with_class_names(summary: Summary) -> Summary:
+    """The summary with each one-class table's columns named by the data set's classes (as
+    papers print them: 'T-shirt/top' for 0), where the data set names them."""
+    from dataclasses import replace
+
+    from bench.registry import DATASETS
+
+    renamed = replace(summary, tables=dict(summary.tables), stds=dict(summary.stds),
+                      cell_seeds=dict(summary.cell_seeds))
+    for key in summary.tables:
+        protocol, dataset = key[0], key[1]
+        names = (DATASETS.entry(dataset).names_of_classes()
+                 if protocol == "one-class" and dataset in DATASETS else None)
+        if not names:
+            continue
+        mapping = {str(i): name for i, name in enumerate(names)}
+        for part in (renamed.tables, renamed.stds, renamed.cell_seeds):
+            if key in part:
+                part[key] = part[key].rename(
+                    columns={c: mapping.get(str(c), c) for c in part[key].columns})
+    return renamed
+
+
 def as_text(numbers: pd.DataFrame) -> pd.DataFrame:
     """The numeric table as the text Markdown and the terminal show: one decimal, a blank for
     a missing cell, `*` after a mean over fewer columns than the table has."""
