@@ -197,3 +197,22 @@ def test_the_architecture_doc_names_each_modules_imports():
         assert found == claimed, (entry, sorted(found), sorted(claimed))
         checked += 1
     assert checked >= 15
+
+
+def test_the_version_has_one_source():
+    """pyproject reads bench.__version__; `bench --version` prints it; CITATION.cff names it."""
+    import re
+    import subprocess
+    import sys
+
+    import bench
+
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and 'attr = "bench.__version__"' in pyproject
+    project = pyproject.split("[project]")[1].split("\n[")[0]
+    assert not re.search(r"^version\s*=", project, re.M)
+    out = subprocess.run([sys.executable, "-m", "bench", "--version"], capture_output=True,
+                         text=True, cwd=ROOT).stdout
+    assert bench.__version__ in out
+    assert f'version: "{bench.__version__}"' in (ROOT / "CITATION.cff").read_text()
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
