@@ -210,9 +210,10 @@ def _publish(staged, out, sources, force):
 @contextlib.contextmanager
 def _staged(out: str, kind: str):
     """A temporary folder under `out` to write into; `publish` then moves the files in."""
-    from bench.files import check_writable, temporary_folder
+    from bench.files import check_writable, clean_stale_temporaries, temporary_folder
 
     check_writable(out)
+    clean_stale_temporaries(out, recursive=False)  # a killed command's staged folder
     with temporary_folder(out, kind) as tmp:
         yield tmp
 

@@ -243,12 +243,16 @@ def sources_key(sources: list[str | Path], out: Path | str) -> list[str]:
     return sorted(os.path.relpath(Path(s).resolve(), out) for s in sources)
 
 
+MERGED_FILES = ("README",)  # files that keep other sources' sections (leaderboard READMEs)
+
+
 def publish(staged: Path | str, out: Path | str, sources: list[str | Path],
             force: bool = False) -> list[Path]:
     """Move every file written under `staged` into `out` (each an atomic rename), recording in
     `out`/.made-from.json what it was made from. A file of `out` that would change and was not
     made from the same sources (another run's, or a committed result) is replaced only with
-    `force`: otherwise BenchError and nothing is replaced."""
+    `force`: otherwise BenchError and nothing is replaced. A README keeps the sections of other
+    sources (it was merged before it was staged), so it is never a conflict."""
     staged, out = Path(staged), Path(out)
     key = sources_key(sources, out)
     manifest = out / MADE_FROM
@@ -262,6 +266,8 @@ def publish(staged: Path | str, out: Path | str, sources: list[str | Path],
     for path in files:
         rel = path.relative_to(staged).as_posix()
         target = inside(out, *rel.split("/"))
+        if rel.startswith(MERGED_FILES):
+            continue
         if target.is_file() and made.get(rel) != key and target.read_bytes() != path.read_bytes():
             conflicts.append(rel)
     if conflicts and not force:
