@@ -335,3 +335,42 @@ def test_the_examples_run(tmp_path):
         text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "small-cnn/vim" in result.stdout and "knn/small-cnn-feat" in result.stdout
+
+
+def test_a_new_post_hoc_score_is_one_table_row(tmp_path, capsys, monkeypatch):
+    """A score added to POSTHOC (and nothing else) is listed, fitted and scored by every network
+    whose outputs meet its needs, and checked as declared."""
+
+    from bench.cli import main
+    from bench.nn import posthoc
+
+    row = posthoc.PosthocScore(
+        frozenset({"features"}), lambda o, s, c: (o.features - s).norm(dim=1),
+        lambda t, c: t.features.mean(0), (), "distance to the mean training feature")
+    monkeypatch.setitem(posthoc.POSTHOC, "mean-distance", row)
+    with pytest.raises(SystemExit):
+        main(["list", "methods"])
+    assert "mean-distance (features)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--methods", "rotnet", "--datasets", "synthetic", "--classes", "0",
+              "--set", "backbone=resnet-tiny", "--set", "epochs=1", "--out",
+              str(tmp_path / "run")])
+    assert info.value.code == 0
+    rows = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert "mean-distance" in set(rows["score"])
+
+
+def test_bench_run_takes_a_detector_class_and_the_example_plugin(tmp_path, monkeypatch):
+    """A class object passed to bench.run is named by its import path; the example package's
+    classes run from Python as from the CLI."""
+    import bench
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "plugin_detector"))
+    from bench_example_plugin import MeanDistance
+
+    rows = bench.run(methods=[MeanDistance, "knn"], datasets="digits", classes=[0],
+                     out=tmp_path / "run", set={"power": 1.0})
+    assert set(rows["method"]) == {"bench_example_plugin:MeanDistance", "knn"}
+    assert rows.attrs["failed"] == []
+    with pytest.raises(bench.BenchError, match="neither a name nor a detector class"):
+        bench.run(methods=[object()], out=tmp_path / "bad")
