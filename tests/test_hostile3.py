@@ -493,3 +493,29 @@ def test_a_killed_report_leaves_its_temporaries_under_out_for_the_cleaner(tmp_pa
     assert socket.gethostname()
     assert clean_stale_temporaries(out, recursive=False) == [stale]
     assert not stale.exists()
+
+
+def test_a_weights_file_swapped_after_planning_fails_its_job(tmp_path, capsys, monkeypatch):
+    """Pretrained weights named by a local file: replaced between the plan and the job, the
+    job fails naming the change instead of scoring the new file under the old file's id."""
+    import torchvision
+
+    import bench.runner
+
+    weights = tmp_path / "resnet18.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    plan = bench.runner.plan
+
+    def plan_then_swap(spec):
+        planned = plan(spec)
+        torch.manual_seed(1)
+        torch.save(torchvision.models.resnet18().state_dict(), weights)  # other weights
+        return planned
+
+    monkeypatch.setattr(bench.runner, "plan", plan_then_swap)
+    code, _, err = run_cli(["run", "--methods", "knn", "--features", "resnet18-in1k",
+                            "--datasets", "synthetic", "--classes", "0", "--set",
+                            "image_size=32", "--set", f"resnet18-in1k.weights={weights}",
+                            "--out", tmp_path / "run"], capsys)
+    assert code == 1 and "changed since the run was planned" in err, err
