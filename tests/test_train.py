@@ -80,3 +80,29 @@ def test_nan_guard():
         train(model, lambda idx: model(torch.ones(len(idx), 2)).sum() * float("nan"), 8,
               epochs=1, batch_size=4, optimizer=opt, scheduler=sched,
               ctx=FitContext(progress=False), desc="test")
+
+
+@pytest.mark.parametrize("nesterov,exclude_1d", [(False, False), (True, True)])
+def test_foreach_lars_is_bit_identical_to_the_loop(nesterov, exclude_1d):
+    """Several steps of the multi-tensor LARS leave exactly the weights of the per-tensor loop
+    (torchlars' rule), zero gradients and a parameter without a gradient included."""
+    import copy
+
+    from bench.nn.backbones import Network
+    from bench.nn.optim import LARS
+
+    torch.manual_seed(0)
+    base = Network("resnet-tiny", 3, proj_hidden=16, proj_dim=8, n_shifts=4)
+    nets = [base, copy.deepcopy(base)]
+    opts = [LARS(n.parameters(), lr=0.5, weight_decay=1e-4, nesterov=nesterov,
+                 exclude_1d=exclude_1d, foreach=f) for n, f in zip(nets, (True, False))]
+    x = torch.rand(8, 3, 16, 16)
+    for step in range(4):
+        for net, opt in zip(nets, opts):
+            opt.zero_grad(set_to_none=True)
+            out = net(x)
+            loss = out["z"].square().mean() + (0 if step == 2 else out["shift_logits"].mean())
+            loss.backward()
+            opt.step()
+    for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()):
+        assert torch.equal(a, b)

@@ -20,33 +20,75 @@ class LARS(Optimizer):
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 1e-6,
                  trust_coef: float = 0.001, eps: float = 1e-8, nesterov: bool = False,
-                 exclude_1d: bool = False):
+                 exclude_1d: bool = False, foreach: bool = True):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                        trust_coef=trust_coef, eps=eps, nesterov=nesterov, exclude_1d=exclude_1d)
+                        trust_coef=trust_coef, eps=eps, nesterov=nesterov, exclude_1d=exclude_1d,
+                        foreach=foreach)
         super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            wd, trust, eps = group["weight_decay"], group["trust_coef"], group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if not (group["exclude_1d"] and p.ndim <= 1):
-                    w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(g)
-                    adaptive = torch.where((w_norm > 0) & (g_norm > 0),
-                                           trust * w_norm / (g_norm + wd * w_norm + eps),
-                                           torch.ones_like(w_norm))
-                    g = g.add(p, alpha=wd).mul_(adaptive)
-                state = self.state[p]
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = g.clone()
-                else:
-                    buf.mul_(group["momentum"]).add_(g)
-                update = g.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-                p.add_(update, alpha=-group["lr"])
+            if group["foreach"]:
+                self._step_foreach(group)
+            else:
+                self._step_loop(group)
+
+    def _step_foreach(self, group) -> None:
+        """The same update over all tensors at once (multi-tensor ops: a handful of kernels per
+        step instead of ~17 per tensor), element for element the same arithmetic as the loop."""
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        wd, trust, eps, momentum = (group["weight_decay"], group["trust_coef"], group["eps"],
+                                    group["momentum"])
+        grads = [p.grad for p in params]
+        scaled = [i for i, p in enumerate(params) if not (group["exclude_1d"] and p.ndim <= 1)]
+        if scaled:
+            ps, gs = [params[i] for i in scaled], [grads[i] for i in scaled]
+            w_norm = torch.stack(torch._foreach_norm(ps))
+            g_norm = torch.stack(torch._foreach_norm(gs))
+            adaptive = torch.where((w_norm > 0) & (g_norm > 0),
+                                   trust * w_norm / (g_norm + wd * w_norm + eps),
+                                   torch.ones_like(w_norm))
+            new = torch._foreach_add(gs, ps, alpha=wd)
+            torch._foreach_mul_(new, list(adaptive.unbind()))
+            grads = list(grads)
+            for i, g in zip(scaled, new):
+                grads[i] = g
+        bufs = [self.state[p].get("momentum_buffer") for p in params]
+        fresh = [i for i, b in enumerate(bufs) if b is None]
+        old = [i for i, b in enumerate(bufs) if b is not None]
+        for i in fresh:
+            bufs[i] = self.state[params[i]]["momentum_buffer"] = grads[i].clone()
+        if old:
+            kept = [bufs[i] for i in old]
+            torch._foreach_mul_(kept, momentum)
+            torch._foreach_add_(kept, [grads[i] for i in old])
+        updates = torch._foreach_add(grads, bufs, alpha=momentum) if group["nesterov"] else bufs
+        torch._foreach_add_(params, updates, alpha=-group["lr"])
+
+    def _step_loop(self, group) -> None:
+        """One tensor at a time, as torchlars does (the reference the foreach step equals)."""
+        wd, trust, eps = group["weight_decay"], group["trust_coef"], group["eps"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            g = p.grad
+            if not (group["exclude_1d"] and p.ndim <= 1):
+                w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(g)
+                adaptive = torch.where((w_norm > 0) & (g_norm > 0),
+                                       trust * w_norm / (g_norm + wd * w_norm + eps),
+                                       torch.ones_like(w_norm))
+                g = g.add(p, alpha=wd).mul_(adaptive)
+            state = self.state[p]
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.clone()
+            else:
+                buf.mul_(group["momentum"]).add_(g)
+            update = g.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+            p.add_(update, alpha=-group["lr"])
 
 
 def make_optimizer(params, config) -> Optimizer:
