@@ -127,16 +127,12 @@ def probe(module: torch.nn.Module, x: torch.Tensor, name: str) -> Probe:
     """The module's convention and output widths on a float batch; BenchError in one line
     naming the network when its outputs are not [N, d] features and [N, classes] logits."""
     n = x.shape[0]
-    with torch.no_grad():
-        try:
-            convention = _convention(module, x, name)
-            features, logits = _call(module, x, convention)
-        except BenchError:
-            raise
-        except Exception as exc:
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            raise BenchError(f"network {name}: fails on a batch of {tuple(x.shape)} float "
-                             f"images in [0, 1]: {type(exc).__name__}: {first}") from None
+    from bench.plugins import user_code
+
+    with torch.no_grad(), user_code(f"network {name}: fails on a batch of {tuple(x.shape)} "
+                                    "float images in [0, 1]"):
+        convention = _convention(module, x, name)
+        features, logits = _call(module, x, convention)
     if not isinstance(features, torch.Tensor) or features.ndim != 2 or features.shape[0] != n:
         shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features)
         raise BenchError(f"network {name}: features of shape {shape}, expected [{n}, d] (or "

@@ -10,6 +10,7 @@ module is installed, else the SHA-256 of its file, so two versions never share a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -45,6 +46,19 @@ class PluginEntry:
         return {"plugin": self.target, "plugin_version": self.version}
 
 
+@contextlib.contextmanager
+def user_code(what: str):
+    """Run a user's code: whatever it raises becomes one BenchError line, `what: Type: first
+    line of the message` (a BenchError of ours passes through)."""
+    try:
+        yield
+    except BenchError:
+        raise
+    except Exception as exc:  # anything a plugin can raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise BenchError(f"{what}: {type(exc).__name__}: {first}") from None
+
+
 def is_import_path(name: str) -> bool:
     module, sep, attr = name.rpartition(":")
     return bool(sep and module and attr.isidentifier())
@@ -74,14 +88,8 @@ def import_object(target: str, what: str, folder: str = "") -> Any:
     one, on the Python path); BenchError in one line when it does not import."""
     module, attr, default_folder = _split(target, what)
     _add_path(folder or default_folder)
-    try:
+    with user_code(f"{what} {target}: cannot import {module}"):
         mod = importlib.import_module(module)
-    except BenchError:
-        raise
-    except Exception as exc:  # anything the user's module raises on import
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise BenchError(f"{what} {target}: cannot import {module} "
-                         f"({type(exc).__name__}: {first})") from None
     if not hasattr(mod, attr):
         raise BenchError(f"{what} {target}: module {module} has no attribute {attr}")
     return getattr(mod, attr)
@@ -192,16 +200,10 @@ def check_declared_scores(name: str, cls: Any, config: Any, train, test, labeled
     train = train.subset(slice(0, TINY_TRAIN))
     images = test.images[:TINY_TEST]
     where = f"method {name}"
-    try:
+    with user_code(f"{where}: fails on a tiny batch ({TINY_TRAIN} training images)"):
         detector = cls(config)
         detector.fit(train, FitContext(labeled=labeled, progress=False))
         scores = detector.score(images)
-    except BenchError:
-        raise
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise BenchError(f"{where}: fails on a tiny batch ({TINY_TRAIN} training images): "
-                         f"{type(exc).__name__}: {first}") from None
     if not isinstance(scores, dict):
         raise BenchError(f"{where}: score() returned {type(scores).__name__}, not a dict "
                          "{score name: array}")
@@ -231,14 +233,8 @@ def dataset_loader(name: str, load: Any) -> Any:
         takes_source = False
 
     def loader(split: str, source: Any) -> ImageSet:
-        try:
+        with user_code(f"dataset {name}: loading split {split} failed"):
             out = load(split, source) if takes_source else load(split)
-        except BenchError:
-            raise
-        except Exception as exc:
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            raise BenchError(f"dataset {name}: loading split {split} failed: "
-                             f"{type(exc).__name__}: {first}") from None
         if not isinstance(out, ImageSet):
             raise BenchError(f"dataset {name}: the loader returned {type(out).__name__}, not a "
                              "bench.ImageSet (uint8 N x C x H x W images, int64 labels, class "
