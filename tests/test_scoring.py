@@ -137,3 +137,17 @@ def test_ensemble_mean_averages_every_key_over_the_draws():
     got = tiny("csi").ensemble_mean(3, lambda: next(draws))
     assert got["z"].tolist() == pytest.approx([2.0, 1.0])
     assert got["shift"].item() == pytest.approx(2.0)
+
+
+def test_dn2s_score_is_the_sum_of_squared_distances_to_the_k_nearest():
+    """knn with method sum-squares: DN2's official score (faiss IndexFlatL2, summed), by hand."""
+    import numpy as np
+
+    from bench.methods.classical import KNN, KNNConfig
+
+    bank = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    det = KNN(KNNConfig(n_neighbors=2, method="sum-squares")).fit_array(bank, seed=0)
+    got = det.score_array(np.array([[0.0, 0.0], [3.0, 4.0]]))
+    assert got.tolist() == [0 + 9, 9 + 16]  # (0, 3) and (3, 4): squared, summed
+    mean = KNN(KNNConfig(n_neighbors=2, method="mean")).fit_array(bank, seed=0)
+    assert mean.score_array(np.array([[3.0, 4.0]])).tolist() == [3.5]  # PyOD's mean of (3, 4)

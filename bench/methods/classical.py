@@ -145,8 +145,10 @@ class IForestConfig(PixelConfig):
 @dataclass(frozen=True)
 class KNNConfig(PixelConfig):
     n_neighbors: int = param(5, "k", ge=1)
-    method: Literal["largest", "mean", "median"] = param(
-        "largest", "distance to the k-th neighbour, or the mean / median of the k")
+    method: Literal["largest", "mean", "median", "sum-squares"] = param(
+        "largest", "distance to the k-th neighbour, or the mean / median of the k (PyOD's); "
+                   "sum-squares: the sum of the squared distances to the k, DN2's official "
+                   "score (its faiss IndexFlatL2)")
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,40 @@ class KDEConfig(PixelConfig):
 
 OCSVM = _pyod("OCSVM", "ocsvm:OCSVM", OCSVMConfig, "One-class SVM (Schoelkopf et al. 2001).")
 IForest = _pyod("IForest", "iforest:IForest", IForestConfig, "Isolation Forest (Liu et al. 2008).")
-KNN = _pyod("KNN", "knn:KNN", KNNConfig, "k-nearest-neighbour distance (Ramaswamy et al. 2000).")
+class KNN(PyODDetector):
+    """k-nearest-neighbour distance (Ramaswamy et al. 2000)."""
+
+    Config = KNNConfig
+    pyod_model = "knn:KNN"
+
+    def fit_array(self, x: np.ndarray, seed: int) -> KNN:
+        if self.config.method != "sum-squares":
+            return super().fit_array(x, seed)
+        self.pca_ = None  # DN2's score: the training rows themselves are the bank
+        if self.config.pca_components > 0:
+            return super().fit_array(x, seed)._keep_bank(x)
+        self.bank_ = torch.as_tensor(x, dtype=torch.float64)
+        return self
+
+    def _keep_bank(self, x: np.ndarray) -> KNN:
+        self.bank_ = torch.as_tensor(self.pca_.transform(x), dtype=torch.float64)
+        return self
+
+    def _params(self, n_features: int) -> dict[str, Any]:
+        params = super()._params(n_features)
+        if params.get("method") == "sum-squares":  # PCA is fitted by the parent; not PyOD's
+            params["method"] = "largest"
+        return params
+
+    def score_array(self, x: np.ndarray) -> np.ndarray:
+        if self.config.method != "sum-squares":
+            return super().score_array(x)
+        from bench.nn.scoring import knn_sum_of_squares
+
+        if self.pca_ is not None:
+            x = self.pca_.transform(x)
+        return knn_sum_of_squares(torch.as_tensor(x, dtype=torch.float64), self.bank_,
+                                  self.config.n_neighbors).double().numpy()
 LOF = _pyod("LOF", "lof:LOF", LOFConfig, "Local outlier factor (Breunig et al. 2000).")
 ECOD = _pyod("ECOD", "ecod:ECOD", PixelConfig, "Empirical-CDF outlier detection (Li et al. 2022).")
 COPOD = _pyod("COPOD", "copod:COPOD", PixelConfig, "Copula-based outlier detection (Li et al. 2020).")
