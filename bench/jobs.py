@@ -161,12 +161,14 @@ def id_prefix(name: str) -> str:
     return name.replace(":", ".")
 
 
-def train_id_of(method: str, config: Any, task: Task, seed: int, checkpoint_sha256: str = ""
-                ) -> str:
+def train_id_of(method: str, config: Any, task: Task, seed: int, checkpoint_sha256: str = "",
+                identity: dict[str, str] | None = None) -> str:
     """The model folder's name: everything that changes the trained weights (an imported
-    network: its file's SHA-256; pretrained weights: theirs)."""
+    network: its file's SHA-256; pretrained weights: theirs; `identity`: the method's
+    `_identity`, when the caller has it already)."""
+    identity = _identity(method, config) if identity is None else identity
     base = {"method": method, "protocol": task.protocol, "dataset": task.dataset,
-            "normal_class": task.normal_class, "seed": seed, **_identity(method, config)}
+            "normal_class": task.normal_class, "seed": seed, **identity}
     if checkpoint_sha256:
         base["checkpoint_sha256"] = checkpoint_sha256
     return (f"{id_prefix(method)}-{id_prefix(task.dataset)}-{task.protocol}-{task.label}-s{seed}-"
@@ -185,7 +187,9 @@ def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_
             "normal_class": task.normal_class, "seed": seed}
     if own[1]:
         base["checkpoint_sha256"] = own[1]
-    base.update(_identity(method, config))
+    own_identity = _identity(method, config)  # once: it may hash a weights file
+    enc_identity = _identity(features, encoder_config) if features != PIXEL else {}
+    base.update(own_identity)
     job_key = {**base, "config": as_dict(config), "ood_sets": list(task.ood_sets)}
     if benchmark(task.ood_table).named:  # the same set names, other images
         job_key["ood_table"] = task.ood_table
@@ -197,12 +201,14 @@ def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_
         job_key["features"] = {"encoder": features, "config": training_dict(encoder_config)}
         if enc[1]:
             job_key["features"]["checkpoint_sha256"] = enc[1]
-        job_key["features"].update(_identity(features, encoder_config))
-        encoder_train_id = train_id_of(features, encoder_config, task, seed, enc[1])
+        job_key["features"].update(enc_identity)
+        encoder_train_id = train_id_of(features, encoder_config, task, seed, enc[1],
+                                       enc_identity)
         prefix = f"{id_prefix(method)}-{id_prefix(features)}feat"
     job_id = f"{prefix}-{id_prefix(task.dataset)}-{task.protocol}-{task.label}-s{seed}-" + stable_hash(
         job_key, 8)
-    return Job(job_id=job_id, train_id=train_id_of(method, config, task, seed, own[1]),
+    return Job(job_id=job_id, train_id=train_id_of(method, config, task, seed, own[1],
+                                                   own_identity),
                method=method,
                config=config, config_hash=stable_hash(as_dict(config)), protocol=task.protocol,
                dataset=task.dataset, normal_class=task.normal_class, ood_sets=task.ood_sets,
@@ -213,16 +219,13 @@ def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_
                encoder_checkpoint=enc[0] if features != PIXEL else "",
                checkpoint_sha256=own[1],
                encoder_checkpoint_sha256=enc[1] if features != PIXEL else "",
-               planned_identity=identity_items(method, config, features, encoder_config))
+               planned_identity=identity_pairs(own_identity, enc_identity))
 
 
-def identity_items(method: str, config: Any, features: str = PIXEL, encoder_config: Any = None
-                   ) -> tuple[tuple[str, str], ...]:
-    """The identity of a job's files as they are now (the method's, and its encoder's with an
-    ``encoder_`` prefix), as sorted pairs."""
-    items = dict(_identity(method, config))
-    if features != PIXEL:
-        items.update({f"encoder_{k}": v for k, v in _identity(features, encoder_config).items()})
+def identity_pairs(own: dict[str, str], encoder: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The identity of a job's files (the method's, and its encoder's with an ``encoder_``
+    prefix), as sorted pairs."""
+    items = {**own, **{f"encoder_{k}": v for k, v in encoder.items()}}
     return tuple(sorted((str(k), str(v)) for k, v in items.items()))
 
 
@@ -339,6 +342,8 @@ def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
 
     store = RunStore(out)
     torch_device = select_device(device)
+    own = _identity(job.method, job.config)  # pretrained weights: their name and hash, now
+    enc = _identity(job.features, job.encoder_config) if job.features != PIXEL else {}
     record: dict[str, Any] = {
         "job_id": job.job_id, "train_id": job.train_id, "method": job.method,
         "features": job.features, "encoder_train_id": job.encoder_train_id,
@@ -350,18 +355,16 @@ def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
         "checkpoint": job.checkpoint,
         "run_id": run_id, "host": os.uname().nodename if hasattr(os, "uname") else "",
         "machine": describe_machine(torch_device),
-        **_identity(job.method, job.config),  # pretrained weights: their name and hash
+        **own, **{f"encoder_{k}": v for k, v in enc.items()},
     }
-    if job.features != PIXEL:
-        record.update({f"encoder_{k}": v
-                       for k, v in _identity(job.features, job.encoder_config).items()})
     started = time.perf_counter()
     with file_lock(store.job_dir(job.job_id) / ".lock"):  # one worker per job, across processes
         earlier = store.record(job.job_id)
         if earlier and earlier.get("status") == "done" and not store.damaged_files(job.job_id):
             return earlier  # finished by another worker meanwhile
         try:
-            rows, groups, embedding = _run(job, store, torch_device, run_id, progress, record)
+            rows, groups, embedding = _run(job, store, torch_device, run_id, progress, record,
+                                           identity_pairs(own, enc))
             record.update(status="done", seconds=round(time.perf_counter() - started, 3))
             store.write_job(job.job_id, record, pd.DataFrame(rows), score_arrays(groups),
                             embedding)
@@ -378,15 +381,16 @@ def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
 
 
 def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
-         record: dict[str, Any]) -> tuple[list[dict], dict, dict | None]:
+         record: dict[str, Any], now: tuple[tuple[str, str], ...] = ()
+         ) -> tuple[list[dict], dict, dict | None]:
     """Train (or load) and score one job: its rows, score groups and embedding sample; the
-    record gets the precision, timings, AUROCs and training history."""
+    record gets the precision, timings, AUROCs and training history. `now`: the identity of
+    its files as they are now, which must be the planned one."""
     from bench.console import log
     from bench.nn import precision as precision_policy
     from bench.nn.context import FitContext
     from bench.nn.state import reseed, seed_everything
 
-    now = identity_items(job.method, job.config, job.features, job.encoder_config)
     if job.planned_identity and now != job.planned_identity:
         changed = [k for (k, v) in job.planned_identity if dict(now).get(k) != v]
         from bench.errors import BenchError

@@ -292,20 +292,10 @@ def test_weights_files_and_names_from_elsewhere(tmp_path, capsys):
 # --- nothing typed into the terminal or a spreadsheet --------------------------------------------
 
 def _rows(**changes) -> pd.DataFrame:
-    out = []
-    for method, score in (("knn", "pixel"), ("mcl", "sei"), ("csi", "csi")):
-        for c in range(6):
-            row = dict.fromkeys(ROW_COLUMNS, "")
-            row.update(method=method, score=score, protocol="one-class", protocol_version="2",
-                       dataset="synthetic", normal_class=str(c), ood_dataset="rest", seed=0,
-                       metric="auroc", value=0.5 + 0.05 * c, preset="quick",
-                       job_id=f"{method}-{c}", features="pixel" if method == "knn" else "")
-            out.append(row)
-    frame = pd.DataFrame(out)
-    for column, value in changes.items():
-        frame[column] = frame[column].astype(object)
-        frame.loc[0, column] = value
-    return frame
+    """test_hostile's valid rows table, each given column's first row set to the value."""
+    from test_hostile import _rows as valid_rows
+
+    return valid_rows(**{column: (0, value) for column, value in changes.items()})
 
 
 ESCAPES = {"clipboard": "\x1b]52;c;cm0gLXJmIH4=\x07", "title": "\x1b]0;pwned\x07",
