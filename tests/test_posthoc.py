@@ -46,6 +46,35 @@ def test_ash_s_and_ash_b_by_hand():
         -math.log(2 + 2 * E(5)))
 
 
+def test_ash_b_fills_every_kept_position_a_kept_zero_too():
+    # percentile 50 of 4: k = 2 kept, but one non-zero only: s1 / k = 2 goes into both kept
+    # positions (the authors' and OpenOOD's ash_b), not 2 into one and 0 into the other
+    got = ph.ash_b(torch.tensor([[0.0, 0.0, 0.0, 4.0]]), 50)[0]
+    assert got[3].item() == 2.0 and sorted(got.tolist()) == [0, 0, 2, 2]
+
+
+def _openood_ash_b(x, percentile):
+    """OpenOOD v1.5's openood/networks/ash_net.py ash_b, transcribed (4-d input, in place)."""
+    b, c, h, w = x.shape
+    s1 = x.sum(dim=[1, 2, 3])
+    n = x.shape[1:].numel()
+    k = n - int(np.round(n * percentile / 100.0))
+    t = x.view((b, c * h * w))
+    v, i = torch.topk(t, k, dim=1)
+    fill = (s1 / k).unsqueeze(dim=1).expand(v.shape)
+    t.zero_().scatter_(dim=1, index=i, src=fill)
+    return x
+
+
+def test_ash_b_equals_openoods_on_sparse_relu_features():
+    g = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(64, 40, generator=g) - 1.5)  # most rows: fewer than k non-zeros
+    assert ((x > 0).sum(1) < 4).any()
+    for p in (65, 90, 95):
+        want = _openood_ash_b(x.clone().view(64, 40, 1, 1), p).view(64, 40)
+        assert torch.equal(ph.ash_b(x, p), want)
+
+
 def test_knn_is_the_kth_nearest_normalised_distance():
     bank = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     x = torch.tensor([[2.0, 0.0]])

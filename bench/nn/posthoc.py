@@ -70,30 +70,38 @@ def react(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     return energy(linear(features.float().clamp(max=threshold), weight, bias))
 
 
-def _keep_top(features: torch.Tensor, percentile: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The activations with all but the largest (100 - percentile)% of each row set to 0, and the
-    number kept, k = d - round(d x percentile / 100) (ASH's rule)."""
+def _top_positions(features: torch.Tensor, percentile: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The k largest activations of each row and their positions, k = d - round(d x percentile
+    / 100) (ASH's rule)."""
     x = features.float()
     d = x.shape[1]
     k = max(1, d - int(round(d * percentile / 100.0)))
     values, index = x.topk(k, dim=1)
-    return torch.zeros_like(x).scatter_(1, index, values), torch.tensor(k, dtype=x.dtype)
+    return values, index, k
+
+
+def _keep_top(features: torch.Tensor, percentile: float) -> torch.Tensor:
+    """The activations with all but the largest (100 - percentile)% of each row set to 0."""
+    values, index, _ = _top_positions(features, percentile)
+    return torch.zeros_like(features.float()).scatter_(1, index, values)
 
 
 def ash_s(features: torch.Tensor, percentile: float = 90.0) -> torch.Tensor:
     """ASH-S (Djurisic et al. 2023): prune to the top activations, then scale them by
     exp(s1 / s2), s1 and s2 the row's sums before and after pruning."""
     s1 = features.float().sum(1, keepdim=True)
-    kept, _ = _keep_top(features, percentile)
+    kept = _keep_top(features, percentile)
     return kept * torch.exp(s1 / kept.sum(1, keepdim=True))
 
 
 def ash_b(features: torch.Tensor, percentile: float = 90.0) -> torch.Tensor:
-    """ASH-B: prune to the top activations and set each kept one to s1 / k (the row's sum shared
-    equally by the k kept ones)."""
-    s1 = features.float().sum(1, keepdim=True)
-    kept, k = _keep_top(features, percentile)
-    return torch.where(kept != 0, s1 / k, kept)
+    """ASH-B: prune to the top activations and write s1 / k (the row's sum shared equally) into
+    each of the k kept positions, a kept zero too (as the authors' and OpenOOD's ash_b)."""
+    x = features.float()
+    _, index, k = _top_positions(x, percentile)
+    fill = (x.sum(1, keepdim=True) / k).expand(-1, k)
+    return torch.zeros_like(x).scatter_(1, index, fill)
 
 
 def ash_energy(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
