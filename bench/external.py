@@ -241,17 +241,17 @@ class ExternalNetwork(PosthocScoring, Detector):
         head = self.linear_head() if self.probe_.head is not None else None
         return posthoc.Outputs(features, logits, head)
 
-    def fit_posthoc(self, train: ImageSet) -> None:
+    def posthoc_fit_inputs(self, train: ImageSet):
         from bench.nn import posthoc
 
         n = len(train.classes)
-        labeled = self.ctx_.labeled and n > 1
-        self.posthoc_names_ = self.posthoc_names(labeled, self.outputs)
         out = self.posthoc_outputs(train.images)
         labels = train.labels.to(out.features.device) if self.ctx_.labeled else None
-        inputs = posthoc.FitInputs(out.features, labels, n if self.ctx_.labeled else 1,
-                                   out.logits, out.head)
-        self.posthoc_ = posthoc.fit_all(self.posthoc_names_, inputs, self.config)
+        return posthoc.FitInputs(out.features, labels, n if self.ctx_.labeled else 1,
+                                 out.logits, out.head)
+
+    def tune(self, id_images: torch.Tensor, ood_images: torch.Tensor) -> dict[str, Any]:
+        return self.tune_posthoc(id_images, ood_images) if self.config.posthoc else {}
 
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         if not self.config.posthoc:

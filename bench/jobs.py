@@ -193,6 +193,9 @@ def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_
     job_key = {**base, "config": as_dict(config), "ood_sets": list(task.ood_sets)}
     if benchmark(task.ood_table).named:  # the same set names, other images
         job_key["ood_table"] = task.ood_table
+    if get_protocol(task.protocol).uses_ood_sets and benchmark(task.ood_table).tunes(
+            task.dataset):  # settings chosen on its validation lists
+        job_key["tuning"] = benchmark(task.ood_table).tuning
     if variant:  # the same config reached by two sweeps is two entries (one model, shared)
         job_key["variant"] = variant
     encoder_train_id = ""
@@ -259,14 +262,19 @@ def features_label(job: Job) -> str:
 
 def rows_from_scores(base: dict[str, Any],
                      groups: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]],
-                     acc: float | None = None) -> list[dict[str, Any]]:
-    """Tidy rows: per test group and score variant, every metric (and accuracy if given)."""
+                     acc: float | None = None, tuned: dict[str, str] | None = None,
+                     tuning: str = "") -> list[dict[str, Any]]:
+    """Tidy rows: per test group and score variant, every metric (and accuracy if given);
+    `tuned`: {score: the setting chosen on validation images by `tuning`}."""
     rows = []
+    tuned = tuned or {}
     for group, (is_anomaly, scores) in groups.items():
         n_anom = int(is_anomaly.sum())
         for score_name, values in scores.items():
             counts = {"ood_dataset": group, "n_test_normal": len(is_anomaly) - n_anom,
-                      "n_test_anomalous": n_anom, "score": score_name}
+                      "n_test_anomalous": n_anom, "score": score_name,
+                      "tuning": tuning if score_name in tuned else "",
+                      "setting": tuned.get(score_name, "")}
             extra = table_metrics(base.get("ood_table", ""))
             for metric, value in detection_metrics(is_anomaly, values, extra).items():
                 rows.append({**base, **counts, "metric": metric, "value": value})
@@ -417,6 +425,12 @@ def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
     detector.fit(data.train, ctx)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
+    tuned = {}
+    if data.tuning is not None:  # settings chosen on validation images, before any test image
+        reseed(job.seed, "tune")
+        choices = detector.tune(data.tuning[0].images, data.tuning[1].images)
+        record["tuned"] = {name: c.record() for name, c in choices.items()}
+        tuned = {name: c.record()["setting"] for name, c in choices.items() if c.tuned}
     reseed(job.seed, "score")  # a score-only re-run draws the same test augmentations
     groups = score_groups(detector, data)
     _check_scores(job, detector, groups, ctx.labeled and len(data.train.classes) > 1)
@@ -430,7 +444,7 @@ def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
                     backbone=detector.backbone, epochs=detector.epochs,
                     created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     code=code_version_of(job))
-    rows = rows_from_scores(base, groups, acc)
+    rows = rows_from_scores(base, groups, acc, tuned, benchmark(job.ood_table).tuning)
     record["auroc"] = record_aurocs(rows)
     record.update(train_seconds=round(train_s, 3), eval_seconds=round(eval_s, 3),
                   n_train=len(data.train), history=getattr(detector, "history", []))

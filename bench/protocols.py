@@ -9,7 +9,7 @@ protocol and a data set into Tasks; `load_task()` turns a Task into a training s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -72,6 +72,9 @@ class OODTable:
     far: tuple[str, ...]
     # for tuning (ood-val): made from held-out training images, unlike any test set
     validation: tuple[str, ...] = ("patches", "smooth-noise")
+    # a table with its own images: the OOD sets of its validation lists, scored against its
+    # in-distribution validation list to choose each score's settings (bench/tuning.py)
+    tuning: tuple[str, ...] = ()
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -128,6 +131,11 @@ class OODBenchmark:
     metrics: tuple[str, ...] = ()  # metrics its rows carry beyond the suite's (bench/metrics.py)
     named: bool = True  # its name in job ids and file names (the suite's first table: not)
     description: str = ""
+    # the search its scores' settings get where an entry lists tuning sets: what a row's
+    # `tuning` column says (its version is in the job ids)
+    tuning: str = ""
+    # {a data set this table does not take: the one it takes instead, and why}
+    instead: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, dataset: str) -> OODTable:
         return self.entries[dataset]
@@ -144,17 +152,31 @@ class OODBenchmark:
     def values(self):
         return self.entries.values()
 
-    def load(self, data_dir, in_distribution: str, name: str, size: int) -> ImageSet:
+    def load(self, data_dir, in_distribution: str, name: str, size: int,
+             listing: str = "test") -> ImageSet:
+        """One of its sets (`listing`: test, or val for the tuning sets)."""
         from bench.registry import _load
 
-        return _load(self.loader)(Path(str(data_dir)), in_distribution, name, size)
+        return _load(self.loader)(Path(str(data_dir)), in_distribution, name, size, listing)
 
-    def check_files(self, data_dir, in_distribution: str, name: str) -> None:
+    def check_files(self, data_dir, in_distribution: str, name: str,
+                    listing: str = "test") -> None:
         """DataMissingError if the files of one of its sets are not there (not decoded)."""
         if self.probe:
             from bench.registry import _load
 
-            _load(self.probe)(Path(str(data_dir)), in_distribution, name)
+            _load(self.probe)(Path(str(data_dir)), in_distribution, name, listing)
+
+    def tunes(self, dataset: str) -> bool:
+        """Whether its scores' settings are chosen on validation lists for `dataset`."""
+        return dataset in self.entries and bool(self.entries[dataset].tuning)
+
+    def check_tuning_files(self, data_dir, dataset: str) -> None:
+        """DataMissingError if its validation lists for `dataset` are not there."""
+        if self.tunes(dataset):
+            self.check_files(data_dir, dataset, dataset, "val")
+            for name in self.entries[dataset].tuning:
+                self.check_files(data_dir, dataset, name, "val")
 
 
 DEFAULT_TABLE = "bench"  # --ood-table's default
@@ -164,15 +186,22 @@ _OPENOOD_FAR = ("mnist", "svhn", "texture", "places365")
 TABLES: dict[str, OODBenchmark] = {
     DEFAULT_TABLE: OODBenchmark(DEFAULT_TABLE, OOD_TABLES, named=False,
                                 description="this suite's near / far sets"),
-    # OpenOOD v1.5's CIFAR benchmark (Zhang et al. 2023; configs/datasets/cifar*/cifar*_ood.yml)
+    # OpenOOD v1.5's CIFAR benchmark (Zhang et al. 2023; openood/evaluation_api/datasets.py):
+    # its CIFAR-100 is the 100 fine classes; settings chosen on val_<id> against val_tin
     OPENOOD_V15: OODBenchmark(
         OPENOOD_V15, {
-            "cifar10": OODTable(near=("cifar100", "tin"), far=_OPENOOD_FAR, validation=()),
-            "cifar100": OODTable(near=("cifar10", "tin"), far=_OPENOOD_FAR, validation=()),
+            "cifar10": OODTable(near=("cifar100", "tin"), far=_OPENOOD_FAR, validation=(),
+                                tuning=("tin",)),
+            "cifar100-fine": OODTable(near=("cifar10", "tin"), far=_OPENOOD_FAR, validation=(),
+                                      tuning=("tin",)),
         },
         loader="bench.datasets.openood:load", probe="bench.datasets.openood:probe",
         metrics=("fpr95_openood",),
-        description="OpenOOD's image lists, in-distribution test images too"),
+        description="OpenOOD's image lists, in-distribution test images too; each score's "
+                    "settings chosen on its validation lists, as its evaluator",
+        tuning="openood-v1.5-val",
+        instead={"cifar100": "cifar100-fine (OpenOOD's CIFAR-100 is the 100 fine classes; "
+                             "cifar100 here is the 20 super-classes)"}),
 }
 
 
@@ -200,6 +229,9 @@ def get_table(name: str, dataset: str | None = None) -> OODBenchmark | OODTable:
     if dataset is None:
         return table
     if dataset not in table:
+        if dataset in table.instead:
+            raise BenchError(f"--ood-table {name} has no entry for {dataset}: use "
+                             f"{table.instead[dataset]}")
         raise BenchError(f"--ood-table {name} has no entry for {dataset} (it has "
                          f"{', '.join(table)})")
     return table[dataset]
@@ -321,6 +353,9 @@ class TaskData:
     test: ImageSet  # in-distribution / whole test split
     test_is_anomaly: torch.Tensor | None  # one-class: label != c; OOD: None (all normal)
     ood: dict[str, ImageSet]
+    # a table with validation lists: (in-distribution, OOD) validation images the scores'
+    # settings are chosen on; never a test image
+    tuning: tuple[ImageSet, ImageSet] | None = None
 
 
 def validation_split(train: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
@@ -340,7 +375,16 @@ def _own_images_task(task: Task, train: ImageSet, data_dir) -> TaskData:
     test = table.load(data_dir, task.dataset, task.dataset, size)
     test = ImageSet(test.images, test.labels, train.classes, task.dataset)
     ood = {name: table.load(data_dir, task.dataset, name, size) for name in task.ood_sets}
-    return TaskData(train, test, None, ood)
+    tuning = None
+    if table.tunes(task.dataset):
+        id_val = table.load(data_dir, task.dataset, task.dataset, size, "val")
+        parts = [table.load(data_dir, task.dataset, n, size, "val")
+                 for n in table[task.dataset].tuning]
+        ood_val = ImageSet(torch.cat([p.images for p in parts]),
+                           torch.cat([p.labels for p in parts]), (), "+".join(
+                               table[task.dataset].tuning))
+        tuning = (id_val, ood_val)
+    return TaskData(train, test, None, ood, tuning)
 
 
 def load_task(task: Task, data_dir, download: bool) -> TaskData:

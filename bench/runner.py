@@ -156,6 +156,7 @@ def build_configs(spec: RunSpec) -> dict[str, list[Variant]]:
     classes = {m: _method_class(m).Config for m in names}
     overrides = parse_overrides(spec.overrides)
     check_overrides(overrides, names, classes)
+    _check_tuned_fields(spec, overrides, names)
     preset = load_preset(spec.preset)
     configs = {m: build_method_configs(m, classes[m], preset, overrides) for m in names}
     for source in encoders(spec):
@@ -163,6 +164,26 @@ def build_configs(spec: RunSpec) -> dict[str, list[Variant]]:
             raise BenchError(f"--features {source}: sweep the encoder in its own run (a --set "
                              "list for it makes several encoders)")
     return configs
+
+
+def _check_tuned_fields(spec: RunSpec, overrides, methods: list[str]) -> None:
+    """A table that chooses scores' settings on its validation lists refuses a --set of one
+    of them: the row would be labeled with a value the search replaced."""
+    from bench.nn.posthoc import POSTHOC
+
+    table = benchmark(spec.ood_table)
+    if not (get_protocol(spec.protocol).uses_ood_sets
+            and any(table.tunes(d) for d in spec.datasets)):
+        return
+    swept = {f for entry in POSTHOC.values() for f, _ in entry.sweep}
+    for method in methods:
+        sweeps = getattr(_method_class(method), "score_sweeps", {})
+        swept |= {f for sweep in sweeps.values() for f, _ in sweep}
+    for ov in overrides:
+        if ov.field in swept:
+            raise BenchError(f"--set {ov.text}: under --ood-table {spec.ood_table} {ov.field} is "
+                             "chosen on the table's validation lists (OpenOOD's search), as "
+                             "each row's setting column records; fix it on another table")
 
 
 def probe(spec: RunSpec, protocol: Protocol, data_dir: str
@@ -179,6 +200,7 @@ def probe(spec: RunSpec, protocol: Protocol, data_dir: str
             load_dataset(d, "test", data_dir, spec.download)
             if ood:  # a table with its own images has its own in-distribution test split
                 benchmark(spec.ood_table).check_files(data_dir, d, d)
+                benchmark(spec.ood_table).check_tuning_files(data_dir, d)
         except DataMissingError as exc:
             missing_messages.append(str(exc))
             continue

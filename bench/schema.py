@@ -14,15 +14,15 @@ from bench.errors import BenchError, file_error
 from bench.files import SAFE_NAME
 
 ROW_COLUMNS = [
-    "run_id", "job_id", "method", "score", "features", "variant", "protocol", "protocol_version",
-    "ood_table", "dataset", "normal_class", "ood_dataset", "seed", "metric", "value", "n_train",
+    "run_id", "job_id", "method", "score", "features", "variant", "tuning", "setting",
+    "protocol", "protocol_version", "ood_table", "dataset", "normal_class", "ood_dataset", "seed", "metric", "value", "n_train",
     "n_test_normal", "n_test_anomalous", "preset", "backbone", "epochs", "precision",
     "train_seconds", "eval_seconds", "device", "config_hash", "code_version", "created_at",
 ]
 
 ROW_DTYPES = {"normal_class": str, "ood_dataset": str, "job_id": str, "run_id": str,
               "config_hash": str, "backbone": str, "score": str, "features": str,
-              "variant": str, "protocol_version": str, "ood_table": str, "precision": str,
+              "variant": str, "tuning": str, "setting": str, "protocol_version": str, "ood_table": str, "precision": str,
               "method": str,
               "protocol": str, "dataset": str, "preset": str, "metric": str}
 
@@ -54,8 +54,8 @@ def sort_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def migrate_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows written by earlier versions in today's schema: the features, variant, precision
-    and protocol_version columns filled in, and renamed scores (SimCLR's and MCL's `knn` is
+    """Rows written by earlier versions in today's schema: the features, variant, tuning,
+    setting, precision and protocol_version columns filled in, and renamed scores (SimCLR's and MCL's `knn` is
     `cosnorm`)."""
     rows = rows.copy()
     if "features" not in rows:
@@ -65,7 +65,8 @@ def migrate_rows(rows: pd.DataFrame) -> pd.DataFrame:
             return method in METHODS and METHODS.kind(method) == "classical"
 
         rows["features"] = np.where(rows["method"].map(classical), "pixel", "")
-    for column, default in (("variant", ""), ("precision", "fp32"), ("protocol_version", "1")):
+    for column, default in (("variant", ""), ("precision", "fp32"), ("protocol_version", "1"),
+                            ("tuning", ""), ("setting", "")):
         if column not in rows:
             rows[column] = default
     rows["protocol_version"] = rows["protocol_version"].replace("", "1")
@@ -80,10 +81,10 @@ def migrate_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
 # columns of free text: printed and written as text, so never a control character in them
-FREE_TEXT_COLUMNS = ("score", "variant", "features", "ood_dataset", "normal_class", "backbone",
+FREE_TEXT_COLUMNS = ("score", "variant", "tuning", "setting", "features", "ood_dataset", "normal_class", "backbone",
                      "precision", "device", "code_version", "run_id", "config_hash",
                      "created_at", "n_train", "epochs")
-FORMULA_CHECKED = ("score", "variant", "features", "ood_dataset", "normal_class")
+FORMULA_CHECKED = ("score", "variant", "tuning", "setting", "features", "ood_dataset", "normal_class")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 

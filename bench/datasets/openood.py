@@ -31,20 +31,28 @@ def _root(data_dir: Path) -> Path | None:
     return None
 
 
-def image_list(data_dir: Path, in_distribution: str, split: str) -> tuple[Path, list[str]]:
-    """The images folder and the lines of `test_<split>.txt` for an in-distribution set; a
-    DataMissingError that says where OpenOOD's archives go when they are not there."""
+# the suite's data set -> OpenOOD's name for it (its folder and list names)
+OPENOOD_NAMES = {"cifar100-fine": "cifar100"}
+
+
+def image_list(data_dir: Path, in_distribution: str, split: str, listing: str = "test"
+               ) -> tuple[Path, list[str]]:
+    """The images folder and the lines of `<listing>_<split>.txt` (test, or val: the lists its
+    evaluator tunes on) for an in-distribution set; a DataMissingError that says where
+    OpenOOD's archives go when they are not there."""
+    in_distribution = OPENOOD_NAMES.get(in_distribution, in_distribution)
+    split = OPENOOD_NAMES.get(split, split)
     root = _root(Path(data_dir))
     where = Path(data_dir) / "openood"
     if root is None:
         raise DataMissingError(split, f"{split} ({in_distribution}, OpenOOD v1.5): "
                                f"{where / 'benchmark_imglist'} and {where / 'images_classic'} "
                                f"not found; extract {ORIGIN} into {where}")
-    listing = root / "benchmark_imglist" / in_distribution / f"test_{split}.txt"
-    if not listing.is_file():
-        raise DataMissingError(split, f"{split} ({in_distribution}, OpenOOD v1.5): {listing} not "
+    path = root / "benchmark_imglist" / in_distribution / f"{listing}_{split}.txt"
+    if not path.is_file():
+        raise DataMissingError(split, f"{split} ({in_distribution}, OpenOOD v1.5): {path} not "
                                f"found; extract {ORIGIN} into {where}")
-    lines = [line.strip("\n") for line in listing.read_text().splitlines() if line.strip()]
+    lines = [line.strip("\n") for line in path.read_text().splitlines() if line.strip()]
     return root / "images_classic", lines
 
 
@@ -89,11 +97,16 @@ def _open(path: Path, size: int) -> np.ndarray:
         return np.asarray(TF.center_crop(img, size))
 
 
-def probe(data_dir: Path, in_distribution: str, split: str) -> None:
+def _where(images: Path, in_distribution: str, split: str, listing: str) -> str:
+    return (f"{images.parent}/benchmark_imglist/{OPENOOD_NAMES.get(in_distribution, in_distribution)}"
+            f"/{listing}_{OPENOOD_NAMES.get(split, split)}.txt")
+
+
+def probe(data_dir: Path, in_distribution: str, split: str, listing: str = "test") -> None:
     """Every line of the list is well formed and names an image that is there (not decoded):
     checked before anything runs."""
-    images, lines = image_list(data_dir, in_distribution, split)
-    where = f"{images.parent}/benchmark_imglist/{in_distribution}/test_{split}.txt"
+    images, lines = image_list(data_dir, in_distribution, split, listing)
+    where = _where(images, in_distribution, split, listing)
     for name, _ in parse(images, lines, where):
         if not (images / name).is_file():
             raise DataMissingError(split, f"{split} ({in_distribution}, OpenOOD v1.5): "
@@ -101,12 +114,13 @@ def probe(data_dir: Path, in_distribution: str, split: str) -> None:
                                    f"{images.parent}")
 
 
-def load(data_dir: Path, in_distribution: str, split: str, size: int) -> ImageSet:
-    """The images of `test_<split>.txt` as uint8 3 x size x size, with the list's labels."""
+def load(data_dir: Path, in_distribution: str, split: str, size: int, listing: str = "test"
+         ) -> ImageSet:
+    """The images of `<listing>_<split>.txt` as uint8 3 x size x size, with the list's labels."""
     from PIL import Image
 
-    images, lines = image_list(data_dir, in_distribution, split)
-    where = f"{images.parent}/benchmark_imglist/{in_distribution}/test_{split}.txt"
+    images, lines = image_list(data_dir, in_distribution, split, listing)
+    where = _where(images, in_distribution, split, listing)
     entries = parse(images, lines, where)
     out = np.empty((len(entries), size, size, 3), dtype=np.uint8)
     labels = np.empty(len(entries), dtype=np.int64)

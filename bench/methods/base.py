@@ -34,6 +34,9 @@ class Detector:
     uses_labels: ClassVar[bool] = False  # runs with or without labels (and uses them if given)
     predicts_classes: ClassVar[bool] = False  # labeled methods report accuracy
     scores: ClassVar[tuple[str, ...]] = ()  # the score variants `score` returns
+    # {score: ((config field, values), ...)}: the grid a table with validation lists searches
+    # for one of its own scores (`tune`; OpenOOD's order, bench/tuning.py)
+    score_sweeps: ClassVar[dict[str, tuple]] = {}
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
@@ -58,6 +61,12 @@ class Detector:
 
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def tune(self, id_images: torch.Tensor, ood_images: torch.Tensor) -> dict[str, Any]:
+        """Choose the settings of the scores that have a search grid on validation images
+        (in-distribution vs OOD), after `fit`; later `score` calls use them. Returns
+        {score: `bench.tuning.Choice`}; a detector without a grid returns {}."""
+        return {}
 
     def predict_class(self, images: torch.Tensor) -> np.ndarray:
         """Predicted class of each image (labeled methods only; not sklearn's 0/1 `predict`)."""
@@ -120,23 +129,63 @@ class PosthocScoring:
         head = self.linear_head()
         return posthoc.Outputs(f, posthoc.linear(f, *head), head)
 
+    def posthoc_fit_inputs(self, train: ImageSet) -> posthoc.FitInputs:
+        """What the post-hoc fits read: the training set's features, labels (a labeled
+        protocol), the head and its logits where offered."""
+        feats = self.train_features(train)
+        n = len(train.classes)
+        head = self.linear_head() if "head" in self.outputs else None
+        return posthoc.FitInputs(
+            feats, train.labels.to(feats.device) if self.ctx_.labeled else None,
+            n if self.ctx_.labeled else 1, posthoc.linear(feats, *head) if head else None, head)
+
     def fit_posthoc(self, train: ImageSet) -> None:
         """Fit each post-hoc score of the table whose needs this network meets (bank,
         Gaussians, thresholds) on the training set's outputs."""
-        feats = self.train_features(train)
-        n = len(train.classes)
-        labeled = self.ctx_.labeled and n > 1
-        self.posthoc_names_ = self.posthoc_names(labeled)
-        head = self.linear_head() if "head" in self.outputs else None
-        inputs = posthoc.FitInputs(
-            feats, train.labels.to(feats.device) if self.ctx_.labeled else None,
-            n if self.ctx_.labeled else 1, posthoc.linear(feats, *head) if head else None, head)
-        self.posthoc_ = posthoc.fit_all(self.posthoc_names_, inputs, self.config)
+        labeled = self.ctx_.labeled and len(train.classes) > 1
+        self.posthoc_names_ = self.posthoc_names(labeled, self.outputs)
+        self.posthoc_inputs_ = self.posthoc_fit_inputs(train)
+        self.posthoc_configs_: dict[str, Any] = {}  # settings chosen on validation images
+        self.posthoc_ = posthoc.fit_all(self.posthoc_names_, self.posthoc_inputs_, self.config)
 
     def posthoc_of(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """The post-hoc scores of `images` (those fitted by `fit_posthoc`)."""
         return posthoc.score_all(self.posthoc_names_, self.posthoc_,
-                                 self.posthoc_outputs(images), self.config)
+                                 self.posthoc_outputs(images), self.config,
+                                 getattr(self, "posthoc_configs_", None))
+
+    def tune_posthoc(self, id_images: torch.Tensor, ood_images: torch.Tensor) -> dict[str, Any]:
+        """OpenOOD's search for each fitted post-hoc score with a grid (`bench/tuning.py`):
+        the validation images' outputs computed once, each combination fitted (on the
+        validation features where OpenOOD's fit reads them) and scored; the best one kept."""
+        import dataclasses
+
+        from bench.tuning import search, validation_auroc
+
+        names = [n for n in self.posthoc_names_ if posthoc.POSTHOC[n].sweep]
+        if not names:
+            return {}
+        id_out, ood_out = self.posthoc_outputs(id_images), self.posthoc_outputs(ood_images)
+        on_validation = posthoc.FitInputs(id_out.features, None, 1, id_out.logits, id_out.head)
+        chosen = {}
+        for name in names:
+            entry = posthoc.POSTHOC[name]
+            inputs = on_validation if entry.fit_on_validation else self.posthoc_inputs_
+
+            def fitted(combo, entry=entry, inputs=inputs):
+                config = dataclasses.replace(self.config, **combo)
+                return config, entry.fit(inputs, config) if entry.fit else None
+
+            def auroc(combo, entry=entry, fitted=fitted):
+                config, state = fitted(combo)
+                return validation_auroc(posthoc.to_cpu(entry.score(id_out, state, config)),
+                                        posthoc.to_cpu(entry.score(ood_out, state, config)))
+
+            choice = search(entry.sweep, auroc)
+            if choice.tuned:  # else the fit of the config's settings stays
+                self.posthoc_configs_[name], self.posthoc_[name] = fitted(choice.settings)
+            chosen[name] = choice
+        return chosen
 
 
 def to_numpy(x: torch.Tensor) -> np.ndarray:

@@ -188,9 +188,40 @@ class NetworkDetector(PosthocScoring, Detector):
 
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         scores = self.method_scores(images)
+        for name, config in getattr(self, "own_configs_", {}).items():  # chosen by `tune`
+            scores[name] = self._with_config(config, lambda: self.method_scores(images))[name]
         if self.config.posthoc:
             scores.update({k: to_numpy(v) for k, v in self.posthoc_of(images).items()})
         return scores
+
+    def _with_config(self, config, compute: Callable[[], dict]) -> dict:
+        """`compute()` with the detector's config set to `config` for its duration."""
+        base, self.config = self.config, config
+        try:
+            return compute()
+        finally:
+            self.config = base
+
+    def tune(self, id_images: torch.Tensor, ood_images: torch.Tensor) -> dict:
+        """OpenOOD's search for the method's own scores with a grid (`score_sweeps`) and for
+        the post-hoc ones (bench/tuning.py); `score` then uses the settings chosen."""
+        from bench.tuning import search, validation_auroc
+
+        chosen, self.own_configs_ = {}, {}
+        for name, sweep in self.score_sweeps.items():
+            def auroc(combo, name=name):
+                config = dataclasses.replace(self.config, **combo)
+                id_s, ood_s = (self._with_config(config, lambda x=x: self.method_scores(x))[name]
+                               for x in (id_images, ood_images))
+                return validation_auroc(id_s, ood_s)
+
+            choice = search(sweep, auroc)
+            if choice.tuned:
+                self.own_configs_[name] = dataclasses.replace(self.config, **choice.settings)
+            chosen[name] = choice
+        if self.config.posthoc:
+            chosen.update(self.tune_posthoc(id_images, ood_images))
+        return chosen
 
     def penultimate(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate (backbone) features of un-augmented images, [N, d] float32."""

@@ -87,6 +87,9 @@ class CrossEntropy(LabeledDetector):
 
     Config = CEConfig
     scores = ("msp", "odin")
+    # OpenOOD v1.5's configs/postprocessors/odin.yml postprocessor_sweep
+    score_sweeps = {"odin": (("odin_temperature", (1.0, 10.0, 100.0, 1000.0)),
+                             ("odin_epsilon", (0.0014, 0.0028)))}
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = self.model_(self.input(CLASSIFIER_VIEW(to_float(x))))["class_logits"]

@@ -18,7 +18,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from bench.tuning import SettingOutOfRange, Sweep
+
 CHUNK = 1024  # test rows per block of a bank product
+
+
+def to_cpu(scores: torch.Tensor):
+    """A score tensor as a float64 NumPy array."""
+    return scores.detach().double().cpu().numpy()
 
 
 def linear(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -271,13 +278,18 @@ class Outputs:
 class PosthocScore:
     """One post-hoc score: what it needs (NEEDS), its fit on the training outputs (None: no
     fit), its score of a batch, the score-only config fields it reads, and its one-line
-    formula with the paper."""
+    formula with the paper. `sweep`: the grid OpenOOD v1.5's evaluator searches on its
+    validation split (its configs/postprocessors/*.yml `postprocessor_sweep`; empty where it
+    searches none); `fit_on_validation`: where a search runs, the fit reads the in-distribution
+    validation images instead of the training split, as OpenOOD's postprocessor does."""
 
     needs: frozenset[str]
     score: Callable[[Outputs, Any, Any], torch.Tensor]  # (outputs, fitted state, config)
     fit: Callable[[FitInputs, Any], Any] | None = None  # (inputs, config) -> state
     settings: tuple[str, ...] = ()
     formula: str = ""
+    sweep: Sweep = ()
+    fit_on_validation: bool = False
 
 
 def _labels_or_one_class(t: FitInputs) -> tuple[torch.Tensor, int]:
@@ -288,8 +300,10 @@ def _labels_or_one_class(t: FitInputs) -> tuple[torch.Tensor, int]:
 
 def _fit_vim(t: FitInputs, c: Any) -> ViM:
     d = t.features.shape[1]
-    dim = c.vim_dim or vim_dim(d)
-    return fit_vim(t.features, *t.head, min(dim, d - 1))
+    if c.vim_dim >= d:
+        raise SettingOutOfRange(f"vim_dim {c.vim_dim}: the features have {d} dimensions (ViM's "
+                                "principal space must be smaller)")
+    return fit_vim(t.features, *t.head, c.vim_dim or vim_dim(d))
 
 
 def _fit_she(t: FitInputs, c: Any) -> torch.Tensor:
@@ -297,12 +311,14 @@ def _fit_she(t: FitInputs, c: Any) -> torch.Tensor:
 
 
 _F, _L, _H, _Y = "features", "logits", "head", "labels"
+_ASH_SWEEP: Sweep = (("ash_percentile", (65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0)),)
 
 POSTHOC: dict[str, PosthocScore] = {
     "deep-knn": PosthocScore(
         frozenset({_F}), lambda o, s, c: knn_distance(o.features, s, c.knn_k),
         lambda t, c: F.normalize(t.features, dim=1), ("knn_k",),
-        "distance to the k-th nearest normalised training feature (Sun et al. 2022)"),
+        "distance to the k-th nearest normalised training feature (Sun et al. 2022)",
+        sweep=(("knn_k", (50, 100, 200, 500, 1000)),)),
     "mahalanobis": PosthocScore(
         frozenset({_F}), lambda o, s, c: mahalanobis(o.features, s),
         lambda t, c: fit_tied_gaussians(t.features, *_labels_or_one_class(t)), (),
@@ -322,27 +338,31 @@ POSTHOC: dict[str, PosthocScore] = {
     "gen": PosthocScore(
         frozenset({_L}), lambda o, s, c: gen(o.logits, c.gen_gamma, c.gen_m),
         settings=("gen_gamma", "gen_m"),
-        formula="sum of p^gamma (1 - p)^gamma over the M largest probabilities (Liu et al. 2023)"),
+        formula="sum of p^gamma (1 - p)^gamma over the M largest probabilities (Liu et al. 2023)",
+        sweep=(("gen_gamma", (0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0)),
+               ("gen_m", (10, 50, 100, 200, 500, 1000)))),
     "react": PosthocScore(
         frozenset({_F, _H}), lambda o, s, c: react(o.features, *o.head, s),
         lambda t, c: react_threshold(t.features, c.react_percentile), ("react_percentile",),
-        "energy of the head on features clipped at a training percentile (Sun et al. 2021)"),
+        "energy of the head on features clipped at a training percentile (Sun et al. 2021)",
+        sweep=(("react_percentile", (85.0, 90.0, 95.0, 99.0)),), fit_on_validation=True),
     "ash-s": PosthocScore(
         frozenset({_F, _H}),
         lambda o, s, c: ash_energy(o.features, *o.head, c.ash_percentile, binary=False),
         settings=("ash_percentile",),
         formula="energy after pruning to the top activations and scaling by exp(s1 / s2) "
-                "(Djurisic et al. 2023)"),
+                "(Djurisic et al. 2023)", sweep=_ASH_SWEEP),
     "ash-b": PosthocScore(
         frozenset({_F, _H}),
         lambda o, s, c: ash_energy(o.features, *o.head, c.ash_percentile, binary=True),
         settings=("ash_percentile",),
         formula="energy after pruning to the top activations, each kept one set to s1 / k "
-                "(Djurisic et al. 2023)"),
+                "(Djurisic et al. 2023)", sweep=_ASH_SWEEP),
     "vim": PosthocScore(
         frozenset({_F, _H}), lambda o, s, c: vim(o.features, *o.head, s), _fit_vim,
         ("vim_dim",),
-        "alpha x residual norm outside the principal space minus logsumexp (Wang et al. 2022)"),
+        "alpha x residual norm outside the principal space minus logsumexp (Wang et al. 2022)",
+        sweep=(("vim_dim", (256, 1000)),)),
     "she": PosthocScore(
         frozenset({_F, _L, _Y}), lambda o, s, c: she(o.features, o.logits, s), _fit_she, (),
         "minus the inner product with the predicted class's stored pattern (Zhang et al. 2023)"),
@@ -361,7 +381,9 @@ def fit_all(names: tuple[str, ...], inputs: FitInputs, config: Any) -> dict[str,
     return {n: POSTHOC[n].fit(inputs, config) if POSTHOC[n].fit else None for n in names}
 
 
-def score_all(names: tuple[str, ...], states: dict[str, Any], outputs: Outputs, config: Any
-              ) -> dict[str, torch.Tensor]:
-    """Each named score of a batch (anomaly scores: higher = more OOD)."""
-    return {n: POSTHOC[n].score(outputs, states[n], config) for n in names}
+def score_all(names: tuple[str, ...], states: dict[str, Any], outputs: Outputs, config: Any,
+              configs: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """Each named score of a batch (anomaly scores: higher = more OOD); `configs`: a score's
+    own config where its settings were chosen for it (a search)."""
+    configs = configs or {}
+    return {n: POSTHOC[n].score(outputs, states[n], configs.get(n, config)) for n in names}

@@ -6,7 +6,10 @@ reference row names, in its `ours` column, the entry of this suite it is compare
 GEOM -> rotnet/rot, the closest transformation-prediction detector here). Cells are normal
 classes, OOD sets, or `mean`: the mean over classes is compared only over the same classes (the
 published per-class values averaged over the classes we ran when we ran a subset; skipped where
-only the published mean exists).
+only the published mean exists). Settings too: a published number whose settings were chosen on
+validation data (`setting` = tuned, as OpenOOD v1.5's evaluator does) is compared only with rows
+whose settings were chosen the same way (`tuning`), and a number of fixed settings only with
+rows of fixed settings; a pair that is not like for like is named, not compared.
 """
 
 from __future__ import annotations
@@ -67,6 +70,13 @@ def read_reference(path: Path) -> pd.DataFrame:
                          f"{', '.join(missing)}; a table has {', '.join(REFERENCE_COLUMNS)})")
     if "ood_table" not in table.columns:  # a table of the default OOD sets
         table["ood_table"] = np.where(table["protocol"] == "one-class", "", "bench")
+    if "setting" not in table.columns:  # the published settings were fixed
+        table["setting"] = ""
+    bad = ~table["setting"].isin(["", "tuned"])
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise BenchError(f"{path}: column setting, line {i + 2}: {table['setting'].iloc[i]!r} is "
+                         "not a setting kind ('tuned': chosen on validation data; empty: fixed)")
     values = pd.to_numeric(table["value"], errors="coerce")
     bad = ~values.between(0, 1)
     if bad.any():
@@ -76,7 +86,7 @@ def read_reference(path: Path) -> pd.DataFrame:
     return table.assign(value=values)
 
 
-CELL_KEYS = ["protocol", "dataset", "preset", "ood_table", "entry", "cell", "seed"]
+CELL_KEYS = ["protocol", "dataset", "preset", "ood_table", "entry", "tuned", "cell", "seed"]
 
 
 def _our_cells(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -87,9 +97,14 @@ def _our_cells(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     picked = rows[rows["metric"] == metric]
     if picked.empty:
         return pd.DataFrame(columns=[*CELL_KEYS, "value"])
+    tuning = picked["tuning"] if "tuning" in picked else pd.Series("", index=picked.index)
+    setting = picked["setting"] if "setting" in picked else pd.Series("", index=picked.index)
     picked = picked.assign(entry=entry_label(picked), cell=column_key(picked).astype(str),
-                           ood_table=picked["ood_table"].fillna(""))
-    cells = picked.groupby(CELL_KEYS, as_index=False)["value"].mean()
+                           ood_table=picked["ood_table"].fillna(""),
+                           tuned=tuning.fillna("").astype(str) != "",
+                           setting=setting.fillna("").astype(str))
+    cells = picked.groupby(CELL_KEYS, as_index=False).agg(
+        value=("value", "mean"), setting=("setting", _settings))
     ood = cells[cells["protocol"] != "one-class"]
     if ood.empty:
         return cells
@@ -97,8 +112,13 @@ def _our_cells(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
              zip(ood["dataset"], ood["cell"], ood["ood_table"])]
     grouped = ood.assign(cell=group)
     grouped = grouped[grouped["cell"].isin(["near", "far"])]
-    return pd.concat([cells, grouped.groupby(CELL_KEYS, as_index=False)["value"].mean()],
-                     ignore_index=True)
+    return pd.concat([cells, grouped.groupby(CELL_KEYS, as_index=False).agg(
+        value=("value", "mean"), setting=("setting", _settings))], ignore_index=True)
+
+
+def _settings(values: pd.Series) -> str:
+    """The distinct settings chosen for a cell, in order ('' for fixed settings)."""
+    return "; ".join(v for v in dict.fromkeys(values.astype(str)) if v)
 
 
 
@@ -146,7 +166,9 @@ def compare(rows: pd.DataFrame, reference: pd.DataFrame, ours: list[str] | None 
         for name in ours:
             if name not in known:
                 raise unknown_name("entry of ours", name, known)
-    out = []
+    out, not_compared = [], []
+    if "setting" not in reference.columns:
+        reference = reference.assign(setting="")
     for metric, refs in reference.groupby("metric"):
         cells = _our_cells(rows, metric)
         keys = ["protocol", "dataset", "ood_table", "paper", "method", "ours"]
@@ -159,9 +181,28 @@ def compare(rows: pd.DataFrame, reference: pd.DataFrame, ours: list[str] | None 
                 entries = sorted(set(here["entry"]))
             else:
                 entries = list(ours)
+            tuned = group["setting"].iloc[0] == "tuned"
             for entry in entries:
-                out.extend(_compare_entry(here[here["entry"] == entry], group, entry, metric))
-    return pd.DataFrame(out)
+                mine = here[here["entry"] == entry]
+                alike = mine[mine["tuned"] == tuned]
+                if alike.empty and not mine.empty:
+                    not_compared.append(_not_alike(group.iloc[0], entry, tuned))
+                out.extend(_compare_entry(alike, group, entry, metric))
+    table = pd.DataFrame(out)
+    table.attrs["not_compared"] = list(dict.fromkeys(not_compared))
+    return table
+
+
+def _not_alike(ref, entry: str, tuned: bool) -> str:
+    """Why a published method and an entry of ours are not compared: their settings were not
+    chosen alike."""
+    where = table_where(ref.protocol, ref.dataset, "", ref.ood_table)
+    if tuned:
+        why = ("its settings were chosen on validation data, ours are fixed (the OpenOOD table "
+               "chooses them: --ood-table openood-v1.5)")
+    else:
+        why = "its settings are fixed, ours were chosen on validation data"
+    return f"{where}: {ref.method} not compared with ours {entry}: {why}"
 
 
 def _compare_entry(matching: pd.DataFrame, group: pd.DataFrame, entry: str, metric: str
@@ -176,7 +217,9 @@ def _compare_entry(matching: pd.DataFrame, group: pd.DataFrame, entry: str, metr
         base = {"protocol": protocol, "dataset": dataset, "preset": preset,
                 "ood_table": first.ood_table if protocol != "one-class" else "",
                 "metric": metric, "published_method": method, "paper": paper,
-                "confirmed": first.confirmed, "ours": entry}
+                "confirmed": first.confirmed, "ours": entry,
+                "setting": "tuned" if first.setting == "tuned" else "fixed",
+                "ours_setting": _settings(mine["setting"])}
         for ref in group.itertuples(index=False):
             if ref.normal_class == "mean":
                 continue
@@ -214,7 +257,8 @@ def _cell_order(c) -> tuple:
 def format_comparison(table: pd.DataFrame) -> str:
     """Text blocks per (protocol, dataset, published method), percent with one decimal."""
     if table.empty:
-        return "(no cell of the runs matches a published cell)"
+        return "\n".join(["(no cell of the runs matches a published cell)",
+                          *_not_compared_lines(table)])
 
     def pct(v):
         return "" if pd.isna(v) else f"{100 * v:.1f}"
@@ -226,7 +270,7 @@ def format_comparison(table: pd.DataFrame) -> str:
         part = part.iloc[sorted(range(len(part)), key=lambda i: _cell_order(part["cell"].iloc[i]))]
         where = table_where(protocol, dataset, preset, ood_table)
         lines = [f"{where}: {method} ({part['paper'].iloc[0]}) vs ours {ours} "
-                 f"({part['metric'].iloc[0].upper()} %)",
+                 f"({part['metric'].iloc[0].upper()} %; {_setting_words(part)})",
                  f"  {'cell':<16}{'published':>10}{'ours':>8}{'95% interval':>16}{'seeds':>7}"
                  f"{'diff':>8}"]
         for r in part.itertuples(index=False):
@@ -239,8 +283,21 @@ def format_comparison(table: pd.DataFrame) -> str:
     note = ("* the published value lies outside our seeds' 95% interval (intervals need two "
             "seeds or more, clipped to [0, 100]). (unconfirmed): the published number's source "
             "could not be read to confirm it. Means compare the same classes: 'mean of 0,3' "
-            "averages the published per-class values of the classes we ran.")
-    return "\n\n".join(blocks) + "\n\n" + note
+            "averages the published per-class values of the classes we ran. Settings: 'tuned' "
+            "pairs are both chosen on validation data (ours: OpenOOD v1.5's search on its "
+            "validation lists; the values chosen per seed listed), 'fixed' pairs both fixed.")
+    return "\n\n".join([*blocks, note, *_not_compared_lines(table)])
+
+
+def _setting_words(part: pd.DataFrame) -> str:
+    if "setting" not in part or part["setting"].iloc[0] != "tuned":
+        return "settings fixed"
+    chosen = "; ".join(v for v in dict.fromkeys(part["ours_setting"]) if v)
+    return "settings tuned" + (f", ours chose {chosen}" if chosen else "")
+
+
+def _not_compared_lines(table: pd.DataFrame) -> list[str]:
+    return [f"not like for like: {line}" for line in table.attrs.get("not_compared", [])]
 
 
 def side_by_side_frames(table: pd.DataFrame) -> dict[tuple[str, ...], pd.DataFrame]:
@@ -303,7 +360,8 @@ def format_side_by_side(table: pd.DataFrame) -> str:
     ours, cell by cell in percent (ours: mean over seeds; a mean over a subset of classes is
     compared with the published values of those classes). `?` marks an unconfirmed source."""
     if table.empty:
-        return "(no cell of the runs matches a published cell)"
+        return "\n".join(["(no cell of the runs matches a published cell)",
+                          *_not_compared_lines(table)])
     blocks = []
     for (protocol, dataset, preset, ood_table, metric), frame in side_by_side_frames(
             table).items():
@@ -317,8 +375,10 @@ def format_side_by_side(table: pd.DataFrame) -> str:
         blocks.append("\n".join(lines))
     legend = ("? after a published method: its source could not be read to confirm the number. "
               "Ours: the mean over seeds; a mean over some classes is compared with the "
-              "published values of those classes.")
-    return "\n\n".join(blocks) + "\n\n" + legend
+              "published values of those classes. Published numbers whose settings were "
+              "chosen on validation data sit beside rows of ours chosen the same way, fixed "
+              "beside fixed.")
+    return "\n\n".join([*blocks, legend, *_not_compared_lines(table)])
 
 
 def side_by_side_latex(table: pd.DataFrame) -> str:
