@@ -71,12 +71,34 @@ def test_prepare_resizes_crops_and_keeps_batchnorm_frozen(weights_file):
     assert out.shape == (3, 3, 32, 32)
     assert torch.equal(out[:, 0], out[:, 2])  # grey repeated to 3 channels
     assert net.prepare(grey, centre_crop=False).shape == (3, 3, 32, 32)
-    flat = torch.full((1, 3, 8, 8), 0.25)
-    assert torch.allclose(net.prepare(flat), torch.full((1, 3, 32, 32), 0.25))
+    flat = torch.full((1, 3, 8, 8), 0.25)  # not an 8-bit level: 63.75 / 255 rounds to 64
+    assert torch.allclose(net.prepare(flat), torch.full((1, 3, 32, 32), 64 / 255))
     net.train()
     bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and not any(m.training for m in bns)
     assert net.backbone.layer1.training  # only BatchNorm is held in eval mode
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (28, 28), (300, 400)])
+def test_the_resize_is_pils_on_8_bit_images(shape):
+    """PANDA, MSC and DN2 resize PIL images (torchvision's Resize(256), CenterCrop(224)): the
+    output is 8-bit after the resize."""
+    import numpy as np
+    from PIL import Image
+    from torchvision import transforms
+
+    from bench.nn.pretrained import Weights
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    want = np.asarray(transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224)])(
+        Image.fromarray(img))).astype(np.int64)
+    net = PretrainedNet(torch.nn.Identity(), Weights("w", "", "none", 256, 224, (0, 0, 0),
+                                                     (1, 1, 1)))
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    got = (net.prepare(x)[0].permute(1, 2, 0) * 255).round().long().numpy()
+    assert np.allclose(net.prepare(x) * 255, np.round(net.prepare(x) * 255), atol=1e-4)
+    assert np.abs(got - want).max() <= 1 and (got == want).mean() > 0.99
 
 
 def test_knn_sum_of_squares_by_hand():
