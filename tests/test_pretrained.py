@@ -288,3 +288,44 @@ def test_timm_model_from_a_local_file_and_offline_without_one(tmp_path, empty_hu
                             "--set", f"timm-resnet18.weights={path}", "--out", out], capsys)
     assert code == 0, err
     assert _job(out, "knn")["encoder_weights_sha256"] == sha256_of(path)
+
+
+def test_frozen_stages_are_the_official_codes_per_network(weights_file):
+    from bench.errors import BenchError
+    from bench.methods.msc import MSC, MSCConfig
+    from bench.methods.panda import PANDA, PANDAConfig
+
+    official = ("conv1", "bn1", "layer1", "layer2")
+    assert MSC(MSCConfig(arch="resnet152")).frozen_stages() == official  # freeze_parameters(, 152)
+    assert MSC(MSCConfig(arch="resnet18")).frozen_stages() == ()  # nothing of a ResNet-18
+    assert PANDA(PANDAConfig(arch="resnet18")).frozen_stages() == official  # PANDA: any network
+    assert MSC(MSCConfig(arch="resnet18", freeze=("layer1",))).frozen_stages() == ("layer1",)
+    net = MSC(MSCConfig(arch="resnet18", weights=str(weights_file))).build_model()
+    assert all(p.requires_grad for p in net.backbone.parameters())
+    net = PANDA(PANDAConfig(arch="resnet18", weights=str(weights_file))).build_model()
+    assert not any(p.requires_grad for p in net.backbone.layer2.parameters())
+    assert all(p.requires_grad for p in net.backbone.layer3.parameters())
+    with pytest.raises(BenchError, match="resnet18 has no stage 'layer9'"):
+        PANDA(PANDAConfig(arch="resnet18", weights=str(weights_file),
+                          freeze=("layer9",))).build_model()
+
+
+def test_each_published_msc_number_is_compared_with_the_setting_that_made_it():
+    """arXiv v1's 97.5 had the angular centre loss; AAAI 2023's 98.6 is the official command
+    without --angular."""
+    from bench.report.reference import compare, load_reference
+    from bench.store import ROW_COLUMNS
+
+    rows = []
+    for variant, value in (("", 0.97), ("angular=False", 0.98)):
+        for c in range(10):
+            row = dict.fromkeys(ROW_COLUMNS, "")
+            row.update(method="msc", score="knn", variant=variant, protocol="one-class",
+                       dataset="cifar10", normal_class=str(c), ood_dataset="rest", seed=0,
+                       metric="auroc", value=value, preset="paper", job_id=f"j{c}{variant}")
+            rows.append(row)
+    table = compare(pd.DataFrame(rows), load_reference(["one-class_cifar10"]))
+    got = table[table["published_method"].str.startswith("MSC")].set_index("ours")
+    assert got.loc["msc/knn", "published"] == pytest.approx(0.975)
+    assert got.loc["msc/knn [angular=False]", "published"] == pytest.approx(0.986)
+    assert got.loc["msc/knn [angular=False]", "ours_mean"] == pytest.approx(0.98)

@@ -37,6 +37,12 @@ class MSC(FineTunedDetector):
     Config = MSCConfig
     normalise_features = True  # the code's network returns F.normalize(features)
 
+    @classmethod
+    def official_frozen(cls, arch: str) -> tuple[str, ...]:
+        """The code's `freeze_parameters(model, backbone)`: conv1, bn1, layer1 and layer2 of a
+        ResNet-152, nothing of a ResNet-18 (its other choice)."""
+        return cls.OFFICIAL_FROZEN if arch == "resnet152" else ()
+
     def initial_center(self, images: torch.Tensor) -> torch.Tensor:
         """The mean unit feature, itself normalised with the angular loss (as the code)."""
         center = super().initial_center(images)

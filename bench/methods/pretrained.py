@@ -134,8 +134,10 @@ class FineTuneConfig(PretrainedConfig):
     """What PANDA and MSC read: the pretrained network, its frozen stages, SGD at a constant
     learning rate, and the k-NN score."""
 
-    freeze: tuple[str, ...] = param(("conv1", "bn1", "layer1", "layer2"),
-                                    "the backbone's stages left frozen (the official code's)")
+    freeze: tuple[str, ...] = param(
+        ("auto",), "the backbone's stages left frozen; auto: the official code's for the network "
+                   "(PANDA: conv1, bn1, layer1, layer2; MSC: those of a ResNet-152, none of "
+                   "another network)")
     epochs: int = param(15, "training epochs", ge=1)
     batch_size: int = param(32, "images per step", ge=1)
     lr: float = param(1e-2, "learning rate (constant, as the code)", gt=0)
@@ -164,10 +166,26 @@ class FineTunedDetector(UsesPretrainedWeights, NetworkDetector):
         """The pretrained network behind its preprocessing, the configured stages frozen."""
         w = resolve_weights(self.config)
         net = PretrainedNet(build_backbone(self.config, w), w)
-        for stage in self.config.freeze:
-            for p in getattr(net.backbone, stage).parameters():
+        for stage in self.frozen_stages():
+            module = getattr(net.backbone, stage, None)
+            if not isinstance(module, torch.nn.Module):
+                raise BenchError(f"freeze: {self.config.arch} has no stage {stage!r}")
+            for p in module.parameters():
                 p.requires_grad_(False)
         return net
+
+    # the stages the official code freezes (PANDA's utils.freeze_parameters)
+    OFFICIAL_FROZEN: ClassVar[tuple[str, ...]] = ("conv1", "bn1", "layer1", "layer2")
+
+    def frozen_stages(self) -> tuple[str, ...]:
+        """The stages `freeze` names; auto: the official code's for the network."""
+        if self.config.freeze == ("auto",):
+            return self.official_frozen(self.config.arch)
+        return tuple(self.config.freeze)
+
+    @classmethod
+    def official_frozen(cls, arch: str) -> tuple[str, ...]:
+        return cls.OFFICIAL_FROZEN
 
     def optimizer(self) -> torch.optim.Optimizer:
         """The code's SGD over the trainable parameters (constant learning rate)."""
