@@ -12,13 +12,37 @@ from bench.nn.augment import (
 from bench.nn.shifts import all_rotations, rotate, rotate_each
 
 
-def test_crop_boxes_differ_per_sample_and_respect_the_ranges():
-    box = sample_crop_boxes(256, (0.08, 1.0), (3 / 4, 4 / 3))
-    area = box[:, 0] * box[:, 1]
+def test_crop_boxes_are_whole_pixels_inside_the_image():
+    box = sample_crop_boxes(256, (0.08, 1.0), (3 / 4, 4 / 3), (32, 32))
+    px = box * 32
+    assert torch.equal(px, px.round())  # offsets and sizes in whole pixels
     assert box.unique(dim=0).shape[0] > 200
-    assert (box <= 1).all() and (area >= 0.08 - 1e-6).all()
-    fixed = sample_crop_boxes(64, (0.54, 0.54), (1.0, 1.0))
-    assert torch.allclose(fixed, torch.full_like(fixed, 0.54 ** 0.5))
+    assert (px[:, 2] >= 1).all() and (px[:, 0] + px[:, 2] <= 32).all()
+    assert (px[:, 1] + px[:, 3] <= 32).all()
+    fixed = sample_crop_boxes(64, (0.54, 0.54), (1.0, 1.0), (32, 32)) * 32
+    assert (fixed[:, 2:] == round((0.54 * 32 * 32) ** 0.5)).all()  # 23.5 px -> 24
+
+
+def test_crop_sizes_are_distributed_as_torchvisions():
+    """The same distribution as RandomResizedCrop.get_params (and CSI's layer): whole-pixel
+    sides, the first of 10 draws that fits. Continuous sides gave a mean area of 0.478 at 32 px,
+    torchvision 0.491."""
+    from torchvision.transforms import RandomResizedCrop
+
+    torch.manual_seed(0)
+    n = 20000
+    ours = sample_crop_boxes(n, (0.08, 1.0), (3 / 4, 4 / 3), (32, 32))
+    ours_area = (ours[:, 2] * ours[:, 3]).mean().item()
+    image = torch.zeros(1, 32, 32)
+    theirs = torch.tensor([RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3])
+                           for _ in range(n)], dtype=torch.float64)
+    theirs_area = (theirs[:, 2] * theirs[:, 3] / 1024).mean().item()
+    assert abs(ours_area - theirs_area) < 0.006
+    assert abs(theirs_area - 0.491) < 0.006  # the figure the docs give
+    # offsets: uniform over the whole-pixel positions the box allows
+    left, room = ours[:, 0] * 32, 32 - ours[:, 2] * 32
+    assert abs((left[room > 0] / room[room > 0]).mean().item() - 0.5) < 0.02
+    assert (left <= room).all()
 
 
 def test_augmentation_draws_different_parameters_per_sample():
@@ -82,3 +106,25 @@ def test_gaussian_blur_per_image_sigma_by_hand():
         assert torch.allclose(y[i, 0, 10, 7:14], k * k[3], atol=1e-6)  # separable: row x centre
     flat = torch.full((1, 3, 8, 8), 0.3)
     assert torch.allclose(gaussian_blur(flat, torch.tensor([1.5])), flat, atol=1e-6)
+
+
+def test_csi_scores_all_rotations_of_a_batch_in_one_pass(monkeypatch):
+    """CSI's test-time ensemble: a batch's K rotations go through one augmentation call and
+    one forward pass (as its _get_features); the rows land at their rotation and image."""
+    import bench.methods.csi as csi_module
+    from bench.methods.csi import CSI, CSIConfig
+    from bench.nn.backbones import Network
+    from bench.nn.context import FitContext
+
+    monkeypatch.setattr(csi_module, "random_hflip", lambda x: x)  # deterministic views
+    det = CSI(CSIConfig(score_batch_size=3, ens_samples=1, test_crop_area=1.0,
+                        backbone="resnet-tiny"))
+    det.model_ = Network("resnet-tiny", 1, proj_hidden=8, proj_dim=4, n_shifts=4).eval()
+    det.ctx_ = FitContext(progress=False)
+    images = (torch.rand(5, 1, 16, 16) * 255).to(torch.uint8)
+    got = det.ensemble_features(images)
+    with torch.no_grad():
+        for k in range(4):
+            want = det.model_(rotate(images.float() / 255, k))
+            assert torch.allclose(got["z"][k], want["z"], atol=1e-5)
+            assert torch.allclose(got["shift"][k], want["shift_logits"], atol=1e-5)

@@ -49,17 +49,30 @@ class CSI(NetworkDetector):
 
     def ensemble_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per rotation k, the mean over T augmented samples of the unnormalised projection
-        [K, N, d] and of the shift logits [K, N, K]."""
+        [K, N, d] and of the shift logits [K, N, K]. As CSI's `_get_features`: each batch is
+        flipped and rotated K ways, and the K rotations go through one augmentation call (its
+        colour-jitter order drawn once for them) and one forward pass."""
         c = self.config
         view = self.view(ViewAugment(crop_scale=(c.test_crop_area, c.test_crop_area), flip_p=0.0))
 
+        def shifted(u8: torch.Tensor) -> torch.Tensor:
+            x = to_float(u8)
+            return view(torch.cat([rotate(random_hflip(x), k) for k in range(N_SHIFTS)]))
+
         def one_sample() -> dict[str, torch.Tensor]:
-            per_k = [self.forward(images, lambda u8, k=k: view(rotate(random_hflip(to_float(u8)), k)),
-                                  ("z", "shift_logits")) for k in range(N_SHIFTS)]
-            return {"z": torch.stack([o["z"] for o in per_k]),
-                    "shift": torch.stack([o["shift_logits"] for o in per_k])}
+            out = self.forward(images, shifted, ("z", "shift_logits"))
+            return {"z": self._by_rotation(out["z"], images.shape[0]),
+                    "shift": self._by_rotation(out["shift_logits"], images.shape[0])}
 
         return self.ensemble_mean(c.ens_samples, one_sample)
+
+    def _by_rotation(self, rows: torch.Tensor, n: int) -> torch.Tensor:
+        """[K, N, ...] from the forward passes' rows, which come per batch as K blocks of its
+        images (batches of `score_batch_size`)."""
+        size = self.config.score_batch_size
+        blocks = [part.unflatten(0, (N_SHIFTS, -1))
+                  for part in rows.split([N_SHIFTS * min(size, n - s) for s in range(0, n, size)])]
+        return torch.cat(blocks, 1)
 
     def after_fit(self, train: ImageSet) -> None:
         tag = f"csi-train-T{self.config.ens_samples}-a{self.config.test_crop_area}"

@@ -7,8 +7,9 @@ kernels (one grid_sample for crop + flip, elementwise colour ops).
 Two colour jitters: torchvision's (SimCLR's and MCL's pipelines: crop, then jitter and grey) and
 CSI's own layers (`csi_color_jitter`: jitter and grey, then the crop). Departures from
 torchvision's per-image transforms, all distribution-preserving or documented in docs/methods.md:
-crop boxes whose sides exceed the image after 10 tries fall back to the whole image (torchvision:
-a centre crop at the clamped ratio); colour jitter applies brightness, contrast, saturation, hue
+crop boxes (whole-pixel sizes and offsets, as torchvision and CSI draw them) whose sides exceed the
+image after 10 tries fall back to the whole image (torchvision: a centre crop at the clamped
+ratio); colour jitter applies brightness, contrast, saturation, hue
 in that fixed order (torchvision: a random order per image); the crop is resampled bilinearly
 from the source pixels in one step (torchvision: crop, then resize).
 """
@@ -32,37 +33,46 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
-def sample_crop_boxes(n: int, scale: tuple[float, float], ratio: tuple[float, float],
-                      device: torch.device | str = "cpu", tries: int = 10) -> torch.Tensor:
-    """Per-sample crop boxes as (width, height) fractions of the image side, N x 2.
+CROP_TRIES = 10  # torchvision's RandomResizedCrop and CSI's layer: 10 draws per image
 
-    Area fraction ~ U(scale), log aspect ratio ~ U(log ratio), as torchvision's RandomResizedCrop;
-    boxes that do not fit are redrawn up to `tries` times, then fall back to the whole image.
+
+def sample_crop_boxes(n: int, scale: tuple[float, float], ratio: tuple[float, float],
+                      size: tuple[int, int], device: torch.device | str = "cpu",
+                      tries: int = CROP_TRIES) -> torch.Tensor:
+    """Per-sample crop boxes (left, top, width, height) as fractions of the image's sides, N x 4.
+
+    As torchvision's RandomResizedCrop draws them on an H x W image (`size`): area ~ U(scale) x
+    H W, log aspect ratio ~ U(log ratio), width and height rounded to whole pixels, the first of
+    `tries` draws that fits kept (the whole image when none does), then a whole-pixel offset
+    ~ U{0, ..., W - w}. Every draw of every sample in one go: a fixed handful of operators, no
+    host synchronisation.
     """
-    box = torch.ones(n, 2, device=device)
-    todo = torch.ones(n, dtype=torch.bool, device=device)
-    log_r = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(tries):
-        area = torch.empty(n, device=device).uniform_(*scale)
-        r = torch.exp(torch.empty(n, device=device).uniform_(*log_r))
-        w, h = torch.sqrt(area * r), torch.sqrt(area / r)
-        fits = todo & (w <= 1) & (h <= 1)
-        box = torch.where(fits.unsqueeze(1), torch.stack([w, h], 1), box)
-        todo = todo & ~fits
-    return box
+    h_px, w_px = size
+    area = torch.empty(tries, n, device=device).uniform_(*scale) * (h_px * w_px)
+    log_r = torch.empty(tries, n, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1]))
+    r = torch.exp(log_r)
+    w = torch.round(torch.sqrt(area * r))
+    h = torch.round(torch.sqrt(area / r))
+    fits = (w > 0) & (w <= w_px) & (h > 0) & (h <= h_px)
+    first = fits.int().argmax(0, keepdim=True)  # the first draw that fits (0 if none does)
+    found = fits.any(0)
+    w = torch.where(found, w.gather(0, first)[0], torch.full_like(w[0], w_px))
+    h = torch.where(found, h.gather(0, first)[0], torch.full_like(h[0], h_px))
+    left = torch.floor(torch.rand(n, device=device) * (w_px - w + 1))
+    top = torch.floor(torch.rand(n, device=device) * (h_px - h + 1))
+    return torch.stack([left / w_px, top / h_px, w / w_px, h / h_px], 1)
 
 
 def crop_and_flip(x: torch.Tensor, box: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Resample each image from a random position of its box, mirrored where flip is True.
+    """Resample each image's box (left, top, width, height: fractions of its sides) to the
+    image's size, bilinearly, mirrored where flip is True.
 
     In fp32 even inside autocast: a bf16 grid would shift crops by up to ~0.05 px.
     """
-    n = x.shape[0]
     with fp32_region(x):
         x = x.float()
-        w, h = box[:, 0], box[:, 1]
-        cx = (torch.rand(n, device=x.device) * 2 - 1) * (1 - w)
-        cy = (torch.rand(n, device=x.device) * 2 - 1) * (1 - h)
+        left, top, w, h = box.to(x.dtype).unbind(1)
+        cx, cy = 2 * left + w - 1, 2 * top + h - 1  # box centres in [-1, 1]
         sign = 1.0 - 2.0 * flip.to(x.dtype)
         zero = torch.zeros_like(w)
         theta = torch.stack([torch.stack([w * sign, zero, cx], 1),
@@ -216,7 +226,8 @@ class ViewAugment:
 
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        box = sample_crop_boxes(n, self.crop_scale, self.crop_ratio, x.device)
+        box = sample_crop_boxes(n, self.crop_scale, self.crop_ratio, tuple(x.shape[2:]),
+                                x.device)
         flip = torch.rand(n, device=x.device) < self.flip_p
         return crop_and_flip(x, box, flip)
 
