@@ -178,7 +178,7 @@ def _checkpoint(text: str) -> tuple[str, str]:
 def execute(*, executor: str = "local", workers: int = 1, devices: str | None = None,
             ray_address: str | None = None, slurm_partition: str | None = None,
             slurm_time: int = 240, slurm_gpus_per_job: int = 1, wait: bool = True,
-            retry_failed: bool = False, **plan_args: Any):
+            retry_failed: bool = False, jobs_per_device: int = 1, **plan_args: Any):
     """Plan and run; (rows, records, problems) as `bench run` prints them."""
     from bench.executors import make_executor
     from bench.runner import run as run_spec
@@ -189,7 +189,8 @@ def execute(*, executor: str = "local", workers: int = 1, devices: str | None = 
                             executor=executor, **plan_args)
     ex = make_executor(executor, workers=workers, devices=devices, ray_address=ray_address,
                        slurm_partition=slurm_partition, slurm_time=slurm_time,
-                       slurm_gpus_per_job=slurm_gpus_per_job, wait=wait)
+                       slurm_gpus_per_job=slurm_gpus_per_job, wait=wait,
+                       jobs_per_device=jobs_per_device, device=spec.device)
     return run_spec(spec, ex, retry_failed=retry_failed, notes=notes)
 
 
@@ -203,7 +204,8 @@ def run(methods: Names = None, datasets: Names = "digits", *, protocol: str = "o
         devices: str | None = None, ray_address: str | None = None,
         slurm_partition: str | None = None, slurm_time: int = 240,
         slurm_gpus_per_job: int = 1, wait: bool = True, retry_failed: bool = False,
-        compile: bool = False, deterministic: bool = False) -> pd.DataFrame:
+        compile: bool = False, deterministic: bool = False,
+        jobs_per_device: int = 1) -> pd.DataFrame:
     """Run methods x data sets x classes x seeds into the run directory `out` (finished jobs
     are skipped: a run resumes) and return its tidy rows (docs/results.md), every job of the
     directory included. `methods`: names, import paths (``my_pkg.mod:MyDetector``) or detector
@@ -218,7 +220,8 @@ def run(methods: Names = None, datasets: Names = "digits", *, protocol: str = "o
         ood_table=ood_table, strict=strict, executor=executor, workers=workers,
         devices=devices, ray_address=ray_address, slurm_partition=slurm_partition,
         slurm_time=slurm_time, slurm_gpus_per_job=slurm_gpus_per_job, wait=wait,
-        retry_failed=retry_failed, compile=compile, deterministic=deterministic)
+        retry_failed=retry_failed, compile=compile, deterministic=deterministic,
+        jobs_per_device=jobs_per_device)
     for problem in problems:
         warn(problem)
     failed = [r for r in records if r.get("status") == "failed"]

@@ -106,6 +106,10 @@ def cli() -> None:
 @click.option("--workers", default=1, show_default=True, type=int,
               help="Parallel worker processes (local CPU or GPUs) or Ray tasks at once.")
 @click.option("--devices", default=None, help="Local GPUs, one worker each: 0,1,2 or all.")
+@click.option("--jobs-per-device", default=1, show_default=True, type=int,
+              help="Jobs at once on each device (--devices, every visible GPU, or the CPU), "
+                   "Ray's fractional GPUs, or per Slurm task; pays for small jobs that leave a "
+                   "GPU idle (docs/performance.md).")
 @click.option("--ray-address", default=None, help="Join a Ray cluster (e.g. auto).")
 @click.option("--slurm-partition", default=None, help="Slurm partition for the job array.")
 @click.option("--slurm-time", default=240, show_default=True, type=int, help="Minutes per job.")
@@ -122,7 +126,7 @@ def cli() -> None:
 def run(methods, datasets, protocol, classes, seeds, preset, overrides, features, checkpoints,
         networks, out, data_dir,
         device, precision, download, ood, ood_table, strict, executor, workers, devices,
-        ray_address,
+        jobs_per_device, ray_address,
         slurm_partition, slurm_time, slurm_gpus_per_job, wait, retry_failed, compile_model,
         deterministic) -> int:
     """Run methods x data sets x classes x seeds; write <out>/results.csv and a leaderboard.
@@ -140,7 +144,8 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
         ood_table=ood_table, strict=strict, compile=compile_model, deterministic=deterministic,
         executor=executor, workers=workers, devices=devices, ray_address=ray_address,
         slurm_partition=slurm_partition, slurm_time=slurm_time,
-        slurm_gpus_per_job=slurm_gpus_per_job, wait=wait, retry_failed=retry_failed)
+        slurm_gpus_per_job=slurm_gpus_per_job, wait=wait, retry_failed=retry_failed,
+        jobs_per_device=jobs_per_device)
     return _report_run(out, rows, records, problems)
 
 

@@ -34,15 +34,16 @@ def threads_per_worker(workers: int) -> int:
 class LocalExecutor:
     """Jobs on this machine: in this process (one worker), or one process per worker.
 
-    ``devices`` lists CUDA devices (one worker each); otherwise ``workers`` processes share the
-    cores (torch threads split evenly between them) or, on CUDA, the visible GPUs in turn. A
-    worker whose job hit a CUDA error is replaced by a fresh process (its CUDA context may be
-    unusable).
+    ``devices`` lists devices, ``jobs_per_device`` workers each (spread over the devices in
+    turn: cuda:0, cuda:1, cuda:0, ...); otherwise ``workers`` processes share the cores (torch
+    threads split evenly between them) or, on CUDA, the visible GPUs in turn. A worker whose
+    job hit a CUDA error is replaced by a fresh process (its CUDA context may be unusable).
     """
 
     def __init__(self, workers: int = 1, devices: Sequence[str] | None = None,
-                 progress: bool = True):
-        self.devices = list(devices or [])
+                 progress: bool = True, jobs_per_device: int = 1):
+        self.jobs_per_device = max(1, jobs_per_device)
+        self.devices = [d for _ in range(self.jobs_per_device) for d in (devices or [])]
         self.workers = len(self.devices) if self.devices else max(1, workers)
         self.progress = progress
 
@@ -178,6 +179,14 @@ def _worker(todo, results, out: str, device: str, run_id: str, threads: int,
             return  # a CUDA error can leave this process's context unusable: start afresh
 
 
+def execute_group(jobs: list[Job], out: str, device: str, run_id: str,
+                  jobs_per_device: int) -> list[dict]:
+    """Several jobs sharing one allocation's device, `jobs_per_device` at once (a Slurm array
+    task of --jobs-per-device)."""
+    return LocalExecutor(devices=[device], jobs_per_device=jobs_per_device,
+                         progress=False).run(jobs, out, device, run_id)
+
+
 def _ray_execute(job: Job, out: str, device: str, run_id: str, threads: int) -> dict:
     import torch
 
@@ -186,15 +195,18 @@ def _ray_execute(job: Job, out: str, device: str, run_id: str, threads: int) -> 
 
 
 class RayExecutor:
-    """Each job a Ray task (``num_gpus=1`` when the cluster has GPUs); ``workers`` caps concurrency."""
+    """Each job a Ray task (``num_gpus=1 / jobs_per_device`` when the cluster has GPUs: Ray's
+    fractional GPUs); ``workers`` caps concurrency."""
 
-    def __init__(self, address: str | None = None, workers: int | None = None):
+    def __init__(self, address: str | None = None, workers: int | None = None,
+                 jobs_per_device: int = 1):
         try:
             import ray  # noqa: F401
         except ImportError:
             raise BenchError("--executor ray needs Ray: pip install 'mcl-bench[ray]'") from None
         self.address = address
         self.workers = workers
+        self.jobs_per_device = max(1, jobs_per_device)  # a task asks for 1/N of a GPU
 
     def run(self, jobs: list[Job], out: str, device: str, run_id: str) -> list[dict]:
         import ray
@@ -209,9 +221,11 @@ class RayExecutor:
                 Reaper().start()  # the local cluster dies with bench, even a killed one
             ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
         gpus = ray.cluster_resources().get("GPU", 0)
-        limit = self.workers or int(gpus or ray.cluster_resources().get("CPU", 1))
+        limit = self.workers or int(gpus * self.jobs_per_device
+                                    or ray.cluster_resources().get("CPU", 1))
         threads = threads_per_worker(limit) if not self.address else 1
-        task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1)(_ray_execute)
+        task = ray.remote(num_gpus=1 / self.jobs_per_device if gpus else 0,
+                          num_cpus=1)(_ray_execute)
         out_abs = os.path.abspath(out)
         pending, index, records = {}, 0, []
         while index < len(jobs) or pending:
@@ -341,7 +355,7 @@ class SlurmExecutor:
 
     def __init__(self, partition: str | None = None, time_min: int = 240, gpus_per_job: int = 1,
                  wait: bool = True, cluster: str | None = None, cpus_per_job: int = 4,
-                 array_parallelism: int = 64):
+                 array_parallelism: int = 64, jobs_per_device: int = 1):
         try:
             import submitit  # noqa: F401
         except ImportError:
@@ -353,6 +367,8 @@ class SlurmExecutor:
         self.cluster = cluster  # None: Slurm; "local": submitit's local executor (tests)
         self.cpus_per_job = cpus_per_job
         self.array_parallelism = array_parallelism
+        # > 1: each array task holds that many jobs and runs them at once on its GPU
+        self.jobs_per_device = max(1, jobs_per_device)
 
     def _executor(self, folder: str):
         import submitit
@@ -378,28 +394,44 @@ class SlurmExecutor:
         if queued:
             log(f"{len(queued)} jobs are still queued or running on Slurm; not resubmitted")
         handles = []
+        n = self.jobs_per_device
+        groups = [submit[i:i + n] for i in range(0, len(submit), n)]
         if submit:
             ex = self._executor(os.path.join(folder, "%j"))
             dev = "auto" if self.cluster != "local" else device
-            handles = ex.map_array(execute_job, submit, [os.path.abspath(out)] * len(submit),
-                                   [dev] * len(submit), [run_id] * len(submit),
-                                   [False] * len(submit))
-            for job, handle in zip(submit, handles):
-                atomic_write_json(os.path.join(folder, "submitted", f"{job.job_id}.json"),
-                                  {"job_id": job.job_id, "slurm_job_id": handle.job_id,
-                                   "folder": str(handle.paths.folder)})
-            log(f"submitted {len(submit)} jobs as a job array ({handles[0].job_id.split('_')[0]})")
+            out_abs = os.path.abspath(out)
+            if n == 1:
+                handles = ex.map_array(execute_job, submit, [out_abs] * len(submit),
+                                       [dev] * len(submit), [run_id] * len(submit),
+                                       [False] * len(submit))
+            else:  # one array task per group, its jobs at once on the task's GPU
+                handles = ex.map_array(execute_group, groups, [out_abs] * len(groups),
+                                       [dev] * len(groups), [run_id] * len(groups),
+                                       [n] * len(groups))
+            for group, handle in zip(groups, handles):
+                for job in group:
+                    atomic_write_json(os.path.join(folder, "submitted", f"{job.job_id}.json"),
+                                      {"job_id": job.job_id, "slurm_job_id": handle.job_id,
+                                       "folder": str(handle.paths.folder)})
+            log(f"submitted {len(submit)} jobs as a job array of {len(handles)} tasks "
+                f"({handles[0].job_id.split('_')[0]})")
         if not self.wait:
             log("--no-wait: not waiting; run the same command again to collect the results")
             return []
         records = []
-        for i, (job, handle) in enumerate(zip(submit, handles), 1):
+        done = 0
+        for group, handle in zip(groups, handles):
             try:
-                record = handle.result()
+                result = handle.result()
+                got = result if isinstance(result, list) else [result]
             except Exception as exc:
-                record = {"job_id": job.job_id, "status": "failed", "error": str(exc).splitlines()[-1]}
-            records.append(record)
-            log(f"{_label(i, len(submit), job)} {record_line(record)}")
+                error = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
+                got = [{"job_id": job.job_id, "status": "failed", "error": error}
+                       for job in group]
+            for job, record in zip(group, got):
+                done += 1
+                records.append(record)
+                log(f"{_label(done, len(submit), job)} {record_line(record)}")
         return records
 
 
@@ -458,17 +490,41 @@ def _still_queued(folder: str, jobs: list[Job]) -> set[str]:
 def make_executor(name: str, workers: int = 1, devices: str | None = None,
                   ray_address: str | None = None, slurm_partition: str | None = None,
                   slurm_time: int = 240, slurm_gpus_per_job: int = 1, wait: bool = True,
-                  progress: bool = True):
+                  progress: bool = True, jobs_per_device: int = 1, device: str = "auto"):
+    if jobs_per_device < 1:
+        raise BenchError("--jobs-per-device must be at least 1")
     if name == "local":
-        return LocalExecutor(workers=workers, devices=parse_devices(devices), progress=progress)
+        listed = parse_devices(devices)
+        if jobs_per_device > 1 and not listed:
+            listed = _local_devices(device, workers)
+        return LocalExecutor(workers=workers, devices=listed, progress=progress,
+                             jobs_per_device=jobs_per_device)
     if name == "ray":
-        return RayExecutor(address=ray_address, workers=workers if workers > 1 else None)
-    if name == "slurm":
+        return RayExecutor(address=ray_address, workers=workers if workers > 1 else None,
+                           jobs_per_device=jobs_per_device)
+    if name in ("slurm", "slurm-local"):
+        if jobs_per_device > 1 and slurm_gpus_per_job != 1:
+            raise BenchError("--jobs-per-device shares one GPU between jobs: give it with "
+                             "--slurm-gpus-per-job 1")
+        if name == "slurm-local":  # submitit's local executor: the Slurm path without a cluster
+            return SlurmExecutor(wait=wait, cluster="local", jobs_per_device=jobs_per_device)
         return SlurmExecutor(partition=slurm_partition, time_min=slurm_time,
-                             gpus_per_job=slurm_gpus_per_job, wait=wait)
-    if name == "slurm-local":  # submitit's local executor: the Slurm path without a cluster
-        return SlurmExecutor(wait=wait, cluster="local")
+                             gpus_per_job=slurm_gpus_per_job, wait=wait,
+                             jobs_per_device=jobs_per_device)
     raise BenchError(f"unknown executor {name!r} (local, ray, slurm)")
+
+
+def _local_devices(device: str, workers: int) -> list[str]:
+    """The devices --jobs-per-device shares without --devices: every visible GPU (device auto
+    or cuda), else the one device named (the CPU: N jobs at once, its cores split)."""
+    if workers > 1:
+        raise BenchError("--jobs-per-device N runs N jobs on each device; --workers sets the "
+                         "number of processes without it: give one of them")
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return parse_devices("all")
+    return ["cpu" if device == "auto" else device]
 
 
 def parse_devices(devices: str | None, device_count: int | None = None) -> list[str]:

@@ -136,3 +136,78 @@ def test_threads_per_worker_split_the_cores_and_obey_omp_num_threads(monkeypatch
     assert [threads_per_worker(w) for w in (1, 2, 16)] == [2, 2, 1]
     monkeypatch.setenv("OMP_NUM_THREADS", "junk")
     assert threads_per_worker(4) == 4
+
+
+BARRIER = '''
+import os, time
+import numpy as np
+import bench
+
+
+class Barrier(bench.Detector):
+    """Waits in fit until two jobs have started (the plan-time check has no model folder)."""
+
+    scores = ("zero",)
+
+    def fit(self, train, ctx):
+        if ctx.model_dir is not None:
+            folder = os.environ["BARRIER_DIR"]
+            open(os.path.join(folder, f"{os.getpid()}-{ctx.seed}"), "w").close()
+            deadline = time.time() + 60
+            while len(os.listdir(folder)) < 2:
+                if time.time() > deadline:
+                    raise RuntimeError("the other job never started: one job at a time")
+                time.sleep(0.05)
+        return self
+
+    def score(self, images):
+        return {"zero": np.arange(len(images), dtype=float)}
+'''
+
+
+def test_jobs_per_device_runs_that_many_jobs_at_once_on_one_device(tmp_path):
+    (tmp_path / "barrier.py").write_text(BARRIER)
+    (tmp_path / "b").mkdir()
+    env = {**os.environ, "BARRIER_DIR": str(tmp_path / "b")}
+    out = tmp_path / "run"
+    done = _bench(["run", "--methods", f"{tmp_path / 'barrier.py'}:Barrier", "--datasets",
+                   "digits", "--classes", "0", "--seeds", "0,1", "--device", "cpu",
+                   "--jobs-per-device", "2", "--out", str(out)], env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    started = os.listdir(tmp_path / "b")
+    assert len({name.split("-")[0] for name in started}) == 2  # two processes, at once
+
+
+def test_jobs_per_device_spreads_workers_over_the_gpus(monkeypatch):
+    import torch
+
+    from bench.errors import BenchError
+    from bench.executors import make_executor
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    ex = make_executor("local", devices="all", jobs_per_device=2)
+    assert ex.devices == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"] and ex.workers == 4
+    ex = make_executor("local", jobs_per_device=3)  # no --devices: every visible GPU
+    assert ex.devices == ["cuda:0", "cuda:1"] * 3
+    assert make_executor("local", jobs_per_device=2, device="cpu").devices == ["cpu", "cpu"]
+    with pytest.raises(BenchError, match="give one of them"):
+        make_executor("local", workers=2, jobs_per_device=2)
+    with pytest.raises(BenchError, match="at least 1"):
+        make_executor("local", jobs_per_device=0)
+
+
+@pytest.mark.slow
+def test_slurm_tasks_hold_jobs_per_device_jobs(tmp_path, tiny_args):
+    pytest.importorskip("submitit")
+    import json
+
+    out = tmp_path / "run"
+    done = _bench(["run", "--methods", "knn", "--datasets", "digits", "--classes", "0,1,2",
+                   "--out", str(out), "--executor", "slurm-local", "--jobs-per-device", "2"])
+    assert done.returncode == 0, done.stderr
+    assert "submitted 3 jobs as a job array of 2 tasks" in done.stderr
+    tasks = [json.loads(p.read_text())["slurm_job_id"]
+             for p in (out / "slurm" / "submitted").glob("*.json")]
+    assert len(tasks) == 3 and len(set(tasks)) == 2
+    assert len(pd.read_csv(out / "results.csv")["job_id"].unique()) == 3
