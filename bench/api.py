@@ -74,10 +74,10 @@ def plan_spec(*, methods: Names = None, datasets: Names = "digits",
               features: Names = "pixel", checkpoints: Iterable[str] = (), out: str | Path = "runs",
               data_dir: str | Path | None = None, device: str = "auto", precision: str = "auto",
               download: bool = True, ood: Names = None, ood_table: str = "bench",
-              strict: bool = False, compile: bool = False, deterministic: bool = False,
+              strict: bool = False, compile: bool | str = False, deterministic: bool = False,
               remote: bool = False, executor: str = "local"):
     """The RunSpec of a run and the notes to print once its input is valid."""
-    from bench.config import RunSpec, resolve_preset
+    from bench.config import RunSpec, compile_mode, resolve_preset
     from bench.nn.devices import check_device, select_device
     from bench.protocols import get_protocol
     from bench.registry import DATASETS, METHODS
@@ -115,7 +115,7 @@ def plan_spec(*, methods: Names = None, datasets: Names = "digits",
         overrides=overrides, out=str(out), data_dir=str(data_dir or ""), device=device,
         download=download,
         ood=tuple(DATASETS.canonical(o) for o in the_ood) if the_ood else None,
-        strict=strict, compile=compile, precision=precision,
+        strict=strict, compile=compile_mode(compile), precision=precision,
         features=tuple(_names(features, "--features") or ("pixel",)),
         deterministic=deterministic, ood_table=ood_table,
         checkpoints=the_checkpoints,
@@ -204,7 +204,7 @@ def run(methods: Names = None, datasets: Names = "digits", *, protocol: str = "o
         devices: str | None = None, ray_address: str | None = None,
         slurm_partition: str | None = None, slurm_time: int = 240,
         slurm_gpus_per_job: int = 1, wait: bool = True, retry_failed: bool = False,
-        compile: bool = False, deterministic: bool = False,
+        compile: bool | str = False, deterministic: bool = False,
         jobs_per_device: int = 1) -> pd.DataFrame:
     """Run methods x data sets x classes x seeds into the run directory `out` (finished jobs
     are skipped: a run resumes) and return its tidy rows (docs/results.md), every job of the

@@ -117,9 +117,12 @@ def cli() -> None:
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Slurm: wait for the jobs, or submit and return (re-run to collect).")
 @click.option("--retry-failed", is_flag=True, help="Run jobs recorded as failed again.")
-@click.option("--compile/--no-compile", "compile_model", default=False, show_default=True,
-              help="torch.compile the networks (pays a compile per job; measure first: "
-                   "benchmarks/train_throughput.py --compile).")
+@click.option("--compile", "compile_model", is_flag=False, flag_value="default", default="",
+              metavar="[MODE]",
+              help="torch.compile every job's network, afresh per job (pays a compile per job; "
+                   "measure first: benchmarks/train_throughput.py --compile). MODE: default, "
+                   "reduce-overhead (CUDA graphs of the step on CUDA), max-autotune, "
+                   "max-autotune-no-cudagraphs.")
 @click.option("--deterministic", is_flag=True,
               help="Deterministic kernels (cuDNN, cuBLAS): a resumed CUDA run ends with the same "
                    "weights as an uninterrupted one; slower.")

@@ -365,6 +365,21 @@ def describe_fields(config_cls: type, method: str) -> list[dict[str, str]]:
     return rows
 
 
+# torch.compile's modes (`--compile MODE`; reduce-overhead adds CUDA graphs of the step on CUDA)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(value: bool | str | None) -> str:
+    """A --compile value as a mode: '' (eager) for False / None / '', default for True."""
+    if value is True:
+        return "default"
+    if not value:
+        return ""
+    if value not in COMPILE_MODES:
+        raise unknown_name("--compile mode", str(value), COMPILE_MODES)
+    return str(value)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that decides which jobs a run has and what they compute."""
@@ -382,7 +397,7 @@ class RunSpec:
     download: bool = True
     ood: tuple[str, ...] | None = None
     strict: bool = False
-    compile: bool = False
+    compile: str = ""  # torch.compile mode ("": eager; default, reduce-overhead, max-autotune)
     precision: str = "auto"
     features: tuple[str, ...] = ("pixel",)
     deterministic: bool = False

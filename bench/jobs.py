@@ -66,7 +66,7 @@ class Job:
     features: str = PIXEL  # classical methods: "pixel" or the encoder's method name
     encoder_config: Any = None
     encoder_train_id: str = ""
-    compile: bool = False  # how it runs, not what it computes: not part of the identity
+    compile: str = ""  # torch.compile's mode, '' for eager: how it runs, not part of the identity
     precision: str = "auto"  # likewise (recorded in every row)
     deterministic: bool = False  # likewise
     ood_table: str = DEFAULT_TABLE  # which table's OOD sets (and, for OpenOOD's, test images)
@@ -177,7 +177,7 @@ def train_id_of(method: str, config: Any, task: Task, seed: int, checkpoint_sha2
 
 def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_dir: str,
              download: bool, *, variant: str = "", features: str = PIXEL,
-             encoder_config: Any = None, compile: bool = False, precision: str = "auto",
+             encoder_config: Any = None, compile: str = "", precision: str = "auto",
              deterministic: bool = False, checkpoints: dict[str, tuple[str, str]] | None = None
              ) -> Job:
     """`checkpoints`: {method: (path, SHA-256)} of imported networks."""
@@ -410,6 +410,11 @@ def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
     record["precision"] = policy.describe()
     if job.deterministic:
         make_deterministic()
+    record["cudnn_benchmark"] = use_cudnn_autotuner(torch_device, job.deterministic)
+    if job.compile:  # each job compiles afresh: the recompile limit counts across the process
+        import torch
+
+        torch._dynamo.reset()
     seed_everything(job.seed)
     data = load_task(job.task, job.data_dir, job.download)
     ctx = FitContext(device=torch_device, seed=job.seed, model_dir=store.model_dir(job.train_id),
@@ -467,6 +472,17 @@ def _check_scores(job: Job, detector, groups: dict, labeled: bool) -> None:
         wrong = undeclared(scores, declared)
         if wrong:
             raise BenchError(f"method {job.method}: score() {wrong}")
+
+
+def use_cudnn_autotuner(device, deterministic: bool) -> bool:
+    """cuDNN's autotuner on CUDA (a job's batch shapes are fixed: each is tuned once), off
+    under --deterministic; whether it is on goes into the job's record."""
+    import torch
+
+    on = device.type == "cuda" and not deterministic
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = on
+    return on
 
 
 def make_deterministic() -> None:

@@ -125,7 +125,8 @@ class OODBenchmark:
     name: str
     entries: dict[str, OODTable]
     # its own images, the in-distribution test split too: loader(data_dir, in_distribution,
-    # set, size) -> ImageSet and probe(data_dir, in_distribution, set); "": the registry's sets
+    # set, size) -> ImageSet and probe(data_dir, in_distribution, set), with a fifth / fourth
+    # argument "val" for the validation lists of an entry with `tuning`; "": the registry's sets
     loader: str = ""
     probe: str = ""
     metrics: tuple[str, ...] = ()  # metrics its rows carry beyond the suite's (bench/metrics.py)
@@ -154,10 +155,12 @@ class OODBenchmark:
 
     def load(self, data_dir, in_distribution: str, name: str, size: int,
              listing: str = "test") -> ImageSet:
-        """One of its sets (`listing`: test, or val for the tuning sets)."""
+        """One of its sets (`listing`: test, or val for the tuning sets: passed to the loader
+        only then, so a table without validation lists keeps a 4-argument loader)."""
         from bench.registry import _load
 
-        return _load(self.loader)(Path(str(data_dir)), in_distribution, name, size, listing)
+        extra = (listing,) if listing != "test" else ()
+        return _load(self.loader)(Path(str(data_dir)), in_distribution, name, size, *extra)
 
     def check_files(self, data_dir, in_distribution: str, name: str,
                     listing: str = "test") -> None:
@@ -165,7 +168,8 @@ class OODBenchmark:
         if self.probe:
             from bench.registry import _load
 
-            _load(self.probe)(Path(str(data_dir)), in_distribution, name, listing)
+            extra = (listing,) if listing != "test" else ()
+            _load(self.probe)(Path(str(data_dir)), in_distribution, name, *extra)
 
     def tunes(self, dataset: str) -> bool:
         """Whether its scores' settings are chosen on validation lists for `dataset`."""

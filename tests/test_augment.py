@@ -128,3 +128,11 @@ def test_csi_scores_all_rotations_of_a_batch_in_one_pass(monkeypatch):
             want = det.model_(rotate(images.float() / 255, k))
             assert torch.allclose(got["z"][k], want["z"], atol=1e-5)
             assert torch.allclose(got["shift"][k], want["shift_logits"], atol=1e-5)
+
+
+def test_a_blur_with_its_sigma_bound_reads_nothing_back_and_equals_the_measured_one():
+    from bench.nn.augment import gaussian_blur
+
+    x = torch.rand(4, 3, 24, 24)
+    sigma = torch.tensor([0.3, 2.0, 1.1, 0.7])  # the bound is reached
+    assert torch.equal(gaussian_blur(x, sigma, max_sigma=2.0), gaussian_blur(x, sigma))

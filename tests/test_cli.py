@@ -288,6 +288,45 @@ def test_compile_flag_compiles_the_network_without_changing_the_job(tmp_path, ti
     assert code == 0 and "1 of 1 jobs already" in err
 
 
+@pytest.mark.slow
+def test_compile_compiles_every_job_of_a_multi_method_run(tmp_path, tiny_args, capsys,
+                                                         monkeypatch):
+    """Each job compiles afresh (dynamo's recompile limit, 8, counts across the process: without
+    the reset the fourth network ran uncompiled); graphs counted with a backend that only counts
+    them."""
+    import torch
+
+    graphs, marks, modes = [], [], []
+
+    def counting(gm, example_inputs):
+        graphs.append(1)
+        return gm.forward
+
+    original = torch.nn.Module.compile
+
+    def patched(self, *args, **kwargs):
+        marks.append(len(graphs))
+        modes.append(kwargs.pop("mode", "default"))
+        return original(self, *args, backend=counting, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", patched)
+
+    def per_job(methods, out, mode="default"):
+        graphs.clear(), marks.clear(), modes.clear()
+        code, _, err = run_cli(["run", "--methods", methods, "--datasets", "digits",
+                                "--classes", "0", "--out", str(tmp_path / out), "--compile",
+                                mode, *tiny_args], capsys)
+        assert code == 0, err
+        assert "recompile_limit" not in err
+        return [b - a for a, b in zip(marks, [*marks[1:], len(graphs)])]
+
+    together = per_job("simclr,rotnet,csi,mcl", "all")
+    assert len(together) == 4 and min(together) >= 1
+    assert together[-1] == per_job("mcl", "mcl-alone")[0]  # as many as when it runs alone
+    per_job("simclr", "overhead", "reduce-overhead")
+    assert modes == ["reduce-overhead"]
+
+
 def test_score_only_rerun_reproduces_the_augmented_scores(tmp_path, tiny_args, capsys):
     """CSI and SimCLR score with random augmentations; a re-run that loads the trained networks
     (jobs deleted, models kept) must draw the same ones and give the same scores."""

@@ -109,3 +109,19 @@ def test_mahalanobis_in_chunks_equals_the_one_shot_form(monkeypatch):
     one_shot = torch.einsum("ncd,de,nce->nc", diff, g.precision, diff).min(1).values
     monkeypatch.setattr(posthoc, "CHUNK", 64)
     assert torch.allclose(posthoc.mahalanobis(feats, g), one_shot)
+
+
+def test_cudnn_autotuner_on_cuda_off_under_deterministic_and_on_the_cpu():
+    import torch
+
+    from bench.jobs import use_cudnn_autotuner
+
+    before = torch.backends.cudnn.benchmark
+    try:
+        assert use_cudnn_autotuner(torch.device("cuda"), deterministic=False)
+        assert torch.backends.cudnn.benchmark
+        assert not use_cudnn_autotuner(torch.device("cuda"), deterministic=True)
+        assert not torch.backends.cudnn.benchmark
+        assert not use_cudnn_autotuner(torch.device("cpu"), deterministic=False)
+    finally:
+        torch.backends.cudnn.benchmark = before

@@ -106,3 +106,39 @@ def test_foreach_lars_is_bit_identical_to_the_loop(nesterov, exclude_1d):
             opt.step()
     for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_engines_sgd_and_adam_are_foreach_and_equal_to_the_loop(optimizer):
+    """make_optimizer's SGD / Adam issue multi-tensor operations; several steps leave the
+    weights of torch's per-tensor loop exactly."""
+    import copy
+    from dataclasses import dataclass
+
+    from bench.nn.backbones import Network
+    from bench.nn.optim import make_optimizer
+
+    @dataclass(frozen=True)
+    class C:
+        optimizer: str
+        lr: float = 0.1
+        momentum: float = 0.9
+        weight_decay: float = 5e-4
+        nesterov: bool = True
+
+    torch.manual_seed(0)
+    base = Network("resnet-tiny", 3, n_classes=4)
+    nets = [base, copy.deepcopy(base)]
+    ours = make_optimizer(nets[0].parameters(), C(optimizer))
+    assert ours.defaults["foreach"] is True
+    loop = (torch.optim.SGD(nets[1].parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
+                            nesterov=True, foreach=False) if optimizer == "sgd" else
+            torch.optim.Adam(nets[1].parameters(), lr=0.1, weight_decay=5e-4, foreach=False))
+    x, y = torch.rand(8, 3, 16, 16), torch.arange(8) % 4
+    for _ in range(4):
+        for net, opt in zip(nets, (ours, loop)):
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(net(x)["class_logits"], y).backward()
+            opt.step()
+    for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()):
+        assert torch.equal(a, b)

@@ -18,6 +18,7 @@ from bench.nn.losses import mean_shifted_contrastive_loss
 # the code's MoCo views: crop area 0.2-1, jitter p 0.8, grey p 0.2, flip; resized to the
 # network's crop, then blurred (p 0.5, sigma 0.1-2 pixels at that resolution)
 MOCO_VIEW = ViewAugment(crop_scale=(0.2, 1.0))
+BLUR_SIGMA = (0.1, 2.0)  # pixels at the network's resolution
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ class MSC(FineTunedDetector):
 
     def view(self, x: torch.Tensor) -> torch.Tensor:
         v = self.model_.prepare(MOCO_VIEW(x), centre_crop=False)
-        sigma = torch.empty(v.shape[0], device=v.device).uniform_(0.1, 2.0)
-        blurred = gaussian_blur(v, sigma)
+        sigma = torch.empty(v.shape[0], device=v.device).uniform_(*BLUR_SIGMA)
+        blurred = gaussian_blur(v, sigma, max_sigma=BLUR_SIGMA[1])
         keep = torch.rand(v.shape[0], device=v.device) < self.config.blur_p
         return torch.where(keep.view(-1, 1, 1, 1), blurred, v)
 

@@ -119,6 +119,11 @@ class ClassifierConfig(NetworkConfig):
     warmup_epochs: int = 0
 
 
+def compile_options(mode: str) -> dict[str, str]:
+    """torch.compile's arguments for a --compile mode (default: no mode argument)."""
+    return {} if mode in ("", "default") else {"mode": mode}
+
+
 class NetworkDetector(PosthocScoring, Detector):
     """Fit skeleton: data on the device, optimiser and schedule, train (or load) the network;
     a method's own scores (`method_scores`) and the post-hoc scores of its features."""
@@ -233,8 +238,8 @@ class NetworkDetector(PosthocScoring, Detector):
         self.ctx_ = ctx
         self.n_classes_ = len(train.classes)
         self.model_ = engine.prepare_model(self.build_model(train), ctx.device, ctx.precision)
-        if ctx.compile:
-            self.model_.compile()  # in place, so checkpoints and saved models keep their keys
+        if ctx.compile:  # in place, so checkpoints and saved models keep their keys
+            self.model_.compile(**compile_options(ctx.compile))
         if ctx.checkpoint:  # an imported network: scored, not trained (bench/nn/imports.py)
             imports.load_into(imports.read(ctx.checkpoint, ctx.checkpoint_sha256), self.model_)
             ctx.log(f"using the network of {ctx.checkpoint}")

@@ -191,7 +191,8 @@ class FineTunedDetector(UsesPretrainedWeights, NetworkDetector):
         """The code's SGD over the trainable parameters (constant learning rate)."""
         c = self.config
         return torch.optim.SGD([p for p in self.model_.parameters() if p.requires_grad],
-                               lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+                               lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                               foreach=True)
 
     def schedule(self, opt: torch.optim.Optimizer, steps: int):
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)  # constant, as the code

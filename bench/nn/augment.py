@@ -186,11 +186,14 @@ def csi_color_jitter(x: torch.Tensor, strength: tuple[float, float, float, float
     return torch.where(apply.view(-1, 1, 1, 1), y, x)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float | None = None
+                  ) -> torch.Tensor:
     """Each image blurred by a Gaussian of its own std `sigma` (pixels), separably, reflecting
-    at the border; the kernel spans 3 std of the largest (SimCLR's and MoCo's blur)."""
+    at the border; the kernel spans 3 std of the largest, or of `max_sigma` (the bound sigma
+    is drawn under: then no value is read back from the device, no host synchronisation)."""
     n, c, h, w = x.shape
-    r = max(1, min(int(math.ceil(3 * float(sigma.max()))), min(h, w) - 1))
+    largest = float(sigma.max()) if max_sigma is None else max_sigma
+    r = max(1, min(int(math.ceil(3 * largest)), min(h, w) - 1))
     t = torch.arange(-r, r + 1, device=x.device, dtype=torch.float32)
     k = torch.exp(-t[None] ** 2 / (2 * sigma.float()[:, None] ** 2))
     k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # [n c, 2r + 1]

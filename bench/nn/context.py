@@ -34,7 +34,8 @@ class FitContext:
     encoder_checkpoint_sha256: str = ""
     labeled: bool = False
     progress: bool = True
-    compile: bool = False  # torch.compile the network (in place: state_dict keys unchanged)
+    compile: str = ""  # torch.compile's mode for the network ('': eager; in place, so its
+    #                    state_dict keys are unchanged)
     precision: Precision = FP32
     log: Callable[[str], None] = _stderr
     on_epoch_end: Callable[[int], None] | None = None

@@ -92,16 +92,18 @@ class LARS(Optimizer):
 
 
 def make_optimizer(params, config) -> Optimizer:
-    """The optimiser a config names (its optimizer, lr, momentum, weight_decay, nesterov)."""
+    """The optimiser a config names (its optimizer, lr, momentum, weight_decay, nesterov), as
+    multi-tensor (foreach) operations: tens of operators per step instead of a loop over the
+    tensors (the same weights as the loop: tests/test_train.py)."""
     c = config
     if c.optimizer == "sgd":
         return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
-                               nesterov=c.nesterov)
+                               nesterov=c.nesterov, foreach=True)
     if c.optimizer == "lars":
         return LARS(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
                     nesterov=c.nesterov, exclude_1d=getattr(c, "lars_exclude_1d", False))
     if c.optimizer == "adam":
-        return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay, foreach=True)
     raise ValueError(f"unknown optimizer {c.optimizer!r} (sgd, lars, adam)")
 
 

@@ -46,7 +46,10 @@ def device_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def as_input(x: torch.Tensor, precision: Precision | None = None) -> torch.Tensor:
     """A float batch laid out for the model (channels_last where the policy says so; without a
-    policy, channels_last on CUDA)."""
+    policy, channels_last on CUDA). One channel: always the standard strides (the same memory
+    order either way), so a compiled network sees one layout and does not recompile."""
+    if x.shape[1] == 1:
+        return x.contiguous()
     channels_last = x.is_cuda if precision is None else precision.channels_last
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
