@@ -142,3 +142,41 @@ def test_the_engines_sgd_and_adam_are_foreach_and_equal_to_the_loop(optimizer):
             opt.step()
     for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_checkpoint_written_behind_holds_the_state_when_it_was_submitted(tmp_path):
+    """The writer copies the state on the training thread: training that goes on while the
+    file is written cannot change what the checkpoint holds. A failed write is raised by
+    wait()."""
+    from bench.nn.state import CHECKPOINT, CheckpointWriter, load_checkpoint
+
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    history = [{"epoch": 1}]
+    writer = CheckpointWriter(tmp_path)
+    want = net.weight.detach().clone()
+    writer.submit({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": 1,
+                   "history": history})
+    with torch.no_grad():
+        net.weight.add_(1.0)  # training goes on
+    opt.state[net.weight]["momentum_buffer"].zero_()
+    history.append({"epoch": 2})
+    writer.wait()
+    state = load_checkpoint(tmp_path, print)
+    assert torch.equal(state["model"]["weight"], want) and state["history"] == [{"epoch": 1}]
+    assert state["optimizer"]["state"][0]["momentum_buffer"].abs().sum() > 0
+    import bench.nn.state as state_module
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    state_module.atomic_torch_save, real = disk_full, state_module.atomic_torch_save
+    try:
+        writer.submit({"model": net.state_dict(), "optimizer": {}, "epoch": 2, "history": []})
+        with pytest.raises(OSError, match="No space left"):
+            writer.wait()
+    finally:
+        state_module.atomic_torch_save = real
+    assert (tmp_path / CHECKPOINT).exists() or (tmp_path / "checkpoint.prev.pt").exists()

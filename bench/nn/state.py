@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,52 @@ def save_checkpoint(model_dir: Path, state: dict) -> None:
     if current.exists():
         current.replace(model_dir / PREVIOUS_CHECKPOINT)
     atomic_torch_save(state, current)
+
+
+def snapshot(state: Any) -> Any:
+    """A copy of a checkpoint's state that training cannot change any more: every tensor copied
+    to the CPU, every container rebuilt, other values deep-copied."""
+    import copy
+
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: snapshot(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(snapshot(v) for v in state)
+    return copy.deepcopy(state)
+
+
+class CheckpointWriter:
+    """Checkpoints written off the training thread: the state is copied on it (`snapshot`), the
+    file written atomically on a background thread, one write at a time. `wait` joins the write
+    and raises its error; a kill during a write leaves the previous checkpoint to resume from."""
+
+    def __init__(self, model_dir: Path):
+        self.model_dir = Path(model_dir)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, state: dict) -> None:
+        self.wait()
+        copied = snapshot(state)
+        self._thread = threading.Thread(target=self._write, args=(copied,), daemon=True,
+                                        name="bench-checkpoint")
+        self._thread.start()
+
+    def _write(self, state: dict) -> None:
+        try:
+            save_checkpoint(self.model_dir, state)
+        except BaseException as exc:  # raised on the training thread by `wait`
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def training_state(model, optimizer, scheduler, scaler, history: list, epoch: int,

@@ -22,7 +22,7 @@ from torch.optim import Optimizer
 from bench.nn.context import FitContext
 from bench.nn.optim import steps_per_epoch
 from bench.nn.precision import FP32, Precision
-from bench.nn.state import resume, save_checkpoint, training_state
+from bench.nn.state import CheckpointWriter, resume, training_state
 
 LOG_SECONDS = 60.0  # progress line interval when stderr is not a terminal
 
@@ -75,40 +75,45 @@ def train(model: torch.nn.Module, step: Callable[[torch.Tensor], torch.Tensor], 
     """Run `epochs` epochs of `step(batch_indices) -> loss` over n items; returns the history.
     Resumes from ``ctx.model_dir/checkpoint.pt`` (model, optimiser, schedule, RNG states,
     history): an interrupted run ends with the weights of an uninterrupted one (bit for bit on
-    CPU; on CUDA under --deterministic)."""
+    CPU; on CUDA under --deterministic). Checkpoints are written off the training thread."""
     device, precision = ctx.device, ctx.precision
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_grad_scaler())
     history, start = resume(ctx, model, optimizer, scheduler, scaler, desc, epochs)
     per_epoch = steps_per_epoch(n, batch_size, drop_last)
     bar = progress_bar(ctx, total=epochs * per_epoch, initial=start * per_epoch, desc=desc)
+    writer = CheckpointWriter(Path(ctx.model_dir)) if ctx.model_dir is not None else None
     model.train()
-    for epoch in range(start, epochs):
-        t0, total, seen = time.perf_counter(), torch.zeros((), device=device), 0
-        order = torch.randperm(n, device=device)
-        for i in range(per_epoch):
-            index = order[i * batch_size:(i + 1) * batch_size]
-            with precision.autocast(device):
-                loss = step(index)
-            _optimise(loss, model, optimizer, scaler, clip_grad_norm)
-            scheduler.step()
-            total, seen = total + loss.detach().float(), seen + len(index)
-            if (i + 1) % log_every == 0 or i + 1 == per_epoch:  # the only host syncs
-                mean = (total / (i + 1)).item()
-                if not math.isfinite(mean):
-                    raise TrainingDiverged(f"{desc}: loss is {mean} at epoch {epoch + 1}")
-                rate = seen / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{rate:.0f}", refresh=False)
-            bar.update(1)
-        seconds = time.perf_counter() - t0
-        history.append({"epoch": epoch + 1, "loss": (total / per_epoch).item(),
-                        "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
-                        "images_per_second": seen / seconds})
-        if ctx.model_dir is not None and ((epoch + 1) % checkpoint_every == 0
-                                          or epoch + 1 == epochs):
-            save_checkpoint(Path(ctx.model_dir), training_state(
-                model, optimizer, scheduler, scaler, history, epoch + 1, device))
-        if ctx.on_epoch_end is not None:
-            ctx.on_epoch_end(epoch + 1)
+    try:
+        for epoch in range(start, epochs):
+            t0, total, seen = time.perf_counter(), torch.zeros((), device=device), 0
+            order = torch.randperm(n, device=device)
+            for i in range(per_epoch):
+                index = order[i * batch_size:(i + 1) * batch_size]
+                with precision.autocast(device):
+                    loss = step(index)
+                _optimise(loss, model, optimizer, scaler, clip_grad_norm)
+                scheduler.step()
+                total, seen = total + loss.detach().float(), seen + len(index)
+                if (i + 1) % log_every == 0 or i + 1 == per_epoch:  # the only host syncs
+                    mean = (total / (i + 1)).item()
+                    if not math.isfinite(mean):
+                        raise TrainingDiverged(f"{desc}: loss is {mean} at epoch {epoch + 1}")
+                    rate = seen / (time.perf_counter() - t0)
+                    bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{rate:.0f}", refresh=False)
+                bar.update(1)
+            seconds = time.perf_counter() - t0
+            history.append({"epoch": epoch + 1, "loss": (total / per_epoch).item(),
+                            "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
+                            "images_per_second": seen / seconds})
+            if writer is not None and ((epoch + 1) % checkpoint_every == 0
+                                       or epoch + 1 == epochs):  # copied now, written behind
+                writer.submit(training_state(model, optimizer, scheduler, scaler, history,
+                                             epoch + 1, device))
+            if ctx.on_epoch_end is not None:
+                ctx.on_epoch_end(epoch + 1)
+    finally:
+        if writer is not None:
+            writer.wait()  # the last checkpoint is on disk before the job goes on, or fails
     bar.close()
     model.eval()
     return history
