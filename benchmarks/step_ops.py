@@ -5,9 +5,10 @@ Counted with torch.profiler on the CPU (the counts do not depend on the batch si
 device): the aten operators issued directly by the step, attributed to the phase that issued
 them (augmentation, forward, loss, backward, optimizer). Two code paths in one run:
 
-    before: LARS looping over its tensors in Python (torchlars' rule), and the crop sampler
-            drawing its 10 retries one round at a time (both as the engine had them);
-    now:    LARS as multi-tensor (foreach) operations, every crop retry drawn at once.
+    before: LARS looping over its tensors in Python (torchlars' rule), SGD as torch's
+            per-tensor loop, and the crop sampler drawing its 10 retries one round at a time
+            (as the engine had them);
+    now:    LARS and SGD as multi-tensor (foreach) operations, every crop retry drawn at once.
 
 The CPU time of one step is measured for both (fastest of --rounds, alternating), and their
 ratio printed. Targets (issue: a step not bound by the host): CSI at most 600 operators, its
@@ -127,10 +128,15 @@ def detector_for(method: str, batch: int, size: int):
 
 def make_step(det, images, foreach: bool):
     opt = det.optimizer()
+    params = [p for g in opt.param_groups for p in g["params"]]
+    d = opt.defaults
     if isinstance(opt, LARS):
-        opt = LARS([p for g in opt.param_groups for p in g["params"]],
-                   lr=opt.defaults["lr"], momentum=opt.defaults["momentum"],
-                   weight_decay=opt.defaults["weight_decay"], foreach=foreach)
+        opt = LARS(params, lr=d["lr"], momentum=d["momentum"], weight_decay=d["weight_decay"],
+                   foreach=foreach)
+    elif isinstance(opt, torch.optim.SGD):  # before: torch's per-tensor loop on the CPU
+        opt = torch.optim.SGD(params, lr=d["lr"], momentum=d["momentum"],
+                              weight_decay=d["weight_decay"], nesterov=d["nesterov"],
+                              foreach=foreach)
     labels = torch.zeros(images.shape[0], dtype=torch.int64)
 
     def step():
@@ -155,8 +161,7 @@ def main() -> None:
     print(f"{'method':<8}{'path':<8}" + "".join(f"{ph:>14}" for ph in PHASES)
           + f"{'total':>8}{'ms/step':>10}")
     for method in args.methods.split(","):
-        size = 32 if method not in ("panda", "msc") else 32  # they resize to 224 inside
-        det, images = detector_for(method, args.batch, size)
+        det, images = detector_for(method, args.batch, 32)  # PANDA and MSC resize to 224
         paths = {"before": False, "now": True}
         steps = {name: make_step(det, images, foreach) for name, foreach in paths.items()}
         counts = {}

@@ -151,3 +151,37 @@ def test_dn2s_score_is_the_sum_of_squared_distances_to_the_k_nearest():
     assert got.tolist() == [0 + 9, 9 + 16]  # (0, 3) and (3, 4): squared, summed
     mean = KNN(KNNConfig(n_neighbors=2, method="mean")).fit_array(bank, seed=0)
     assert mean.score_array(np.array([[3.0, 4.0]])).tolist() == [3.5]  # PyOD's mean of (3, 4)
+
+
+def test_mcl_scores_predicts_and_adds_post_hoc_scores_from_one_pass_of_its_views():
+    """Labeled MCL: scoring the test set, predicting its classes and its post-hoc scores read
+    the 8 views' forward passes once (the plain view's features included), and give what a
+    fresh computation gives."""
+    import numpy as np
+
+    from bench.datasets import load_dataset
+    from bench.methods.mcl import MCL, MCLConfig
+    from bench.nn.context import FitContext
+
+    train = load_dataset("synthetic", "train")
+    test = load_dataset("synthetic", "test")
+    det = MCL(MCLConfig(backbone="resnet-tiny", epochs=1, batch_size=32, max_train_samples=64,
+                        proj_hidden=16, proj_dim=8, sei_views=8))
+    det.fit(train, FitContext(progress=False, labeled=True))
+    calls = []
+    forward = det.forward
+
+    def counted(images, transform, keys=("z",)):
+        calls.append(keys)
+        return forward(images, transform, keys)
+
+    det.forward = counted
+    scores = det.score(test.images)
+    predicted = det.predict_class(test.images)
+    assert len(calls) == 8  # the 8 views, once; features came with the plain view
+    fresh = MCL(det.config)
+    fresh.__dict__.update({k: v for k, v in det.__dict__.items() if k not in ("_memo", "forward")})
+    again = fresh.score(test.images)
+    for name in scores:
+        assert np.allclose(scores[name], again[name], rtol=1e-5, atol=1e-5), name
+    assert np.array_equal(predicted, fresh.predict_class(test.images))

@@ -77,6 +77,14 @@ def sei_fraction(setting: float | str, n_images: int) -> float:
     return min(1.0, batches * SEI_BATCH / (4 * n_images))
 
 
+MEMO_SETS = 3  # image sets whose views MCL keeps (the test split, the OOD set being scored)
+
+
+def _identity(images: torch.Tensor) -> tuple:
+    """Which tensor: its storage, shape and device (the suite never writes into image sets)."""
+    return (images.data_ptr(), tuple(images.shape), str(images.device))
+
+
 class MCL(NetworkDetector):
     """MCL: CCM + SPA over rotation-shifted views; scores sei (self-ensemble inference), cosnorm."""
 
@@ -123,17 +131,36 @@ class MCL(NetworkDetector):
         return ccm + c.spa_weight * spa
 
     def _views(self, images: torch.Tensor, n_views: int) -> tuple[torch.Tensor, list[int]]:
-        """Projections of each view [V, N, d] (normalised where used) and each view's rotation."""
+        """Projections of each view [V, N, d] (normalised where used) and each view's rotation.
+        The views of the last few image sets are kept, with the penultimate features of their
+        plain view: a set's scores, its class prediction and its post-hoc scores share one pass."""
+        key = (*_identity(images), n_views)
+        memo = self.__dict__.setdefault("_memo", {})
+        if key in memo:
+            return memo[key][0], memo[key][1]
         flips = (False, True) if n_views == 8 else (False,)
-        zs, rots = [], []
+        zs, rots, features = [], [], None
         for k in range(N_SHIFTS if n_views > 1 else 1):
             for flip in flips:
                 def view(u8, k=k, flip=flip):
                     x = to_float(u8)
                     return rotate(x.flip(3) if flip else x, k)
-                zs.append(self.forward(images, view)["z"])
+                plain = k == 0 and not flip
+                out = self.forward(images, view, ("z", "features") if plain else ("z",))
+                features = out["features"] if plain else features
+                zs.append(out["z"])
                 rots.append(k)
-        return torch.stack(zs), rots
+        memo[key] = (torch.stack(zs), rots, features)
+        while len(memo) > MEMO_SETS:
+            memo.pop(next(iter(memo)))
+        return memo[key][0], rots
+
+    def penultimate(self, images: torch.Tensor) -> torch.Tensor:
+        """The plain view's features, from the views' pass when these images were scored."""
+        for key, (_, _, features) in self.__dict__.get("_memo", {}).items():
+            if key[:3] == _identity(images) and features is not None:
+                return features
+        return super().penultimate(images)
 
     def after_fit(self, train: ImageSet) -> None:
         c = self.config

@@ -170,6 +170,8 @@ def batched_forward(model: torch.nn.Module, images: torch.Tensor, transform: Cal
     from tqdm.auto import tqdm
 
     model.eval()
+    if device.type == "cuda" and images.device.type == "cpu" and not images.is_pinned():
+        images = images.pin_memory()  # batches then copy asynchronously (non_blocking)
     outs: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     starts = range(0, images.shape[0], batch_size)
     show = progress and sys.stderr.isatty() and len(starts) > 4
