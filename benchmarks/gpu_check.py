@@ -15,7 +15,13 @@ Stages, each skipped with a line saying so when the time left (`--budget-s`) wou
      scores and leaderboards are written and every AUROC is finite;
   4. benchmarks/train_throughput.py and benchmarks/score_throughput.py on the device (ratios);
   5. the projected wall time of the paper-preset one-class CIFAR-10 (10 classes, training only)
-     per method from the measured images/s.
+     per method from the measured images/s;
+  6. per training step also its aten operators and host time, and what a checkpoint costs the
+     step (written in it, or copied in it and written behind it); mcl and csi compiled in each
+     of COMPILE_MODES (reduce-overhead: CUDA graphs, on CUDA only);
+  7. 4 CSI one-class jobs at once 1, 2 and 4 per device (`--jobs-per-device`); an MCL job
+     killed after its first checkpoint and resumed, under --deterministic, against an
+     uninterrupted run.
 Everything goes to gpu_check.json and gpu_check.md under `--out` (default $OUT, else
 results/gpu/<device>), and a summary is printed.
 """
@@ -48,6 +54,8 @@ from bench.registry import METHODS  # noqa: E402
 
 METHODS_TIMED = ("mcl", "csi", "simclr", "rotnet", "ce")
 COMPILED = ("mcl", "csi")
+# torch.compile modes timed for COMPILED: default, and CUDA graphs of the step (CUDA only)
+COMPILE_MODES = ("default", "reduce-overhead")
 CIFAR_TRAIN_PER_CLASS = 5000  # one-class CIFAR-10 trains on the 5,000 images of a class
 
 
@@ -118,9 +126,21 @@ def step_flops(det, images, labels, batch: int) -> float:
     return float(counter.get_total_flops())
 
 
-def time_training(method: str, device: torch.device, smoke: bool, compile_: bool,
+def top_level_ops(fn) -> int:
+    """aten operators `fn` issues directly (each a kernel launch on CUDA)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::")
+               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+
+
+def time_training(method: str, device: torch.device, smoke: bool, compile_: str,
                   peak_tflops: float) -> dict:
-    """Images/s of the engine's training step at the paper preset (smoke: tiny sizes)."""
+    """Images/s of the engine's training step at the paper preset (smoke: tiny sizes), its
+    operators and host time per step, and (uncompiled) what a checkpoint costs the step.
+    `compile_`: '' (eager) or a torch.compile mode."""
     cls = METHODS.load_object(method)
     overrides = []
     if smoke:
@@ -142,7 +162,9 @@ def time_training(method: str, device: torch.device, smoke: bool, compile_: bool
     batch = min(cfg.batch_size, n)
     flops = step_flops(det, images, labels, batch)
     if compile_:
-        det.model_.compile()
+        from bench.methods.network import compile_options
+
+        det.model_.compile(**compile_options(compile_))
     opt = make_optimizer(det.model_.parameters(), cfg)
     det.model_.train()
 
@@ -168,7 +190,17 @@ def time_training(method: str, device: torch.device, smoke: bool, compile_: bool
         step(warmup + i)
     sync(device)
     seconds = (time.perf_counter() - t0) / timed
-    out = {"method": method, "compiled": compile_, "backbone": cfg.backbone, "batch": batch,
+    host = []  # the step's host time: issuing it, the device not waited for
+    for i in range(3):
+        sync(device)
+        t1 = time.perf_counter()
+        step(warmup + timed + i)
+        host.append(time.perf_counter() - t1)
+    sync(device)
+    ops = top_level_ops(lambda: step(0)) if not compile_ else None
+    out_ckpt = checkpoint_cost(det, opt, device) if not compile_ else {}
+    out = {"method": method, "compiled": compile_ or "", "backbone": cfg.backbone, "batch": batch,
+           "ops_per_step": ops, "host_ms": 1000 * min(host), **out_ckpt,
            "images_per_s": batch / seconds, "step_ms": 1000 * seconds,
            "gflop_per_step": flops / 1e9, "achieved_tflops": flops / seconds / 1e12,
            "mfu": flops / seconds / 1e12 / peak_tflops if peak_tflops else float("nan"),
@@ -176,6 +208,28 @@ def time_training(method: str, device: torch.device, smoke: bool, compile_: bool
     if device.type == "cuda":
         out["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return out
+
+
+def checkpoint_cost(det, opt, device: torch.device) -> dict:
+    """Seconds a checkpoint holds the training step: written in it (synchronous, with fsync)
+    against copied in it and written behind it (CheckpointWriter)."""
+    import tempfile
+
+    from bench.nn.state import CheckpointWriter, save_checkpoint, training_state
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    with tempfile.TemporaryDirectory() as folder:
+        state = training_state(det.model_, opt, sched, scaler, [], 1, device)
+        t0 = time.perf_counter()
+        save_checkpoint(Path(folder), state)
+        sync_s = time.perf_counter() - t0
+        writer = CheckpointWriter(Path(folder))
+        t0 = time.perf_counter()
+        writer.submit(training_state(det.model_, opt, sched, scaler, [], 2, device))
+        behind_s = time.perf_counter() - t0
+        writer.wait()
+    return {"checkpoint_sync_s": sync_s, "checkpoint_behind_s": behind_s}
 
 
 def project(timing: dict) -> dict:
@@ -247,6 +301,90 @@ def end_to_end(device: torch.device, smoke: bool, data_dir: str | None, out: Pat
     return results
 
 
+def _data_args(device: torch.device, data_dir: str | None) -> list[str]:
+    return ["--device", str(device), "--no-download", "--preset", "paper",
+            *(["--data-dir", data_dir] if data_dir else [])]
+
+
+TINY = ["--set", "backbone=resnet-tiny", "--set", "max_train_samples=64", "--set",
+        "batch_size=16", "--set", "proj_hidden=16", "--set", "proj_dim=8"]
+
+
+def jobs_per_device(device: torch.device, smoke: bool, data_dir: str | None, out: Path,
+                    budget: Budget, skipped: list[str]) -> list[dict]:
+    """Wall time of 4 CSI one-class jobs (Fashion-MNIST classes 0-3, 1 epoch) run 1, 2 and 4 at
+    once on the one device (`--jobs-per-device`)."""
+    results = []
+    for n in (1, 2, 4):
+        name = f"4 csi one-class jobs, --jobs-per-device {n}"
+        if not budget.fits(name, 40 if smoke else 120, skipped):
+            continue
+        run_dir = out / f"jobs-per-device-{n}"
+        if run_dir.exists():
+            import shutil
+
+            shutil.rmtree(run_dir)
+        args = ["run", "--datasets", "fashion-mnist", "--classes", "0,1,2,3", "--methods", "csi",
+                "--set", "epochs=1", "--set", "ens_samples=1", *(TINY if smoke else []),
+                *_data_args(device, data_dir), "--jobs-per-device", str(n), "--out",
+                str(run_dir)]
+        t0 = time.perf_counter()
+        code, text = run_cli(args, budget.left() - 5)
+        result = {"jobs_per_device": n, "exit_code": code, "seconds": time.perf_counter() - t0}
+        if code != 0:
+            result["tail"] = text[-1500:]
+        results.append(result)
+        print(f"{name}: exit {code}, {result['seconds']:.0f} s", flush=True)
+    return results
+
+
+def resume_after_kill(device: torch.device, smoke: bool, data_dir: str | None, out: Path,
+                      budget: Budget, skipped: list[str]) -> dict | None:
+    """An MCL job (one-class Fashion-MNIST class 0, 4 epochs, a checkpoint each epoch, under
+    --deterministic) killed after its first checkpoint and run again must give the rows of an
+    uninterrupted run."""
+    import shutil
+    import signal
+
+    import pandas as pd
+
+    if not budget.fits("resume after a kill", 60 if smoke else 180, skipped):
+        return None
+    args = ["run", "--datasets", "fashion-mnist", "--classes", "0", "--methods", "mcl",
+            "--set", "epochs=4", "--set", "checkpoint_every=1", "--deterministic",
+            *(TINY if smoke else ["--set", "max_train_samples=2000"]),
+            *_data_args(device, data_dir)]
+    whole, killed = out / "resume-whole", out / "resume-killed"
+    for folder in (whole, killed):
+        if folder.exists():
+            shutil.rmtree(folder)
+    code, _ = run_cli([*args, "--out", str(whole)], budget.left() - 5)
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *args, "--out", str(killed)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + max(5.0, budget.left() - 30)
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(killed.glob("models/*/checkpoint.pt")):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    proc.wait()
+    was_killed = proc.returncode == -signal.SIGKILL
+    again, text = run_cli([*args, "--out", str(killed)], budget.left() - 5)
+    keys = ["method", "score", "ood_dataset", "seed", "metric"]
+
+    def values(folder):
+        rows = pd.read_csv(folder / "results.csv", keep_default_na=False)
+        return rows.sort_values(keys)[keys + ["value"]].reset_index(drop=True)
+
+    same = (code == 0 and again == 0 and values(whole).equals(values(killed)))
+    result = {"killed_mid_training": was_killed, "resumed": "resuming" in text,
+              "same_rows": bool(same), "exit_codes": [code, again]}
+    print(f"resume after a kill: killed {was_killed}, resumed {result['resumed']}, rows equal "
+          f"to an uninterrupted run: {same}", flush=True)
+    return result
+
+
 def benchmark_scripts(device: torch.device, smoke: bool, budget: Budget, skipped: list[str]
                       ) -> dict:
     out = {}
@@ -281,13 +419,17 @@ def markdown(report: dict) -> str:
              f"{env['precision_auto']}; measured bf16 matmul peak "
              f"{env['bf16_matmul_tflops']:.1f} TFLOP/s" + (" (smoke run)" if env["smoke"] else ""),
              "", "## Training steps (paper preset, 3 x 32 x 32, data on the device)", "",
-             "| method | compiled | backbone | batch | images/s | step ms | GFLOP/step | MFU | "
-             "peak GiB |", "|---|---|---|---|---|---|---|---|---|"]
+             "| method | compiled | backbone | batch | images/s | step ms | host ms | operators | "
+             "GFLOP/step | MFU | peak GiB | checkpoint s (in step / behind) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in report["training"]:
-        lines.append(f"| {t['method']} | {'yes' if t['compiled'] else 'no'} | {t['backbone']} | "
+        ckpt = (f"{t['checkpoint_sync_s']:.2f} / {t['checkpoint_behind_s']:.2f}"
+                if "checkpoint_sync_s" in t else "")
+        lines.append(f"| {t['method']} | {t['compiled'] or 'no'} | {t['backbone']} | "
                      f"{t['batch']} | {t['images_per_s']:.0f} | {t['step_ms']:.1f} | "
+                     f"{t['host_ms']:.1f} | {t['ops_per_step'] or ''} | "
                      f"{t['gflop_per_step']:.1f} | {100 * t['mfu']:.1f}% | "
-                     f"{t.get('peak_memory_gib', float('nan')):.2f} |")
+                     f"{t.get('peak_memory_gib', float('nan')):.2f} | {ckpt} |")
     lines += ["", "## Projected paper-preset one-class CIFAR-10 (10 classes, training only)", "",
               "| method | epochs | hours per class | hours for 10 classes |", "|---|---|---|---|"]
     for p in report["projection"]:
@@ -299,6 +441,15 @@ def markdown(report: dict) -> str:
                      f"{e['scores_files']} score files, leaderboard {e['leaderboard']}, AUROC "
                      f"finite {e['auroc_finite']}, {e['seconds']:.0f} s; AUROC "
                      + ", ".join(f"{k} {v}" for k, v in list(e["auroc"].items())[:6]))
+    lines += ["", "## Jobs per device (4 CSI one-class jobs, 1 epoch)", ""]
+    for s in report["jobs_per_device"]:
+        lines.append(f"- --jobs-per-device {s['jobs_per_device']}: exit {s['exit_code']}, "
+                     f"{s['seconds']:.0f} s")
+    r = report["resume_after_kill"]
+    if r is not None:
+        lines += ["", "## Resume after a kill (--deterministic)", "",
+                  f"- killed mid-training {r['killed_mid_training']}, resumed {r['resumed']}, "
+                  f"rows equal to an uninterrupted run {r['same_rows']}"]
     lines += ["", "## Benchmarks", ""]
     for name, b in report["benchmarks"].items():
         lines.append(f"- {name}: exit {b['exit_code']}, " + ", ".join(
@@ -328,20 +479,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {env['name']} ({device}), torch {env['torch']}, precision auto "
           f"{env['precision_auto']}, bf16 peak {env['bf16_matmul_tflops']:.1f} TFLOP/s", flush=True)
     training = []
-    plan = [(m, False) for m in args.methods.split(",")] + [(m, True) for m in COMPILED
-                                                             if m in args.methods.split(",")]
+    chosen = args.methods.split(",")
+    plan = [(m, "") for m in chosen] + [(m, mode) for mode in COMPILE_MODES for m in COMPILED
+                                        if m in chosen]
     for method, compiled in plan:
         estimate = (20 if args.smoke else 25) + (60 if compiled and not args.smoke else 0)
-        label = f"training {method}" + (" compiled" if compiled else "")
+        label = f"training {method}" + (f" compiled ({compiled})" if compiled else "")
         if args.smoke and compiled:  # Inductor needs a C++ toolchain and minutes on a CPU
             skipped.append(f"skipped {label}: --smoke does not compile")
+            continue
+        if compiled == "reduce-overhead" and device.type != "cuda":
+            skipped.append(f"skipped {label}: CUDA graphs need a GPU")
             continue
         if not budget.fits(label, estimate, skipped):
             continue
         try:
             t = time_training(method, device, args.smoke, compiled, env["bf16_matmul_tflops"])
             training.append(t)
-            print(f"{label}: {t['images_per_s']:.0f} img/s, {t['step_ms']:.1f} ms/step, "
+            print(f"{label}: {t['images_per_s']:.0f} img/s, {t['step_ms']:.1f} ms/step "
+                  f"(host {t['host_ms']:.1f} ms"
+                  + (f", {t['ops_per_step']} operators" if t["ops_per_step"] else "") + "), "
                   f"MFU {100 * t['mfu']:.1f}%"
                   + (f", peak {t['peak_memory_gib']:.2f} GiB" if "peak_memory_gib" in t else ""),
                   flush=True)
@@ -354,10 +511,13 @@ def main(argv: list[str] | None = None) -> int:
     good = [t for t in training if "error" not in t]
     projection = [project(t) for t in good if not t["compiled"]]
     e2e = end_to_end(device, args.smoke, args.data_dir, out, budget, skipped)
+    sharing = jobs_per_device(device, args.smoke, args.data_dir, out, budget, skipped)
+    resumed = resume_after_kill(device, args.smoke, args.data_dir, out, budget, skipped)
     benches = benchmark_scripts(device, args.smoke, budget, skipped)
     report = {"environment": env, "training": good,
               "failed": [t for t in training if "error" in t], "projection": projection,
-              "end_to_end": e2e, "benchmarks": benches, "skipped": skipped,
+              "end_to_end": e2e, "jobs_per_device": sharing, "resume_after_kill": resumed,
+              "benchmarks": benches, "skipped": skipped,
               "seconds": time.monotonic() - budget.start, "budget_s": args.budget_s}
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "gpu_check.md").write_text(markdown(report))
@@ -365,8 +525,10 @@ def main(argv: list[str] | None = None) -> int:
     for pj in projection:
         print(f"projected paper one-class CIFAR-10, {pj['method']}: {pj['hours_10_classes']:.1f} h "
               "for 10 classes (training)")
-    failed = bool(report["failed"]) or any(e["exit_code"] != 0 or not e["auroc_finite"]
-                                           for e in e2e)
+    failed = (bool(report["failed"]) or any(e["exit_code"] != 0 or not e["auroc_finite"]
+                                            for e in e2e)
+              or any(s["exit_code"] != 0 for s in sharing)
+              or (resumed is not None and not resumed["same_rows"]))
     return 1 if failed else 0
 
 

@@ -21,6 +21,11 @@ def test_gpu_check_smoke_runs_every_stage_on_cpu(tmp_path):
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert {t["method"] for t in report["training"]} == {"mcl", "csi", "simclr", "rotnet", "ce"}
     assert all(t["images_per_s"] > 0 and t["gflop_per_step"] > 0 for t in report["training"])
+    assert all(t["ops_per_step"] > 0 and t["host_ms"] > 0 and t["checkpoint_sync_s"] > 0
+               for t in report["training"])
+    assert [s["jobs_per_device"] for s in report["jobs_per_device"]] == [1, 2, 4]
+    assert all(s["exit_code"] == 0 for s in report["jobs_per_device"])
+    assert report["resume_after_kill"]["same_rows"]
     assert len(report["projection"]) == 5
     assert [e["exit_code"] for e in report["end_to_end"]] == [0, 0]
     assert all(e["auroc_finite"] and e["leaderboard"] for e in report["end_to_end"])
