@@ -126,18 +126,26 @@ def cli() -> None:
 @click.option("--deterministic", is_flag=True,
               help="Deterministic kernels (cuDNN, cuBLAS): a resumed CUDA run ends with the same "
                    "weights as an uninterrupted one; slower.")
+@click.argument("experiment", required=False, metavar="[EXPERIMENT.toml]")
 def run(methods, datasets, protocol, classes, seeds, preset, overrides, features, checkpoints,
         networks, out, data_dir,
         device, precision, download, ood, ood_table, strict, executor, workers, devices,
         jobs_per_device, ray_address,
         slurm_partition, slurm_time, slurm_gpus_per_job, wait, retry_failed, compile_model,
-        deterministic) -> int:
+        deterministic, experiment) -> int:
     """Run methods x data sets x classes x seeds; write <out>/results.csv and a leaderboard.
 
     Methods are names (`bench list methods`), installed plugins, or import paths of your own
-    detector classes (my_pkg.detectors:MyDetector, path/to/file.py:MyDetector)."""
+    detector classes (my_pkg.detectors:MyDetector, path/to/file.py:MyDetector). With an
+    experiment file (experiments/*.toml), its runs: only the executor options may be given."""
     from bench.api import execute
 
+    if experiment:
+        return _run_experiment(experiment, executor=executor, workers=workers, devices=devices,
+                               jobs_per_device=jobs_per_device, ray_address=ray_address,
+                               slurm_partition=slurm_partition, slurm_time=slurm_time,
+                               slurm_gpus_per_job=slurm_gpus_per_job, wait=wait,
+                               retry_failed=retry_failed)
     if networks:
         methods = ",".join([*([methods] if methods else []), *networks])
     rows, records, problems = execute(
@@ -150,6 +158,32 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
         slurm_gpus_per_job=slurm_gpus_per_job, wait=wait, retry_failed=retry_failed,
         jobs_per_device=jobs_per_device)
     return _report_run(out, rows, records, problems)
+
+
+# the options an experiment file leaves to the command line (how its runs are executed)
+EXECUTION_OPTIONS = ("executor", "workers", "devices", "jobs_per_device", "ray_address",
+                     "slurm_partition", "slurm_time", "slurm_gpus_per_job", "wait",
+                     "retry_failed")
+
+
+def _run_experiment(path: str, **executor) -> int:
+    """`bench run FILE.toml`: the file's runs, the command line's executor options."""
+    from click.core import ParameterSource
+
+    from bench import experiments
+
+    ctx = click.get_current_context()
+    given = [p.opts[0] for p in ctx.command.params
+             if p.name not in (*EXECUTION_OPTIONS, "experiment")
+             and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE]
+    if given:
+        raise BenchError(f"bench run {path}: the runs come from the file; {', '.join(given)} "
+                         "cannot be given with it (executor options can)")
+    exp = experiments.load(path)
+    defaults = {k: v for k, v in executor.items()
+                if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    rows, records, problems = experiments.execute(exp, **defaults)
+    return _report_run(exp.out, rows, records, problems)
 
 
 def _report_run(out: str, rows, records: list[dict], problems: list[str]) -> int:
@@ -301,6 +335,96 @@ def leaderboard(runs, rows_files, out, metric, force, class_names, formats) -> i
     echo(console_text(summary))
     echo(f"\nwrote {len(paths)} files under {out}/")
     return 0
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, metavar="EXPERIMENTS...")
+@click.option("--dry-run", is_flag=True,
+              help="Plan only: each rows file an experiment declares, its planned jobs against "
+                   "the committed file's (exit 1 on a difference).")
+@click.option("--results", default="results", show_default=True,
+              help="The results folder regenerated from the rows.")
+@click.option("--executor", default=None, type=click.Choice(["local", "ray", "slurm"]),
+              help="Overrides the files' executor hints.")
+@click.option("--workers", default=None, type=int, help="Overrides the files' hints.")
+@click.option("--jobs-per-device", default=None, type=int, help="Overrides the files' hints.")
+def reproduce(paths, dry_run, results, executor, workers, jobs_per_device) -> int:
+    """Run every experiment file (a folder: its *.toml files), then regenerate the results
+    folder from their rows: rows files, leaderboards, figures, the comparison with published
+    numbers and the report, as results/README.md lists."""
+    from bench import experiments
+
+    exps = [experiments.load(p) for p in experiments.files(list(paths))]
+    if dry_run:
+        return _dry_run(exps)
+    for exp in exps:
+        echo(f"== {exp.path}: {exp.description}", err=True)
+        _, records, _ = experiments.execute(exp, executor=executor, workers=workers,
+                                            jobs_per_device=jobs_per_device)
+        failed = [r for r in records if r.get("status") == "failed"]
+        if failed:
+            raise BenchError(f"{exp.path}: {len(failed)} jobs failed (first: "
+                             f"{failed[0]['job_id']}: {failed[0].get('error', '')}); the "
+                             "results folder is left as it was")
+    _regenerate(exps, Path(results))
+    return 0
+
+
+def _dry_run(exps) -> int:
+    """Each experiment's declared rows files: planned jobs against the committed ones."""
+    from bench import experiments
+
+    differ = False
+    for exp in exps:
+        echo(f"{exp.path}: {exp.description}")
+        try:
+            planned = experiments.plan(exp)
+        except BenchError as exc:
+            echo(f"  does not plan: {exc}")
+            differ = True
+            continue
+        echo(f"  {len(exp.runs)} runs, {sum(len(j) for _, j in planned)} jobs into {exp.out}")
+        for d in experiments.differences(exp, planned):
+            state = ("the same jobs" if not d["missing"] and not d["extra"] else
+                     f"{len(d['missing'])} planned jobs not in it, {len(d['extra'])} of its jobs "
+                     "not planned")
+            echo(f"  {d['file']}: {d['planned']} planned, {d['committed']} committed: {state}")
+            for job_id in d["missing"][:3]:
+                echo(f"    not committed: {job_id}")
+            for job_id in d["extra"][:3]:
+                echo(f"    not planned:   {job_id}")
+            differ = differ or bool(d["missing"] or d["extra"])
+    return 1 if differ else 0
+
+
+def _regenerate(exps, results: Path) -> None:
+    """results/README.md's commands: rows per experiment, then leaderboards, figures, the
+    comparison and the report from every rows folder."""
+    import contextlib
+    import io
+
+    def bench(*args: str) -> None:
+        code = cli.main(args=list(args), prog_name="bench", standalone_mode=False)
+        if code:
+            raise BenchError(f"bench {' '.join(args)} exited {code}")
+
+    folders = list(dict.fromkeys(exp.rows for exp in exps if exp.rows))
+    for exp in exps:
+        if exp.rows:
+            bench("rows", "--runs", exp.out, "--out", exp.rows, "--force")
+    main_rows = str(results / "rows")
+    rows_args = [a for f in folders for a in ("--rows", f)]
+    runs_args = [a for exp in exps for a in ("--runs", exp.out)]
+    bench("leaderboard", "--rows", main_rows, "--out", str(results / "leaderboard"), "--force")
+    bench("figures", "--rows", main_rows, *runs_args, "--out", str(results / "figures"),
+          "--force")
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        bench("compare", "--rows", main_rows, "--ours", "all", "--side-by-side")
+    from bench.files import atomic_write_text
+
+    atomic_write_text(results / "compare" / "published_side_by_side.md", text.getvalue())
+    bench("report", *rows_args, "--out", str(results / "report"), "--force")
 
 
 @cli.command("rows")
