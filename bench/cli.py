@@ -374,50 +374,57 @@ def _dry_run(exps) -> int:
     """Each experiment's declared rows files: planned jobs against the committed ones."""
     from bench import experiments
 
-    differ = False
+    differ, planned = False, []
     for exp in exps:
-        echo(f"{exp.path}: {exp.description}")
         try:
-            planned = experiments.plan(exp)
+            runs = experiments.plan(exp)
         except BenchError as exc:
-            echo(f"  does not plan: {exc}")
+            echo(f"{exp.path}: does not plan: {exc}")
             differ = True
             continue
-        echo(f"  {len(exp.runs)} runs, {sum(len(j) for _, j in planned)} jobs into {exp.out}")
-        for d in experiments.differences(exp, planned):
-            state = ("the same jobs" if not d["missing"] and not d["extra"] else
-                     f"{len(d['missing'])} planned jobs not in it, {len(d['extra'])} of its jobs "
-                     "not planned")
-            echo(f"  {d['file']}: {d['planned']} planned, {d['committed']} committed: {state}")
-            for job_id in d["missing"][:3]:
-                echo(f"    not committed: {job_id}")
-            for job_id in d["extra"][:3]:
-                echo(f"    not planned:   {job_id}")
-            differ = differ or bool(d["missing"] or d["extra"])
+        planned.append((exp, runs))
+        echo(f"{exp.path}: {len(exp.runs)} runs, {sum(len(j) for _, j in runs)} jobs into "
+             f"{exp.out}")
+    for d in experiments.differences(planned):
+        state = ("the same jobs" if not d["missing"] and not d["extra"] else
+                 f"{len(d['missing'])} planned jobs not in it, {len(d['extra'])} of its jobs "
+                 "not planned" + ("" if d["exists"] else " (no such file)"))
+        echo(f"{d['file']}: {d['planned']} planned, {d['committed']} committed: {state}")
+        for job_id in d["missing"][:3]:
+            echo(f"    not committed: {job_id}")
+        for job_id in d["extra"][:3]:
+            echo(f"    not planned:   {job_id}")
+        differ = differ or bool(d["missing"] or d["extra"])
     return 1 if differ else 0
 
 
 def _regenerate(exps, results: Path) -> None:
-    """results/README.md's commands: rows per experiment, then leaderboards, figures, the
-    comparison and the report from every rows folder."""
+    """results/README.md's commands: rows per folder, then leaderboards, figures, the
+    comparison and the report (every rows folder but the precision comparison's)."""
     import contextlib
     import io
+
+    from bench import experiments
 
     def bench(*args: str) -> None:
         code = cli.main(args=list(args), prog_name="bench", standalone_mode=False)
         if code:
             raise BenchError(f"bench {' '.join(args)} exited {code}")
 
-    folders = list(dict.fromkeys(exp.rows for exp in exps if exp.rows))
-    for exp in exps:
-        if exp.rows:
-            bench("rows", "--runs", exp.out, "--out", exp.rows, "--force")
+    folders = experiments.rows_folders(exps)
+    for folder, runs in folders.items():  # the experiments writing one folder, together
+        bench("rows", *[a for r in runs for a in ("--runs", r)], "--out", folder, "--force")
     main_rows = str(results / "rows")
-    rows_args = [a for f in folders for a in ("--rows", f)]
+    rows_args = [a for f in folders if not Path(f).is_relative_to(results / "rows" / "precision")
+                 for a in ("--rows", f)]
     runs_args = [a for exp in exps for a in ("--runs", exp.out)]
     bench("leaderboard", "--rows", main_rows, "--out", str(results / "leaderboard"), "--force")
     bench("figures", "--rows", main_rows, *runs_args, "--out", str(results / "figures"),
           "--force")
+    for folder in folders:
+        if Path(folder).name == "ablation":
+            bench("figures", "--rows", folder, "--figure", "ablation", "--out",
+                  str(results / "figures"), "--force")
     text = io.StringIO()
     with contextlib.redirect_stdout(text):
         bench("compare", "--rows", main_rows, "--ours", "all", "--side-by-side")

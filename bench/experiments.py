@@ -21,11 +21,11 @@ protocol, a data set missing) names the file and the run. Paths are relative to 
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.config import tomllib
 from bench.errors import BenchError, unknown_name
 
 # run keys -> the types a value may have (a list of one of the scalar types where marked)
@@ -182,7 +182,7 @@ def planned_rows_files(planned: list[tuple[Any, list]]) -> dict[str, set[str]]:
     from bench.report.leaderboard import table_name
 
     out: dict[str, set[str]] = {}
-    for spec, jobs in planned:
+    for _, jobs in planned:
         for job in jobs:
             table = job.ood_table if get_protocol(job.protocol).uses_ood_sets else ""
             name = f"{table_name(job.protocol, job.dataset, job.preset, table)}.csv"
@@ -190,20 +190,34 @@ def planned_rows_files(planned: list[tuple[Any, list]]) -> dict[str, set[str]]:
     return out
 
 
-def differences(exp: Experiment, planned: list[tuple[Any, list]]) -> list[dict[str, Any]]:
-    """Per rows file the experiment declares: its planned job ids against those of the
-    committed file under `rows` (missing: planned, not committed; extra: committed, not
-    planned; no file: every planned job is missing)."""
+def differences(planned: list[tuple[Experiment, list[tuple[Any, list]]]]
+                ) -> list[dict[str, Any]]:
+    """Per rows file the experiments declare (several may write one file: their jobs
+    together), the planned job ids against those of the committed file (missing: planned, not
+    committed; extra: committed, not planned; no file: every planned job is missing)."""
     import pandas as pd
 
+    files: dict[Path, set[str]] = {}
+    for exp, runs in planned:
+        for name, ids in planned_rows_files(runs).items():
+            files.setdefault(Path(exp.rows or ".") / name, set()).update(ids)
     out = []
-    for name, planned_ids in sorted(planned_rows_files(planned).items()):
-        path = Path(exp.rows) / name if exp.rows else None
+    for path, planned_ids in sorted(files.items()):
         committed: set[str] = set()
-        if path is not None and path.is_file():
+        if path.is_file():
             committed = set(pd.read_csv(path, usecols=["job_id"], dtype=str)["job_id"])
-        out.append({"file": str(path) if path else name, "exists": bool(committed),
-                    "planned": len(planned_ids), "committed": len(committed),
-                    "missing": sorted(planned_ids - committed),
+        out.append({"file": str(path), "exists": path.is_file(), "planned": len(planned_ids),
+                    "committed": len(committed), "missing": sorted(planned_ids - committed),
                     "extra": sorted(committed - planned_ids)})
+    return out
+
+
+def rows_folders(exps: list[Experiment]) -> dict[str, list[str]]:
+    """{rows folder: the run directories whose rows it holds}, in the files' order."""
+    out: dict[str, list[str]] = {}
+    for exp in exps:
+        if exp.rows:
+            out.setdefault(exp.rows, [])
+            if exp.out not in out[exp.rows]:
+                out[exp.rows].append(exp.out)
     return out
