@@ -75,12 +75,14 @@ def plan_spec(*, methods: Names = None, datasets: Names = "digits",
               data_dir: str | Path | None = None, device: str = "auto", precision: str = "auto",
               download: bool = True, ood: Names = None, ood_table: str = "bench",
               strict: bool = False, compile: bool | str = False, deterministic: bool = False,
+              log: Names = None, log_uri: str = "",
               remote: bool = False, executor: str = "local"):
     """The RunSpec of a run and the notes to print once its input is valid."""
     from bench.config import RunSpec, compile_mode, resolve_preset
     from bench.nn.devices import check_device, select_device
     from bench.protocols import get_protocol
     from bench.registry import DATASETS, METHODS
+    from bench.trackers import parse as parse_trackers
 
     the_protocol = get_protocol(protocol)
     chosen = _names(methods, "--methods")
@@ -118,6 +120,7 @@ def plan_spec(*, methods: Names = None, datasets: Names = "digits",
         strict=strict, compile=compile_mode(compile), precision=precision,
         features=tuple(_names(features, "--features") or ("pixel",)),
         deterministic=deterministic, ood_table=ood_table,
+        log=parse_trackers(log), log_uri=str(log_uri or ""),
         checkpoints=the_checkpoints,
     )
     return spec, notes
@@ -205,7 +208,7 @@ def run(methods: Names = None, datasets: Names = "digits", *, protocol: str = "o
         slurm_partition: str | None = None, slurm_time: int = 240,
         slurm_gpus_per_job: int = 1, wait: bool = True, retry_failed: bool = False,
         compile: bool | str = False, deterministic: bool = False,
-        jobs_per_device: int = 1) -> pd.DataFrame:
+        jobs_per_device: int = 1, log: Names = None, log_uri: str = "") -> pd.DataFrame:
     """Run methods x data sets x classes x seeds into the run directory `out` (finished jobs
     are skipped: a run resumes) and return its tidy rows (docs/results.md), every job of the
     directory included. `methods`: names, import paths (``my_pkg.mod:MyDetector``) or detector
@@ -221,7 +224,7 @@ def run(methods: Names = None, datasets: Names = "digits", *, protocol: str = "o
         devices=devices, ray_address=ray_address, slurm_partition=slurm_partition,
         slurm_time=slurm_time, slurm_gpus_per_job=slurm_gpus_per_job, wait=wait,
         retry_failed=retry_failed, compile=compile, deterministic=deterministic,
-        jobs_per_device=jobs_per_device)
+        jobs_per_device=jobs_per_device, log=log, log_uri=log_uri)
     for problem in problems:
         warn(problem)
     failed = [r for r in records if r.get("status") == "failed"]

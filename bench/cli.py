@@ -126,13 +126,19 @@ def cli() -> None:
 @click.option("--deterministic", is_flag=True,
               help="Deterministic kernels (cuDNN, cuBLAS): a resumed CUDA run ends with the same "
                    "weights as an uninterrupted one; slower.")
+@click.option("--log", "trackers", multiple=True, metavar="TRACKER",
+              help="Log each finished job (config, per-epoch loss and throughput, final metrics, "
+                   "files) to tensorboard (<out>/tensorboard) or mlflow (<out>/mlflow.db, or "
+                   "--log-uri); repeatable. Optional extras: pip install 'mcl-bench[tensorboard]' "
+                   "/ '[mlflow]'.")
+@click.option("--log-uri", default="", help="MLflow's tracking URI (default: sqlite:///<out>/mlflow.db).")
 @click.argument("experiment", required=False, metavar="[EXPERIMENT.toml]")
 def run(methods, datasets, protocol, classes, seeds, preset, overrides, features, checkpoints,
         networks, out, data_dir,
         device, precision, download, ood, ood_table, strict, executor, workers, devices,
         jobs_per_device, ray_address,
         slurm_partition, slurm_time, slurm_gpus_per_job, wait, retry_failed, compile_model,
-        deterministic, experiment) -> int:
+        deterministic, trackers, log_uri, experiment) -> int:
     """Run methods x data sets x classes x seeds; write <out>/results.csv and a leaderboard.
 
     Methods are names (`bench list methods`), installed plugins, or import paths of your own
@@ -153,6 +159,7 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
         preset=preset, set=overrides, features=features, checkpoints=checkpoints, out=out,
         data_dir=data_dir, device=device, precision=precision, download=download, ood=ood,
         ood_table=ood_table, strict=strict, compile=compile_model, deterministic=deterministic,
+        log=trackers, log_uri=log_uri,
         executor=executor, workers=workers, devices=devices, ray_address=ray_address,
         slurm_partition=slurm_partition, slurm_time=slurm_time,
         slurm_gpus_per_job=slurm_gpus_per_job, wait=wait, retry_failed=retry_failed,
@@ -163,7 +170,7 @@ def run(methods, datasets, protocol, classes, seeds, preset, overrides, features
 # the options an experiment file leaves to the command line (how its runs are executed)
 EXECUTION_OPTIONS = ("executor", "workers", "devices", "jobs_per_device", "ray_address",
                      "slurm_partition", "slurm_time", "slurm_gpus_per_job", "wait",
-                     "retry_failed")
+                     "retry_failed")  # an experiment file may also declare log / log_uri
 
 
 def _run_experiment(path: str, **executor) -> int:

@@ -403,6 +403,8 @@ class RunSpec:
     deterministic: bool = False
     ood_table: str = "bench"
     checkpoints: tuple[tuple[str, str], ...] = ()  # (method or "", path) of --checkpoint
+    log: tuple[str, ...] = ()  # experiment trackers each finished job is logged to
+    log_uri: str = ""  # MLflow's tracking URI ('': SQLite, <out>/mlflow.db)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

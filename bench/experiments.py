@@ -37,7 +37,7 @@ RUN_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {  # key: (scalar types, a 
     "ood": (_STR, True), "ood_table": (_STR, False), "data_dir": (_STR, False),
     "download": (_BOOL, False), "precision": (_STR, False), "device": (_STR, False),
     "strict": (_BOOL, False), "deterministic": (_BOOL, False),
-    "compile": ((bool, str), False),
+    "compile": ((bool, str), False), "log": (_STR, True), "log_uri": (_STR, False),
 }
 # how the runs may be spread (hints: a command line's --executor options take precedence)
 EXECUTOR_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {

@@ -69,6 +69,8 @@ class Job:
     compile: str = ""  # torch.compile's mode, '' for eager: how it runs, not part of the identity
     precision: str = "auto"  # likewise (recorded in every row)
     deterministic: bool = False  # likewise
+    log: tuple[str, ...] = ()  # trackers the finished job is logged to (bench/trackers.py)
+    log_uri: str = ""
     ood_table: str = DEFAULT_TABLE  # which table's OOD sets (and, for OpenOOD's, test images)
     checkpoint: str = ""  # a trained network to score instead of training (its SHA-256 is in
     encoder_checkpoint: str = ""  # the ids); the same for the encoder of a classical method
@@ -178,8 +180,8 @@ def train_id_of(method: str, config: Any, task: Task, seed: int, checkpoint_sha2
 def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_dir: str,
              download: bool, *, variant: str = "", features: str = PIXEL,
              encoder_config: Any = None, compile: str = "", precision: str = "auto",
-             deterministic: bool = False, checkpoints: dict[str, tuple[str, str]] | None = None
-             ) -> Job:
+             deterministic: bool = False, checkpoints: dict[str, tuple[str, str]] | None = None,
+             log: tuple[str, ...] = (), log_uri: str = "") -> Job:
     """`checkpoints`: {method: (path, SHA-256)} of imported networks."""
     checkpoints = checkpoints or {}
     own, enc = checkpoints.get(method, ("", "")), checkpoints.get(features, ("", ""))
@@ -222,7 +224,8 @@ def make_job(method: str, config: Any, task: Task, seed: int, preset: str, data_
                encoder_checkpoint=enc[0] if features != PIXEL else "",
                checkpoint_sha256=own[1],
                encoder_checkpoint_sha256=enc[1] if features != PIXEL else "",
-               planned_identity=identity_pairs(own_identity, enc_identity))
+               planned_identity=identity_pairs(own_identity, enc_identity), log=tuple(log),
+               log_uri=log_uri)
 
 
 def identity_pairs(own: dict[str, str], encoder: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -376,6 +379,8 @@ def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
             record.update(status="done", seconds=round(time.perf_counter() - started, 3))
             store.write_job(job.job_id, record, pd.DataFrame(rows), score_arrays(groups),
                             embedding)
+            if job.log:
+                _log_to_trackers(job, record, pd.DataFrame(rows), store)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # a failing job is recorded; the run goes on
@@ -454,6 +459,18 @@ def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
     record.update(train_seconds=round(train_s, 3), eval_seconds=round(eval_s, 3),
                   n_train=len(data.train), history=getattr(detector, "history", []))
     return rows, groups, embedding
+
+
+def _log_to_trackers(job: Job, record: dict[str, Any], rows: pd.DataFrame, store: RunStore
+                     ) -> None:
+    """The finished job to its trackers; a tracker's failure is a warning, the job stays done."""
+    from bench.console import warn
+    from bench.trackers import log_job
+
+    try:
+        log_job(job.log, job, record, rows, store.job_dir(job.job_id), store.root, job.log_uri)
+    except Exception as exc:  # noqa: BLE001 - the results are written; only the log is lost
+        warn(f"{job.job_id}: not logged to {', '.join(job.log)} ({type(exc).__name__}: {exc})")
 
 
 def record_aurocs(rows: list[dict[str, Any]]) -> dict[str, float]:

@@ -252,7 +252,7 @@ def expand(spec: RunSpec, configs: dict[str, list[Variant]],
                                 spec.download, variant=variant.label, features=source,
                                 encoder_config=encoder, compile=spec.compile,
                                 precision=spec.precision, deterministic=spec.deterministic,
-                                checkpoints=checkpoints))
+                                checkpoints=checkpoints, log=spec.log, log_uri=spec.log_uri))
     return jobs
 
 
