@@ -374,3 +374,22 @@ def test_bench_run_takes_a_detector_class_and_the_example_plugin(tmp_path, monke
     assert rows.attrs["failed"] == []
     with pytest.raises(bench.BenchError, match="neither a name nor a detector class"):
         bench.run(methods=[object()], out=tmp_path / "bad")
+
+
+@pytest.mark.slow
+def test_the_quickstart_notebook_runs(tmp_path):
+    """examples/quickstart.ipynb executes top to bottom: a first result, a leaderboard and a
+    figure from Python."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    notebook = nbformat.read(Path(__file__).resolve().parents[1] / "examples" /
+                             "quickstart.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(str(o.get("data", {}).get("text/plain", "")) + o.get("text", "")
+                   for o in outputs)
+    assert "('one-class', 'digits', 'quick', '')" in text and "knn/pixel" in text
+    assert any("image/png" in o.get("data", {}) for o in outputs)
