@@ -51,6 +51,8 @@ def cli() -> None:
     bench figures --runs runs
     bench compare --runs runs
     bench report --rows results/rows           one HTML page of everything
+    bench run experiments/digits-quick.toml    an experiment file's runs
+    bench reproduce experiments/ [--dry-run]   every experiment, then results/ from the rows
     """
 
 
