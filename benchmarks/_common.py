@@ -47,3 +47,14 @@ def timed(fn, device: torch.device, steps: int, warmup: int = 2) -> float:
         fn()
     sync(device)
     return (time.perf_counter() - t0) / steps
+
+
+def top_level_ops(fn) -> int:
+    """aten operators `fn` issues directly, not those inside another aten operator (each a
+    kernel launch on CUDA), counted with torch.profiler on the CPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::")
+               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))

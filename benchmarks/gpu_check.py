@@ -42,6 +42,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import top_level_ops  # noqa: E402
 
 from bench.config import build_method_config, load_preset  # noqa: E402
 from bench.datasets import ImageSet  # noqa: E402
@@ -124,16 +126,6 @@ def step_flops(det, images, labels, batch: int) -> float:
         loss.backward()
     det.model_.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
-
-
-def top_level_ops(fn) -> int:
-    """aten operators `fn` issues directly (each a kernel launch on CUDA)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    return sum(1 for e in prof.events() if e.name.startswith("aten::")
-               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
 
 
 def time_training(method: str, device: torch.device, smoke: bool, compile_: str,

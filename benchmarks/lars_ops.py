@@ -15,21 +15,12 @@ import sys
 import time
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from bench.nn.backbones import Network
 from bench.nn.optim import LARS
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import machine  # noqa: E402
-
-
-def top_level_ops(fn) -> int:
-    """aten operators called directly by `fn` (not those inside another aten operator)."""
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    return sum(1 for e in prof.events() if e.name.startswith("aten::")
-               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+from _common import machine, top_level_ops  # noqa: E402
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import machine, sync  # noqa: E402
+from _common import machine, sync, top_level_ops  # noqa: E402
 from memory import detector  # noqa: E402
 
 from bench.nn.devices import select_device  # noqa: E402
@@ -71,8 +71,6 @@ def images_per_second(method: str, device: torch.device, batch: int, steps: int)
 def step_operators(method: str) -> int:
     """aten operators one training step issues (forward, loss, backward, optimiser), counted
     on the CPU at batch 2 (the count does not depend on the batch)."""
-    from torch.profiler import ProfilerActivity, profile
-
     det, _, x, y, opt = detector(method, torch.device("cpu"), 2)
 
     def step():
@@ -81,10 +79,7 @@ def step_operators(method: str) -> int:
         opt.step()
 
     step()  # optimiser state exists: the steady state
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    return sum(1 for e in prof.events() if e.name.startswith("aten::")
-               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+    return top_level_ops(step)
 
 
 def seconds_per_operator(n: int = 20000) -> float:
