@@ -56,6 +56,8 @@ def _list_protocols() -> None:
                    + ("; the -val protocols use the validation sets" if not source else "") + ":")
         for d, t in table.items():
             validation = f"  validation: {', '.join(t.validation)}" if t.validation else ""
+            if t.tuning:  # the lists its scores' settings are chosen on
+                validation += f"  settings chosen on: {d} vs {', '.join(t.tuning)} (val lists)"
             echo(f"  {d:<14} near: {', '.join(t.near):<40} far: {', '.join(t.far)}"
                        + validation)
 
