@@ -73,10 +73,26 @@ def log_job(names: tuple[str, ...], job, record: dict[str, Any], rows, job_dir: 
             _mlflow(job, record, rows, job_dir, out, uri)
 
 
+def _no_links_below(folder: Path) -> None:
+    """BenchError if a symbolic link sits anywhere under `folder` (a tracker would write
+    through it, outside the run directory)."""
+    import os
+
+    from bench.files import no_links
+
+    no_links(folder.parent, folder.name)
+    for root, dirs, files in os.walk(folder):  # os.walk does not follow links
+        for name in dirs + files:
+            no_links(Path(root), name)
+
+
 def _tensorboard(job, record, rows, job_dir: Path, out: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=str(out / "tensorboard" / job.job_id))
+    from bench.files import no_links, safe_component
+
+    log_dir = no_links(out, "tensorboard", safe_component(job.job_id, "job id"))
+    writer = SummaryWriter(log_dir=str(log_dir))
     try:
         writer.add_text("config", "```\n" + json.dumps(record.get("config", {}), indent=1,
                                                          default=str) + "\n```")
@@ -99,6 +115,11 @@ def _mlflow(job, record, rows, job_dir: Path, out: Path, uri: str) -> None:
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from bench.files import no_links
+
+    if not uri:  # the local store: its database and artifacts stay inside the run directory
+        no_links(out, "mlflow.db")
+        _no_links_below(out / "mlartifacts")
     tracking = uri or f"sqlite:///{(out / 'mlflow.db').resolve()}"
     client = MlflowClient(tracking_uri=tracking)
     name = out.resolve().name or "bench"

@@ -64,3 +64,22 @@ def test_a_missing_tracker_library_is_one_line_naming_the_install(tmp_path, caps
     code, _, err = run_cli(["run", "--methods", "knn", "--out", str(tmp_path / "run"), "--log",
                             "wandb"], capsys)
     assert code == 2 and "unknown --log tracker 'wandb'" in err
+
+
+def test_a_tracker_never_writes_through_a_link_planted_in_the_run_directory(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("mlflow")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.db").write_bytes(b"")
+    plants = {"tensorboard": ("tensorboard", outside), "mlflow": ("mlflow.db", outside / "x.db")}
+    for tracker, (name, target) in plants.items():
+        out = tmp_path / tracker
+        out.mkdir()
+        (out / name).symlink_to(target)
+        code, _, err = run_cli(["run", "--methods", "knn", "--classes", "0", "--out", str(out),
+                                "--log", tracker], capsys)
+        assert code == 0 and f"not logged to {tracker}" in err and "symbolic link" in err
+        assert (out / "results.csv").is_file()  # the job is done; only its log is refused
+    assert sorted(p.name for p in outside.iterdir()) == ["x.db"]
+    assert (outside / "x.db").read_bytes() == b""
