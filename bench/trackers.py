@@ -112,7 +112,6 @@ def _tensorboard(job, record, rows, job_dir: Path, out: Path) -> None:
 
 
 def _mlflow(job, record, rows, job_dir: Path, out: Path, uri: str) -> None:
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     from bench.files import no_links
@@ -154,7 +153,6 @@ def _mlflow(job, record, rows, job_dir: Path, out: Path, uri: str) -> None:
     except Exception:
         client.set_terminated(run_id, status="FAILED")
         raise
-    del mlflow  # imported to fail early without the library
 
 
 def _loss_figure(history: list[dict[str, Any]], title: str):

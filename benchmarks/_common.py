@@ -58,3 +58,27 @@ def top_level_ops(fn) -> int:
         fn()
     return sum(1 for e in prof.events() if e.name.startswith("aten::")
                and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+
+
+def checkpoint_cost(model: torch.nn.Module, opt: torch.optim.Optimizer,
+                    device: torch.device) -> dict[str, float]:
+    """What a checkpoint of `model` and `opt` costs the training step: seconds written in it
+    (synchronous, with fsync) and seconds to copy it and hand it to the background writer
+    (CheckpointWriter), and its size in MiB."""
+    import tempfile
+
+    from bench.nn.state import CHECKPOINT, CheckpointWriter, save_checkpoint, training_state
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    with tempfile.TemporaryDirectory() as folder:
+        t0 = time.perf_counter()
+        save_checkpoint(Path(folder), training_state(model, opt, sched, scaler, [], 1, device))
+        sync_s = time.perf_counter() - t0
+        mib = (Path(folder) / CHECKPOINT).stat().st_size / 2**20
+        writer = CheckpointWriter(Path(folder))
+        t0 = time.perf_counter()
+        writer.submit(training_state(model, opt, sched, scaler, [], 2, device))
+        behind_s = time.perf_counter() - t0
+        writer.wait()
+    return {"checkpoint_sync_s": sync_s, "checkpoint_behind_s": behind_s, "checkpoint_mib": mib}

@@ -43,7 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import top_level_ops  # noqa: E402
+from _common import checkpoint_cost, top_level_ops  # noqa: E402
 
 from bench.config import build_method_config, load_preset  # noqa: E402
 from bench.datasets import ImageSet  # noqa: E402
@@ -190,7 +190,7 @@ def time_training(method: str, device: torch.device, smoke: bool, compile_: str,
         host.append(time.perf_counter() - t1)
     sync(device)
     ops = top_level_ops(lambda: step(0)) if not compile_ else None
-    out_ckpt = checkpoint_cost(det, opt, device) if not compile_ else {}
+    out_ckpt = checkpoint_cost(det.model_, opt, device) if not compile_ else {}
     out = {"method": method, "compiled": compile_ or "", "backbone": cfg.backbone, "batch": batch,
            "ops_per_step": ops, "host_ms": 1000 * min(host), **out_ckpt,
            "images_per_s": batch / seconds, "step_ms": 1000 * seconds,
@@ -200,28 +200,6 @@ def time_training(method: str, device: torch.device, smoke: bool, compile_: str,
     if device.type == "cuda":
         out["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return out
-
-
-def checkpoint_cost(det, opt, device: torch.device) -> dict:
-    """Seconds a checkpoint holds the training step: written in it (synchronous, with fsync)
-    against copied in it and written behind it (CheckpointWriter)."""
-    import tempfile
-
-    from bench.nn.state import CheckpointWriter, save_checkpoint, training_state
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    with tempfile.TemporaryDirectory() as folder:
-        state = training_state(det.model_, opt, sched, scaler, [], 1, device)
-        t0 = time.perf_counter()
-        save_checkpoint(Path(folder), state)
-        sync_s = time.perf_counter() - t0
-        writer = CheckpointWriter(Path(folder))
-        t0 = time.perf_counter()
-        writer.submit(training_state(det.model_, opt, sched, scaler, [], 2, device))
-        behind_s = time.perf_counter() - t0
-        writer.wait()
-    return {"checkpoint_sync_s": sync_s, "checkpoint_behind_s": behind_s}
 
 
 def project(timing: dict) -> dict:

@@ -32,7 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import machine, sync, top_level_ops  # noqa: E402
+from _common import checkpoint_cost, machine, sync, top_level_ops  # noqa: E402
 from memory import detector  # noqa: E402
 
 from bench.nn.devices import select_device  # noqa: E402
@@ -93,26 +93,14 @@ def seconds_per_operator(n: int = 20000) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def checkpoint_cost(method: str) -> tuple[float, float]:
+def checkpoint_of(method: str) -> tuple[float, float]:
     """(MiB, seconds) of one synchronous checkpoint of the paper network and its optimiser
     here (the engine now copies it in the step and writes it behind)."""
-    import tempfile
-    from pathlib import Path
-
-    from bench.nn.state import save_checkpoint, training_state
-
     det, _, x, y, opt = detector(method, torch.device("cpu"), 2)
     det.training_loss(x, y).backward()
     opt.step()
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    with tempfile.TemporaryDirectory() as folder:
-        t0 = time.perf_counter()
-        save_checkpoint(Path(folder), training_state(det.model_, opt, sched, scaler, [], 1,
-                                                     torch.device("cpu")))
-        seconds = time.perf_counter() - t0
-        size = (Path(folder) / "checkpoint.pt").stat().st_size
-    return size / 2**20, seconds
+    cost = checkpoint_cost(det.model_, opt, torch.device("cpu"))
+    return cost["checkpoint_mib"], cost["checkpoint_sync_s"]
 
 
 def projected_hours(flops_per_image: float, batch: int, epochs: int, ops: int, op_s: float,
@@ -164,7 +152,7 @@ def main() -> None:
                   f"not measured): 10 classes in {days(total / assumed)}")
         if not args.no_host:
             ops = step_operators(method)
-            mib, ckpt_s = checkpoint_cost(method)
+            mib, ckpt_s = checkpoint_of(method)
             table.append((method, network, flops, cfg.batch_size, cfg.epochs, ops, mib, ckpt_s))
     if table:
         print(f"\nhost side: {1e6 * op_s:.1f} us per operator measured here (a 1-element op; "

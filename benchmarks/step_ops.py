@@ -64,6 +64,18 @@ def crop_boxes_one_round_at_a_time(n, scale, ratio, size, device="cpu", tries=10
 
 
 @contextlib.contextmanager
+def crop_sampler(path: str):
+    """The crop sampler of `path`: before, one round of draws per retry; now, today's."""
+    today = augment.sample_crop_boxes
+    if path == "before":
+        augment.sample_crop_boxes = crop_boxes_one_round_at_a_time
+    try:
+        yield
+    finally:
+        augment.sample_crop_boxes = today
+
+
+@contextlib.contextmanager
 def phases_labelled(detector):
     """Label the augmentation and the forward pass while the step runs (the loss is what the
     method's training_loss does besides them)."""
@@ -167,26 +179,16 @@ def main() -> None:
         counts = {}
         with phases_labelled(det):
             for name, step in steps.items():
-                sampler = augment.sample_crop_boxes
-                if name == "before":
-                    augment.sample_crop_boxes = crop_boxes_one_round_at_a_time
-                try:
+                with crop_sampler(name):
                     step()  # optimizer state exists: the steady state
                     counts[name] = count_by_phase(step)
-                finally:
-                    augment.sample_crop_boxes = sampler
         seconds = dict.fromkeys(steps, float("inf"))
         for _ in range(args.rounds):
             for name, step in steps.items():
-                sampler = augment.sample_crop_boxes
-                if name == "before":
-                    augment.sample_crop_boxes = crop_boxes_one_round_at_a_time
-                try:
+                with crop_sampler(name):
                     t0 = time.perf_counter()
                     step()
                     seconds[name] = min(seconds[name], time.perf_counter() - t0)
-                finally:
-                    augment.sample_crop_boxes = sampler
         for name in steps:
             c = counts[name]
             print(f"{method:<8}{name:<8}" + "".join(f"{c[ph]:>14}" for ph in PHASES)

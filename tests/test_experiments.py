@@ -118,3 +118,20 @@ def test_every_committed_rows_file_is_declared_with_as_many_jobs(capsys):
 def test_the_committed_rows_are_exactly_the_jobs_the_experiments_plan(capsys):
     code, out, _ = _planned(capsys)
     assert code == 0, out
+
+
+def test_an_experiment_file_from_someone_else_hangs_nothing(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    code, _, err = run_cli(["run", str(fifo)], capsys)
+    assert code == 2 and "not a regular file" in err
+    big = tmp_path / "big.toml"
+    big.write_text('description = "' + "x" * (17 * 2**20) + '"\n')
+    code, _, err = run_cli(["run", str(big)], capsys)
+    assert code == 2 and "more than the" in err
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b"\xff\xfe")
+    code, _, err = run_cli(["run", str(binary)], capsys)
+    assert code == 2 and "not a TOML file" in err

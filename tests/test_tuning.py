@@ -134,3 +134,30 @@ def test_tune_posthoc_picks_the_validation_best_and_scores_the_test_with_it():
     k = choices["deep-knn"].settings["knn_k"]
     assert torch.allclose(net.posthoc_of(test)["deep-knn"], posthoc.knn_distance(test, bank, k))
     assert isinstance(choices["gen"], Choice)
+
+
+def test_a_methods_own_score_is_scored_with_the_setting_its_search_chose():
+    """CE's ODIN, searched on validation images: score() gives ODIN at the chosen temperature
+    and epsilon, from one pass of the method's scores (MSP unchanged)."""
+    import dataclasses
+
+    from bench.datasets import load_dataset
+    from bench.nn.context import FitContext
+    from helpers import tiny
+
+    train = load_dataset("synthetic", "train")
+    det = tiny("ce", epochs=1, max_train_samples=64)
+    det.fit(train, FitContext(progress=False, labeled=True))
+    id_val, ood_val = train.images[:40], (torch.rand(40, *train.shape) * 255).to(torch.uint8)
+    choice = det.tune(id_val, ood_val)["odin"]
+    assert choice.tuned and len(choice.tried) == 8
+    images = train.images[40:60]
+    torch.manual_seed(0)
+    got = det.score(images)
+    chosen = dataclasses.replace(det.config, **choice.settings)
+    want = det._with_config(chosen, lambda: det.method_scores(images))
+    assert np.allclose(got["odin"], want["odin"]) and np.allclose(got["msp"], want["msp"])
+    plain = det.__class__(det.config)
+    plain.__dict__.update({k: v for k, v in det.__dict__.items() if k != "own_config_"})
+    if choice.settings != {"odin_temperature": 1000.0, "odin_epsilon": 0.0014}:
+        assert not np.allclose(plain.score(images)["odin"], got["odin"])

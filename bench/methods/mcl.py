@@ -81,7 +81,8 @@ MEMO_SETS = 3  # image sets whose views MCL keeps (the test split, the OOD set b
 
 
 def _identity(images: torch.Tensor) -> tuple:
-    """Which tensor: its storage, shape and device (the suite never writes into image sets)."""
+    """Which tensor: its storage, shape and device (image sets are never written into; the
+    memo keeps each tensor it names alive)."""
     return (images.data_ptr(), tuple(images.shape), str(images.device))
 
 
@@ -150,14 +151,16 @@ class MCL(NetworkDetector):
                 features = out["features"] if plain else features
                 zs.append(out["z"])
                 rots.append(k)
-        memo[key] = (torch.stack(zs), rots, features)
+        # the images are kept with their views: while the entry lives, no other tensor can take
+        # their memory, so the storage pointer in the key stays theirs
+        memo[key] = (torch.stack(zs), rots, features, images)
         while len(memo) > MEMO_SETS:
             memo.pop(next(iter(memo)))
         return memo[key][0], rots
 
     def penultimate(self, images: torch.Tensor) -> torch.Tensor:
         """The plain view's features, from the views' pass when these images were scored."""
-        for key, (_, _, features) in self.__dict__.get("_memo", {}).items():
+        for key, (_, _, features, _) in self.__dict__.get("_memo", {}).items():
             if key[:3] == _identity(images) and features is not None:
                 return features
         return super().penultimate(images)

@@ -192,9 +192,9 @@ class NetworkDetector(PosthocScoring, Detector):
         return {}
 
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        scores = self.method_scores(images)
-        for name, config in getattr(self, "own_configs_", {}).items():  # chosen by `tune`
-            scores[name] = self._with_config(config, lambda: self.method_scores(images))[name]
+        tuned = getattr(self, "own_config_", None)  # the settings `tune` chose
+        scores = (self.method_scores(images) if tuned is None
+                  else self._with_config(tuned, lambda: self.method_scores(images)))
         if self.config.posthoc:
             scores.update({k: to_numpy(v) for k, v in self.posthoc_of(images).items()})
         return scores
@@ -209,10 +209,12 @@ class NetworkDetector(PosthocScoring, Detector):
 
     def tune(self, id_images: torch.Tensor, ood_images: torch.Tensor) -> dict:
         """OpenOOD's search for the method's own scores with a grid (`score_sweeps`) and for
-        the post-hoc ones (bench/tuning.py); `score` then uses the settings chosen."""
+        the post-hoc ones (bench/tuning.py); `score` then uses the settings chosen. A sweep's
+        fields are read by its score only, so one config holds every score's choice and the
+        method's scores stay one pass."""
         from bench.tuning import search, validation_auroc
 
-        chosen, self.own_configs_ = {}, {}
+        chosen, settings = {}, {}
         for name, sweep in self.score_sweeps.items():
             def auroc(combo, name=name):
                 config = dataclasses.replace(self.config, **combo)
@@ -221,9 +223,9 @@ class NetworkDetector(PosthocScoring, Detector):
                 return validation_auroc(id_s, ood_s)
 
             choice = search(sweep, auroc)
-            if choice.tuned:
-                self.own_configs_[name] = dataclasses.replace(self.config, **choice.settings)
+            settings.update(choice.settings)  # empty when nothing of the grid fits
             chosen[name] = choice
+        self.own_config_ = dataclasses.replace(self.config, **settings) if settings else None
         if self.config.posthoc:
             chosen.update(self.tune_posthoc(id_images, ood_images))
         return chosen

@@ -257,8 +257,8 @@ def _cell_order(c) -> tuple:
 def format_comparison(table: pd.DataFrame) -> str:
     """Text blocks per (protocol, dataset, published method), percent with one decimal."""
     if table.empty:
-        return "\n".join(["(no cell of the runs matches a published cell)",
-                          *_not_compared_lines(table)])
+        return _with_not_compared(table, ["(no cell of the runs matches a published cell)"],
+                                  "\n")
 
     def pct(v):
         return "" if pd.isna(v) else f"{100 * v:.1f}"
@@ -286,7 +286,7 @@ def format_comparison(table: pd.DataFrame) -> str:
             "averages the published per-class values of the classes we ran. Settings: 'tuned' "
             "pairs are both chosen on validation data (ours: OpenOOD v1.5's search on its "
             "validation lists; the values chosen per seed listed), 'fixed' pairs both fixed.")
-    return "\n\n".join([*blocks, note, *_not_compared_lines(table)])
+    return _with_not_compared(table, [*blocks, note])
 
 
 def _setting_words(part: pd.DataFrame) -> str:
@@ -296,8 +296,10 @@ def _setting_words(part: pd.DataFrame) -> str:
     return "settings tuned" + (f", ours chose {chosen}" if chosen else "")
 
 
-def _not_compared_lines(table: pd.DataFrame) -> list[str]:
-    return [f"not like for like: {line}" for line in table.attrs.get("not_compared", [])]
+def _with_not_compared(table: pd.DataFrame, blocks: list[str], sep: str = "\n\n") -> str:
+    """Text blocks, then a line per published method not compared (settings not alike)."""
+    return sep.join([*blocks, *(f"not like for like: {line}"
+                                for line in table.attrs.get("not_compared", []))])
 
 
 def side_by_side_frames(table: pd.DataFrame) -> dict[tuple[str, ...], pd.DataFrame]:
@@ -360,8 +362,8 @@ def format_side_by_side(table: pd.DataFrame) -> str:
     ours, cell by cell in percent (ours: mean over seeds; a mean over a subset of classes is
     compared with the published values of those classes). `?` marks an unconfirmed source."""
     if table.empty:
-        return "\n".join(["(no cell of the runs matches a published cell)",
-                          *_not_compared_lines(table)])
+        return _with_not_compared(table, ["(no cell of the runs matches a published cell)"],
+                                  "\n")
     blocks = []
     for (protocol, dataset, preset, ood_table, metric), frame in side_by_side_frames(
             table).items():
@@ -378,7 +380,7 @@ def format_side_by_side(table: pd.DataFrame) -> str:
               "published values of those classes. Published numbers whose settings were "
               "chosen on validation data sit beside rows of ours chosen the same way, fixed "
               "beside fixed.")
-    return "\n\n".join([*blocks, legend, *_not_compared_lines(table)])
+    return _with_not_compared(table, [*blocks, legend])
 
 
 def side_by_side_latex(table: pd.DataFrame) -> str:
