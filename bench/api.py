@@ -239,7 +239,7 @@ def read_rows(*paths: str | Path) -> pd.DataFrame:
     """The tidy rows of run directories (their finished jobs), rows files and folders of rows
     files; a measurement read twice counts once. BenchError if none holds a row."""
     from bench.console import warn
-    from bench.report.leaderboard import load_rows
+    from bench.reporting.leaderboard import load_rows
 
     if not paths:
         raise BenchError("read_rows: name run directories or rows files")
@@ -268,7 +268,7 @@ def leaderboard(rows: pd.DataFrame | str | Path, metric: str = "auroc"
     """One table per (protocol, data set, preset, OOD table): entries (method/score) x columns
     (classes or OOD sets, near / far, mean, std) in percent, with the notes as columns; the
     table every leaderboard file is made from."""
-    from bench.report.leaderboard import numeric_table, summarise
+    from bench.reporting.leaderboard import numeric_table, summarise
 
     summary = summarise(_as_rows(rows), metric)
     return {key: numeric_table(summary, key) for key in summary.tables}
@@ -279,8 +279,8 @@ def compare(rows: pd.DataFrame | str | Path, references: Sequence[str] | None = 
             ) -> pd.DataFrame:
     """Our numbers beside the published ones, like with like: one row per (published table,
     cell) with ours, the difference and whether it lies in our seeds' 95% interval."""
-    from bench.report.reference import compare as compare_tables
-    from bench.report.reference import load_reference
+    from bench.reporting.reference import compare as compare_tables
+    from bench.reporting.reference import load_reference
 
     return compare_tables(_as_rows(rows), load_reference(list(references) if references
                                                          else None, reference_dir),
@@ -294,7 +294,7 @@ def significance(rows: pd.DataFrame | str | Path, control: str | None = None,
     difference; one row per table and entry with its average rank, z and p against the
     control, Holm's p and whether it differs significantly. Tables with too few blocks or
     entries are left out."""
-    from bench.report.stats import NotDrawn, significance_of, significance_tables
+    from bench.reporting.stats import NotDrawn, significance_of, significance_tables
 
     frames = []
     for key, part in significance_tables(_as_rows(rows), metric):
@@ -315,19 +315,34 @@ def significance(rows: pd.DataFrame | str | Path, control: str | None = None,
     return pd.concat(frames, ignore_index=True)
 
 
-def report(rows: pd.DataFrame | str | Path, out: str | Path = "report",
-           runs: Sequence[str | Path] = (), control: str | None = None) -> Path:
-    """Write <out>/index.html, the one self-contained page of `bench report`; its path."""
+def report(rows: pd.DataFrame | str | Path | Sequence[str | Path], out: str | Path = "report",
+           runs: Sequence[str | Path] = (), control: str | None = None,
+           force: bool = False) -> Path:
+    """Write <out>/index.html, the one self-contained page of `bench report`; its path. A page
+    there made from other rows is replaced only with `force` (BenchError otherwise)."""
     from bench.console import warn
-    from bench.files import check_writable
-    from bench.report.html import build_report
+    from bench.files import (
+        check_writable,
+        clean_stale_temporaries,
+        frame_source,
+        publish,
+        temporary_folder,
+    )
+    from bench.reporting.html import build_report
     from bench.store import RunStore
 
     frame = _as_rows(rows)
     check_control(control, frame)
+    sources: list[str | Path] = (
+        [frame_source(frame)] if isinstance(rows, pd.DataFrame) else
+        [rows] if isinstance(rows, (str, Path)) else list(rows))
+    sources += [r for r in runs if r not in sources]
     check_writable(out)
+    clean_stale_temporaries(out, recursive=False)  # a killed command's staged folder
     records = [r for d in runs for r in RunStore(d).records()]
-    path, skipped = build_report(frame, records, [str(r) for r in runs], Path(out), control)
+    with temporary_folder(out, "report") as tmp:
+        _, skipped = build_report(frame, records, [str(r) for r in runs], Path(tmp), control)
+        path = publish(tmp, out, sources, force)[0]
     for line in skipped:
         warn(line)
     return path
@@ -338,7 +353,7 @@ def check_control(control: str | None, rows: pd.DataFrame) -> None:
     if control is None:
         return
     from bench.errors import unknown_name
-    from bench.report.leaderboard import entry_label
+    from bench.reporting.leaderboard import entry_label
 
     entries = set(entry_label(rows)) if not rows.empty else set()
     if control not in entries:

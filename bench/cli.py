@@ -15,19 +15,19 @@ from bench.metrics import METRICS
 
 
 class FigureName(click.ParamType):
-    """A figure's name, checked against `bench.report.figures.FIGURE_NAMES` when used (that
+    """A figure's name, checked against `bench.reporting.figures.FIGURE_NAMES` when used (that
     module is slow to import, so `bench --help` does not)."""
 
     name = "figure"
 
     def get_metavar(self, param, ctx=None) -> str:
-        from bench.report.figures import FIGURE_NAMES
+        from bench.reporting.figures import FIGURE_NAMES
 
         return "[" + "|".join(FIGURE_NAMES) + "]"
 
     def convert(self, value, param, ctx):
         from bench.errors import unknown_name
-        from bench.report.figures import FIGURE_NAMES
+        from bench.reporting.figures import FIGURE_NAMES
 
         if value not in FIGURE_NAMES:
             self.fail(str(unknown_name("figure", value, FIGURE_NAMES)), param, ctx)
@@ -201,7 +201,7 @@ def _report_run(out: str, rows, records: list[dict], problems: list[str]) -> int
 
     from bench.console import warn
     from bench.files import inside
-    from bench.report.leaderboard import console_text, summarise, write_summary
+    from bench.reporting.leaderboard import console_text, summarise, write_summary
 
     for problem in problems:
         warn(problem)
@@ -282,7 +282,7 @@ def _runs(runs: tuple[str, ...], rows_files: tuple[str, ...] = ()) -> list[str]:
 def _load(runs: tuple[str, ...], rows_files: tuple[str, ...]):
     """Rows of run directories and committed rows files; damaged jobs are named, not fatal."""
     from bench.console import warn
-    from bench.report.leaderboard import load_rows
+    from bench.reporting.leaderboard import load_rows
 
     problems: list[str] = []
     rows = load_rows(_runs(runs, rows_files), list(rows_files), problems)
@@ -324,7 +324,7 @@ def leaderboard(runs, rows_files, out, metric, force, class_names, formats) -> i
     """
     import shutil
 
-    from bench.report.leaderboard import (
+    from bench.reporting.leaderboard import (
         console_text,
         summarise,
         with_class_names,
@@ -452,7 +452,7 @@ def _regenerate(exps, results: Path) -> None:
 def rows_cmd(runs, rows_files, out, force) -> int:
     """Write the tidy rows of run directories as <out>/<protocol>_<dataset>.csv (the results.csv
     schema, sorted: the same rows give the same bytes), to commit beside the leaderboards."""
-    from bench.report.leaderboard import write_rows_files
+    from bench.reporting.leaderboard import write_rows_files
 
     rows = _load(runs, rows_files)
     out = _default_out(out, runs, rows_files, "rows")
@@ -487,8 +487,8 @@ def compare(runs, rows_files, references, list_references, reference_dir, csv_ou
             side_by_side, output_format) -> int:
     """Our numbers beside published ones, like with like (the same classes), with differences
     and 95%-interval flags."""
-    from bench.report.reference import compare as compare_tables
-    from bench.report.reference import (
+    from bench.reporting.reference import compare as compare_tables
+    from bench.reporting.reference import (
         format_comparison,
         format_side_by_side,
         load_reference,
@@ -498,7 +498,11 @@ def compare(runs, rows_files, references, list_references, reference_dir, csv_ou
     if list_references:
         from pathlib import Path
 
-        from bench.report.reference import packaged_reference_dir, read_reference, reference_names
+        from bench.reporting.reference import (
+            packaged_reference_dir,
+            read_reference,
+            reference_names,
+        )
 
         folder = Path(reference_dir) if reference_dir else packaged_reference_dir()
         for name in reference_names(folder):
@@ -516,7 +520,7 @@ def compare(runs, rows_files, references, list_references, reference_dir, csv_ou
         echo(format_side_by_side(table) if side_by_side else format_comparison(table))
     if csv_out:
         from bench.files import atomic_write_csv
-        from bench.report.leaderboard import neutralised
+        from bench.reporting.leaderboard import neutralised
 
         atomic_write_csv(csv_out, neutralised(table))
     return 0
@@ -548,7 +552,7 @@ def figures(runs, rows_files, out, force, job_ids, tsne, size, only, control) ->
     from pathlib import Path
 
     from bench.console import warn
-    from bench.report import figures as fig
+    from bench.reporting import figures as fig
     from bench.store import RunStore
 
     chosen = _runs(runs, rows_files)
@@ -581,23 +585,12 @@ def report(runs, rows_files, out, force, control) -> int:
     """Write <out>/index.html: one self-contained page (no network) with every leaderboard
     (sortable), the comparison with published numbers, the significance tests, every figure
     and what each run ran on."""
-    from pathlib import Path
-
-    from bench.console import warn
-    from bench.report.html import build_report
-    from bench.store import RunStore
+    from bench import api
 
     chosen = _runs(runs, rows_files)
-    rows = _load(runs, rows_files)
-    _check_control(control, rows)
     out = _default_out(out, runs, rows_files, "report")
-    records = [r for d in chosen for r in RunStore(d).records()]
-    with _staged(out, "report") as tmp:
-        _, skipped = build_report(rows, records, chosen, Path(tmp), control)
-        path = _publish(tmp, out, [*runs, *rows_files], force)[0]
-    for line in skipped:
-        warn(line)
-    echo(str(path))
+    echo(str(api.report([*chosen, *rows_files], out, runs=chosen, control=control,
+                        force=force)))
     return 0
 
 

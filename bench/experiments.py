@@ -179,7 +179,7 @@ def execute(exp: Experiment, **executor: Any) -> tuple[list, list[dict], list[st
 def planned_rows_files(planned: list[tuple[Any, list]]) -> dict[str, set[str]]:
     """{rows file name: the job ids planned into it}, as `bench rows` names its files."""
     from bench.protocols import get_protocol
-    from bench.report.leaderboard import table_name
+    from bench.reporting.leaderboard import table_name
 
     out: dict[str, set[str]] = {}
     for _, jobs in planned:

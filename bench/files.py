@@ -240,7 +240,20 @@ def sources_key(sources: list[str | Path], out: Path | str) -> list[str]:
     """The sources (run directories, rows files) a file was made from, as paths relative to its
     folder: the same on every machine that has the same layout."""
     out = Path(out).resolve()
-    return sorted(os.path.relpath(Path(s).resolve(), out) for s in sources)
+    return sorted(s if str(s).startswith(FRAME_SOURCE) else os.path.relpath(Path(s).resolve(), out)
+                  for s in sources)
+
+
+FRAME_SOURCE = "rows in memory:"  # a source that is a table in Python, named by its content
+
+
+def frame_source(frame: Any) -> str:
+    """A rows table given in Python as a source: named by a digest of its content, so the
+    same rows make the same key and other rows another."""
+    import pandas as pd
+
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).values.tobytes())
+    return f"{FRAME_SOURCE}{digest.hexdigest()[:16]}"
 
 
 MERGED_FILES = ("README",)  # files that keep other sources' sections (leaderboard READMEs)

@@ -337,7 +337,7 @@ def test_spreadsheet_formulas_are_refused_on_the_way_in(tmp_path, capsys, column
 
 
 def test_leaderboard_csv_cells_that_start_like_formulas_are_neutralised():
-    from bench.report.leaderboard import neutralised
+    from bench.reporting.leaderboard import neutralised
 
     frame = pd.DataFrame({"=cmd": ["-1+1", "@x", "ok"], "n": [-1.5, 2.0, 3.0]})
     out = neutralised(frame)
@@ -346,7 +346,7 @@ def test_leaderboard_csv_cells_that_start_like_formulas_are_neutralised():
 
 
 def test_a_pipe_in_a_markdown_cell_does_not_split_the_table():
-    from bench.report.leaderboard import _cell
+    from bench.reporting.leaderboard import _cell
 
     assert _cell("a|b\n| forged |") == "a\\|b\\n\\| forged \\|"
 

@@ -58,7 +58,7 @@ def test_lower_is_better_is_declared_once_and_leaderboards_follow_it():
     import pandas as pd
 
     from bench.metrics import LOWER_IS_BETTER, METRICS
-    from bench.report.leaderboard import summarise
+    from bench.reporting.leaderboard import summarise
 
     assert set(LOWER_IS_BETTER) <= set(METRICS)
     rows = pd.DataFrame({

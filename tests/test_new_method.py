@@ -110,7 +110,7 @@ def test_a_new_method_is_one_module_and_one_registry_line(throwaway, tmp_path, c
     table = pd.read_csv(tmp_path / "lb" / "one-class_synthetic_quick.csv")
     assert {"flip/zero [margin=0.5]", "median/pixel", "knn/pixel"} <= set(table["method/score"])
 
-    from bench.report import figures
+    from bench.reporting import figures
 
     panels = {}
     real = figures._per_class_panel

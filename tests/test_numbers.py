@@ -65,6 +65,25 @@ def test_a_command_never_replaces_a_result_made_from_other_rows(tmp_path, digits
         assert (target / name).read_text() == "committed"
 
 
+def test_the_python_report_never_replaces_a_page_made_from_other_rows(tmp_path, digits_run):
+    """`bench.report` from Python wrote over any index.html; it now guards as the CLI does."""
+    import bench
+    from bench.errors import BenchError
+
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "index.html").write_text("committed")
+    with pytest.raises(BenchError, match="made from other rows"):
+        bench.report(digits_run, out)
+    assert (out / "index.html").read_text() == "committed"
+    rows = bench.read_rows(digits_run)
+    page = bench.report(rows, out, force=True)
+    assert page == out / "index.html" and page.read_text() != "committed"
+    bench.report(rows, out)  # the same rows again: no force needed
+    with pytest.raises(BenchError, match="made from other rows"):
+        bench.report(rows[rows.method == "knn"], out)
+
+
 TINY = ["--set", "backbone=resnet-tiny", "--set", "epochs=1", "--set", "max_train_samples=64",
         "--set", "batch_size=32"]
 
@@ -125,7 +144,7 @@ def test_the_job_line_and_the_leaderboard_print_the_same_digit():
 
     from bench.console import record_line
     from bench.jobs import record_aurocs
-    from bench.report.leaderboard import as_text, numeric_table, summarise
+    from bench.reporting.leaderboard import as_text, numeric_table, summarise
 
     value = 0.62851
     aurocs = record_aurocs([{"ood_dataset": "rest", "score": "s", "metric": "auroc",
@@ -145,7 +164,7 @@ def test_the_job_line_and_the_leaderboard_print_the_same_digit():
 def test_compare_clips_intervals_and_explains_every_mark(capsys):
     import numpy as np
 
-    from bench.report.reference import _row, format_comparison
+    from bench.reporting.reference import _row, format_comparison
 
     row = _row({"protocol": "one-class", "dataset": "d", "preset": "p", "ood_table": "",
                 "published_method": "m", "ours": "o", "paper": "x", "metric": "auroc"},
@@ -165,7 +184,7 @@ def test_a_latex_caption_gives_the_true_number_of_seeds():
     caption says 1, not 2."""
     import pandas as pd
 
-    from bench.report.leaderboard import summarise, to_latex
+    from bench.reporting.leaderboard import summarise, to_latex
 
     base = {"protocol": "one-class", "dataset": "d", "preset": "quick", "ood_table": "",
             "method": "m", "score": "s", "features": "", "variant": "", "ood_dataset": "rest",
@@ -182,7 +201,7 @@ def test_labeled_tables_show_the_accuracy_beside_each_network(tmp_path, capsys):
     leaderboard (terminal, CSV, Markdown, LaTeX)."""
     import pandas as pd
 
-    from bench.report.leaderboard import numeric_table, summarise, to_latex
+    from bench.reporting.leaderboard import numeric_table, summarise, to_latex
 
     base = {"protocol": "ood-labeled", "dataset": "d", "preset": "quick", "ood_table": "bench",
             "method": "ce", "features": "", "variant": "", "normal_class": "all",
@@ -203,7 +222,7 @@ def test_labeled_tables_show_the_accuracy_beside_each_network(tmp_path, capsys):
 
 
 def test_one_colour_for_normal_and_one_for_anomalous_and_class_names(tmp_path, capsys):
-    from bench.report import figures
+    from bench.reporting import figures
 
     for order in (["anomalous", "normal"], ["normal", "anomalous"]):
         colours = figures.group_colours(order)

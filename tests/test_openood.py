@@ -184,7 +184,7 @@ def _openood_rows(score, tuning="", setting="", tables=("openood-v1.5", "bench")
 
 
 def test_compare_sets_ours_beside_openoods_numbers_only_for_rows_of_its_table():
-    from bench.report.reference import compare, format_comparison, load_reference
+    from bench.reporting.reference import compare, format_comparison, load_reference
 
     rows = _openood_rows("deep-knn", "openood-v1.5-val", "knn_k={seed}00")
     rows += _openood_rows("msp")
@@ -203,7 +203,7 @@ def test_compare_sets_ours_beside_openoods_numbers_only_for_rows_of_its_table():
 
 
 def test_compare_pairs_tuned_with_tuned_and_fixed_with_fixed_only():
-    from bench.report.reference import compare, format_comparison, load_reference
+    from bench.reporting.reference import compare, format_comparison, load_reference
 
     reference = load_reference(["ood-labeled_cifar10_openood-v1.5"])
     # OpenOOD's KNN was tuned on its validation lists: ours with the fixed k = 50 is not compared
@@ -220,7 +220,7 @@ def test_compare_pairs_tuned_with_tuned_and_fixed_with_fixed_only():
 
 
 def test_openoods_cifar100_is_the_100_class_set(tmp_path, capsys):
-    from bench.report.reference import compare, load_reference
+    from bench.reporting.reference import compare, load_reference
 
     reference = load_reference(["ood-labeled_cifar100-fine_openood-v1.5"])
     assert set(reference["dataset"]) == {"cifar100-fine"}
@@ -253,7 +253,7 @@ def test_cifar100_fine_reads_openoods_cifar100_lists(tmp_path):
 
 def test_a_reference_table_with_an_unknown_setting_kind_is_refused(tmp_path):
     from bench.errors import BenchError
-    from bench.report.reference import read_reference
+    from bench.reporting.reference import read_reference
 
     src = (tmp_path / "t.csv")
     from pathlib import Path

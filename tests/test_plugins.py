@@ -393,3 +393,18 @@ def test_the_quickstart_notebook_runs(tmp_path):
                    for o in outputs)
     assert "('one-class', 'digits', 'quick', '')" in text and "knn/pixel" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_every_export_of_bench_stays_itself_after_its_submodules_load():
+    """`bench.report` was the function until `bench.report.leaderboard` was imported (by
+    `bench.read_rows`), then the subpackage: no export may share a submodule's name."""
+    import importlib
+    import pkgutil
+
+    import bench
+
+    for info in pkgutil.walk_packages(bench.__path__, "bench."):
+        if not info.name.startswith("bench.__"):
+            importlib.import_module(info.name)
+    for name in bench.__all__:
+        assert not isinstance(getattr(bench, name), type(bench)), name

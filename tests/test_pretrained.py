@@ -313,7 +313,7 @@ def test_frozen_stages_are_the_official_codes_per_network(weights_file):
 def test_each_published_msc_number_is_compared_with_the_setting_that_made_it():
     """arXiv v1's 97.5 had the angular centre loss; AAAI 2023's 98.6 is the official command
     without --angular."""
-    from bench.report.reference import compare, load_reference
+    from bench.reporting.reference import compare, load_reference
     from bench.store import ROW_COLUMNS
 
     rows = []

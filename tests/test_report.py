@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.report import figures
-from bench.report.leaderboard import console_text, summarise, write_summary
-from bench.report.reference import compare, load_reference
+from bench.reporting import figures
+from bench.reporting.leaderboard import console_text, summarise, write_summary
+from bench.reporting.reference import compare, load_reference
 from bench.store import ROW_COLUMNS, RunStore
 
 
@@ -310,7 +310,7 @@ def test_figures_never_train_or_load_data(tmp_path, tiny_args, capsys, monkeypat
 def test_compare_any_entry_of_ours_side_by_side():
     """--ours names entries to set beside every published method; --side-by-side tabulates."""
     from bench.errors import BenchError
-    from bench.report.reference import format_side_by_side
+    from bench.reporting.reference import format_side_by_side
 
     rows = pd.concat([_rows({("mcl", "sei", c, 0): 0.9 for c in range(10)}),
                       _rows({("rotnet", "rot", c, 0): 0.8 for c in range(10)})], ignore_index=True)
@@ -351,7 +351,7 @@ def test_per_class_figure_shows_published_values(tmp_path):
 def test_unreadable_published_tables_are_reported_not_swallowed(tmp_path, monkeypatch):
     """A broken packaged table still leaves the per-class figure drawn, and says why its published
     marks are missing instead of dropping them silently."""
-    import bench.report.reference as reference
+    import bench.reporting.reference as reference
 
     def broken(*args, **kwargs):
         raise ValueError("one-class_fashion-mnist.csv: no column 'value'")
@@ -367,7 +367,7 @@ def test_unreadable_published_tables_are_reported_not_swallowed(tmp_path, monkey
 def test_a_job_run_under_two_presets_keeps_its_rows_in_both_tables(tmp_path):
     """A classical job has the same id under every preset (no preset changes its config): rows
     files of a quick and a standard run both keep it, each in its own preset's table."""
-    from bench.report.leaderboard import load_rows
+    from bench.reporting.leaderboard import load_rows
 
     base = _rows({("knn", "pixel", c, 0): 0.9 for c in range(2)})
     for preset in ("quick", "standard"):
@@ -490,8 +490,8 @@ def test_latex_table_bold_best_underlined_second_and_a_caption(tmp_path, capsys)
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
 def test_latex_tables_compile(tmp_path):
     """The leaderboard and comparison tables compile with pdflatex and booktabs."""
-    from bench.report.leaderboard import to_latex
-    from bench.report.reference import side_by_side_latex
+    from bench.reporting.leaderboard import to_latex
+    from bench.reporting.reference import side_by_side_latex
 
     rows = _rows({(m, "sei", c, s): 0.9 - 0.01 * c + 0.01 * s + 0.02 * i for c in range(10)
                   for s in (0, 1) for i, m in enumerate(("mcl", "rot_net&#"))})

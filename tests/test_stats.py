@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench.report.stats import (
+from bench.reporting.stats import (
     critical_difference,
     default_control,
     friedman,
@@ -87,7 +87,7 @@ def test_default_control_is_mcls_first_score():
 
 
 def test_blocks_table_prefers_the_entries_run_on_every_block():
-    from bench.report.stats import blocks_table
+    from bench.reporting.stats import blocks_table
 
     def rows(dataset, classes, methods):
         return [dict(method=m, score="s", protocol="one-class", dataset=dataset, normal_class=c,
@@ -108,7 +108,7 @@ def test_blocks_table_prefers_the_entries_run_on_every_block():
 
 def test_blocks_table_labels_config_variants_within_a_protocol():
     """A method whose labeled jobs carry another config keeps one plain one-class entry."""
-    from bench.report.stats import blocks_table
+    from bench.reporting.stats import blocks_table
 
     def row(protocol, c, config_hash, method="m"):
         return dict(method=method, score="s", protocol=protocol, dataset="d", normal_class=c,
@@ -128,7 +128,7 @@ def test_significance_is_within_one_table_and_names_fewer_seeds():
     a block where an entry lost a seed is said; p == alpha is not significant, as the bars."""
     import pandas as pd
 
-    from bench.report.stats import missing_seeds, significance_tables
+    from bench.reporting.stats import missing_seeds, significance_tables
 
     rows = []
     for protocol in ("one-class", "ood-labeled"):
@@ -154,7 +154,7 @@ def test_a_pair_at_exactly_alpha_is_not_significant_in_list_or_bars():
     import pandas as pd
     import scikit_posthocs as sp
 
-    from bench.report.stats import Significance
+    from bench.reporting.stats import Significance
 
     ranks = pd.Series([1.0, 2.0], index=["a", "b"])
     p = pd.DataFrame([[1.0, 0.05], [0.05, 1.0]], index=ranks.index, columns=ranks.index)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.report.leaderboard import (
+from bench.reporting.leaderboard import (
     NOTE_COLUMNS,
     as_text,
     numeric_table,
@@ -102,7 +102,7 @@ def _notes(lines) -> str:
 
 def leaderboards_html(rows: pd.DataFrame) -> str:
     """Every leaderboard of each metric in METRICS, from the leaderboard's numeric tables."""
-    from bench.report.leaderboard import LOWER_IS_BETTER, best_two
+    from bench.reporting.leaderboard import LOWER_IS_BETTER, best_two
 
     parts = []
     for metric in METRICS:
@@ -120,7 +120,7 @@ def leaderboards_html(rows: pd.DataFrame) -> str:
 
 def comparison_html(rows: pd.DataFrame, skipped: list[str]) -> str:
     """Ours beside the published numbers (`bench compare --ours all --side-by-side`)."""
-    from bench.report.reference import (
+    from bench.reporting.reference import (
         compare,
         load_reference,
         side_by_side_frames,
@@ -149,8 +149,8 @@ def comparison_html(rows: pd.DataFrame, skipped: list[str]) -> str:
 def significance_html(rows: pd.DataFrame, control: str | None, skipped: list[str]) -> str:
     """Per table (protocol, data set, preset, OOD table): Friedman, the average ranks, Holm
     against the control, Nemenyi's pairs."""
-    from bench.report.leaderboard import table_where
-    from bench.report.stats import (
+    from bench.reporting.leaderboard import table_where
+    from bench.reporting.stats import (
         MAX_DRAWN_ENTRIES,
         NotDrawn,
         missing_seeds,
@@ -218,7 +218,7 @@ def figures_html(rows: pd.DataFrame, records: list[dict], runs: list[str],
     temporary folder under `out`, which a killed report leaves to the stale-temporary
     cleaner)."""
     from bench.files import temporary_folder
-    from bench.report.figures import draw_all
+    from bench.reporting.figures import draw_all
 
     with temporary_folder(out, "figures") as tmp:
         paths, not_drawn = draw_all(rows, records, runs, Path(tmp), [], with_tsne=bool(runs),

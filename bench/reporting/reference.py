@@ -21,8 +21,8 @@ import pandas as pd
 
 from bench.errors import BenchError, unknown_name
 from bench.metrics import LOWER_IS_BETTER
-from bench.report.leaderboard import column_key, entry_label, table_where
-from bench.report.stats import seed_summary
+from bench.reporting.leaderboard import column_key, entry_label, table_where
+from bench.reporting.stats import seed_summary
 
 
 def packaged_reference_dir() -> Path:
@@ -350,7 +350,7 @@ def side_by_side_text(frame: pd.DataFrame, unconfirmed: str) -> pd.DataFrame:
 
 def side_by_side_marks(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Best / second of each column as shown (one decimal); none for seeds."""
-    from bench.report.leaderboard import best_two
+    from bench.reporting.leaderboard import best_two
 
     marks = best_two(frame[_side_cells(frame)].round(1), metric in LOWER_IS_BETTER)
     marks["seeds"] = ""
@@ -386,7 +386,7 @@ def format_side_by_side(table: pd.DataFrame) -> str:
 def side_by_side_latex(table: pd.DataFrame) -> str:
     """The side-by-side tables as booktabs LaTeX (pandas' Styler): published and ours in one
     table per data set, the best of each column in bold and the second underlined."""
-    from bench.report.leaderboard import styled_latex
+    from bench.reporting.leaderboard import styled_latex
 
     if table.empty:
         return "% no cell of the runs matches a published cell\n"

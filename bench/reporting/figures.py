@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.files import load_npz
-from bench.report.leaderboard import (  # noqa: E402
+from bench.reporting.leaderboard import (  # noqa: E402
     TABLE_KEYS,
     column_key,
     entry_label,
@@ -44,7 +44,7 @@ PUBLISHED_MARKERS = ["_", "x", "+", "1"]  # published per-class values: grey, be
 LINESTYLES = ["-", "--", ":", "-."]
 
 
-from bench.report.stats import (  # noqa: E402 - the tables the significance figure draws
+from bench.reporting.stats import (  # noqa: E402 - the tables the significance figure draws
     MAX_DRAWN_ENTRIES,
     NotDrawn,
     _default_configs,
@@ -478,7 +478,7 @@ def _swept(part: pd.DataFrame) -> list[pd.DataFrame]:
 
 def _ablation_table(d: pd.DataFrame, key: str) -> pd.DataFrame:
     """Mean over classes and 95% interval over seeds, per entry and value of `key`."""
-    from bench.report.stats import seed_summary
+    from bench.reporting.stats import seed_summary
 
     per_seed = d.groupby(["panel", "fixed", "base", "value_text", "seed"])["percent"] \
         .mean().reset_index()
@@ -605,7 +605,7 @@ def pick_job(records: list[dict]) -> str | None:
 def _reference(skipped: list[str]) -> pd.DataFrame | None:
     """The published tables shipped with the package; None, with the reason added to `skipped`,
     when they cannot be read (the per-class figure is still drawn, without the published marks)."""
-    from bench.report.reference import load_reference
+    from bench.reporting.reference import load_reference
 
     try:
         return load_reference()

@@ -129,7 +129,7 @@ def default_control(entries) -> str | None:
 def blocks_table(rows: pd.DataFrame, metric: str = "auroc", with_dropped: bool = False):
     """Blocks (dataset, class or OOD set; seeds averaged) x method/score entries; with
     `with_dropped`, also the entries left out because they did not run on every block kept."""
-    from bench.report.leaderboard import column_key, entry_label
+    from bench.reporting.leaderboard import column_key, entry_label
 
     picked = rows[rows["metric"] == metric]
     picked = picked.assign(entry=entry_label(picked), block=picked["protocol"] + "/" +
@@ -237,7 +237,7 @@ def significance_tables(rows: pd.DataFrame, metric: str = "auroc"):
 def missing_seeds(rows: pd.DataFrame, metric: str = "auroc") -> list[str]:
     """Blocks (class or OOD set) where an entry has fewer seeds than elsewhere: its value there
     is a mean over fewer seeds, said rather than hidden."""
-    from bench.report.leaderboard import column_key, entry_label
+    from bench.reporting.leaderboard import column_key, entry_label
 
     picked = rows[rows["metric"] == metric]
     if picked.empty:
