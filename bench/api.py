@@ -321,13 +321,7 @@ def report(rows: pd.DataFrame | str | Path | Sequence[str | Path], out: str | Pa
     """Write <out>/index.html, the one self-contained page of `bench report`; its path. A page
     there made from other rows is replaced only with `force` (BenchError otherwise)."""
     from bench.console import warn
-    from bench.files import (
-        check_writable,
-        clean_stale_temporaries,
-        frame_source,
-        publish,
-        temporary_folder,
-    )
+    from bench.files import frame_source, publish, staged_folder
     from bench.reporting.html import build_report
     from bench.store import RunStore
 
@@ -337,10 +331,8 @@ def report(rows: pd.DataFrame | str | Path | Sequence[str | Path], out: str | Pa
         [frame_source(frame)] if isinstance(rows, pd.DataFrame) else
         [rows] if isinstance(rows, (str, Path)) else list(rows))
     sources += [r for r in runs if r not in sources]
-    check_writable(out)
-    clean_stale_temporaries(out, recursive=False)  # a killed command's staged folder
     records = [r for d in runs for r in RunStore(d).records()]
-    with temporary_folder(out, "report") as tmp:
+    with staged_folder(out, "report") as tmp:
         _, skipped = build_report(frame, records, [str(r) for r in runs], Path(tmp), control)
         path = publish(tmp, out, sources, force)[0]
     for line in skipped:

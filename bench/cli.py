@@ -11,6 +11,7 @@ import click
 
 from bench.console import echo, printable
 from bench.errors import BenchError
+from bench.files import staged_folder
 from bench.metrics import METRICS
 
 
@@ -208,7 +209,7 @@ def _report_run(out: str, rows, records: list[dict], problems: list[str]) -> int
     summary = summarise(rows)  # once, for the terminal and the files
     echo(console_text(summary))
     board = str(inside(out, "leaderboard"))
-    with _staged(board, "leaderboard") as tmp:  # the run's own table, from its own rows
+    with staged_folder(board, "leaderboard") as tmp:  # the run's own table, from its own rows
         for readme in Path(board).glob("README*.md"):
             shutil.copyfile(readme, Path(tmp) / readme.name)
         write_summary(summary, tmp)
@@ -256,17 +257,6 @@ def _publish(staged, out, sources, force):
     from bench.files import publish
 
     return publish(staged, out, sources, force)
-
-
-@contextlib.contextmanager
-def _staged(out: str, kind: str):
-    """A temporary folder under `out` to write into; `publish` then moves the files in."""
-    from bench.files import check_writable, clean_stale_temporaries, temporary_folder
-
-    check_writable(out)
-    clean_stale_temporaries(out, recursive=False)  # a killed command's staged folder
-    with temporary_folder(out, kind) as tmp:
-        yield tmp
 
 
 def _runs(runs: tuple[str, ...], rows_files: tuple[str, ...] = ()) -> list[str]:
@@ -335,7 +325,7 @@ def leaderboard(runs, rows_files, out, metric, force, class_names, formats) -> i
     if class_names:
         summary = with_class_names(summary)
     out = _default_out(out, runs, rows_files, "leaderboard")
-    with _staged(out, "leaderboard") as tmp:
+    with staged_folder(out, "leaderboard") as tmp:
         for readme in Path(out).glob("README*.md"):  # its other sections are kept
             shutil.copyfile(readme, Path(tmp) / readme.name)
         write_summary(summary, tmp, keep_other_sections=not force,
@@ -410,7 +400,6 @@ def _dry_run(exps) -> int:
 def _regenerate(exps, results: Path) -> None:
     """results/README.md's commands: rows per folder, then leaderboards, figures, the
     comparison and the report (every rows folder but the precision comparison's)."""
-    import contextlib
     import io
 
     from bench import experiments
@@ -456,7 +445,7 @@ def rows_cmd(runs, rows_files, out, force) -> int:
 
     rows = _load(runs, rows_files)
     out = _default_out(out, runs, rows_files, "rows")
-    with _staged(out, "rows") as tmp:
+    with staged_folder(out, "rows") as tmp:
         write_rows_files(rows, tmp)
         for path in _publish(tmp, out, [*runs, *rows_files], force):
             echo(str(path))
@@ -560,7 +549,7 @@ def figures(runs, rows_files, out, force, job_ids, tsne, size, only, control) ->
     _check_control(control, rows)
     out = _default_out(out, runs, rows_files, "figures")
     records = [r for d in chosen for r in RunStore(d).records()]
-    with _staged(out, "figures") as tmp:
+    with staged_folder(out, "figures") as tmp:
         _, skipped = fig.draw_all(rows, records, chosen, Path(tmp), list(job_ids), tsne, size,
                                   set(only) or None, control)
         drawn = _publish(tmp, out, [*runs, *rows_files], force)

@@ -233,6 +233,16 @@ def temporary_folder(parent: Path | str, name: str) -> tempfile.TemporaryDirecto
                                        suffix=".tmp")
 
 
+@contextlib.contextmanager
+def staged_folder(out: Path | str, kind: str):
+    """A temporary folder under `out` (checked writable; a killed command's staged folder
+    removed first) to write into; `publish` then moves the files in."""
+    check_writable(out)
+    clean_stale_temporaries(out, recursive=False)
+    with temporary_folder(out, kind) as tmp:
+        yield tmp
+
+
 MADE_FROM = ".made-from.json"  # in an output folder: each file's sources, relative to it
 
 
