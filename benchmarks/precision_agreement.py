@@ -42,6 +42,12 @@ def agreement(rows_dir: Path) -> dict[str, pd.DataFrame]:
     keys = ["job_id", "score", "normal_class", "ood_dataset"]
     both = fp32.merge(auto, on=keys, suffixes=("_fp32", "_auto"))
     both = both[both.precision_auto != "fp32"]
+    alone = sorted(set(fp32.job_id) - set(both.job_id))
+    if alone:  # a job id is the job's config: other ids mean other code made one side
+        sys.exit(f"{rows_dir}: {len(alone)} fp32 jobs have no auto row of the same job (e.g. "
+                 f"{alone[0]}): the two sides were made by code whose jobs differ; make both "
+                 "again (bench reproduce experiments/precision-fp32.toml "
+                 "experiments/precision-auto.toml and the auto experiments they pair with)")
     tables = {}
     for dataset, part in both.groupby("dataset_fp32"):
         part = part.assign(entry=part.method_fp32 + "/" + part.score)
