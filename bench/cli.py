@@ -11,7 +11,7 @@ import click
 
 from bench.console import echo, printable
 from bench.errors import BenchError
-from bench.files import staged_folder
+from bench.files import publish, staged_folder
 from bench.metrics import METRICS
 
 
@@ -213,7 +213,7 @@ def _report_run(out: str, rows, records: list[dict], problems: list[str]) -> int
         for readme in Path(board).glob("README*.md"):
             shutil.copyfile(readme, Path(tmp) / readme.name)
         write_summary(summary, tmp)
-        _publish(tmp, board, [out], force=True)
+        publish(tmp, board, [out], force=True)
     failed = [r for r in records if r.get("status") == "failed"]
     pending = [r for r in records if r.get("status") not in ("done", "failed")]
     echo(f"\nresults: {out}/results.csv   leaderboard: {out}/leaderboard/")
@@ -251,12 +251,6 @@ def _default_out(out: str | None, runs: tuple[str, ...], rows_files: tuple[str, 
         return str(Path(runs[0] if runs else "runs") / kind)
     first = Path(rows_files[0])
     return str((first if first.is_dir() else first.parent).parent / kind)
-
-
-def _publish(staged, out, sources, force):
-    from bench.files import publish
-
-    return publish(staged, out, sources, force)
 
 
 def _runs(runs: tuple[str, ...], rows_files: tuple[str, ...] = ()) -> list[str]:
@@ -330,7 +324,7 @@ def leaderboard(runs, rows_files, out, metric, force, class_names, formats) -> i
             shutil.copyfile(readme, Path(tmp) / readme.name)
         write_summary(summary, tmp, keep_other_sections=not force,
                       formats=tuple(formats) or ("csv", "markdown"))
-        paths = _publish(tmp, out, [*runs, *rows_files], force)
+        paths = publish(tmp, out, [*runs, *rows_files], force)
     echo(console_text(summary))
     echo(f"\nwrote {len(paths)} files under {out}/")
     return 0
@@ -447,7 +441,7 @@ def rows_cmd(runs, rows_files, out, force) -> int:
     out = _default_out(out, runs, rows_files, "rows")
     with staged_folder(out, "rows") as tmp:
         write_rows_files(rows, tmp)
-        for path in _publish(tmp, out, [*runs, *rows_files], force):
+        for path in publish(tmp, out, [*runs, *rows_files], force):
             echo(str(path))
     return 0
 
@@ -552,7 +546,7 @@ def figures(runs, rows_files, out, force, job_ids, tsne, size, only, control) ->
     with staged_folder(out, "figures") as tmp:
         _, skipped = fig.draw_all(rows, records, chosen, Path(tmp), list(job_ids), tsne, size,
                                   set(only) or None, control)
-        drawn = _publish(tmp, out, [*runs, *rows_files], force)
+        drawn = publish(tmp, out, [*runs, *rows_files], force)
     for line in skipped:
         warn(line)
     for p in drawn:
