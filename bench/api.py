@@ -315,29 +315,161 @@ def significance(rows: pd.DataFrame | str | Path, control: str | None = None,
     return pd.concat(frames, ignore_index=True)
 
 
-def report(rows: pd.DataFrame | str | Path | Sequence[str | Path], out: str | Path = "report",
-           runs: Sequence[str | Path] = (), control: str | None = None,
-           force: bool = False) -> Path:
+Rows = pd.DataFrame | str | Path | Sequence[str | Path]  # a table, or what read_rows reads
+
+
+def _sources(rows: Rows, runs: Sequence[str | Path] = ()) -> list[str | Path]:
+    """What written files are made from, for the guard against replacing files made from other
+    rows: the paths read (a DataFrame: a digest of its content), then the run directories."""
+    from bench.files import frame_source
+
+    sources: list[str | Path] = (
+        [frame_source(rows)] if isinstance(rows, pd.DataFrame) else
+        [rows] if isinstance(rows, (str, Path)) else list(rows))
+    return sources + [r for r in runs if r not in sources]
+
+
+def report(rows: Rows, out: str | Path = "report", runs: Sequence[str | Path] = (),
+           control: str | None = None, force: bool = False) -> Path:
     """Write <out>/index.html, the one self-contained page of `bench report`; its path. A page
     there made from other rows is replaced only with `force` (BenchError otherwise)."""
     from bench.console import warn
-    from bench.files import frame_source, publish, staged_folder
+    from bench.files import publish, staged_folder
     from bench.reporting.html import build_report
     from bench.store import RunStore
 
     frame = _as_rows(rows)
     check_control(control, frame)
-    sources: list[str | Path] = (
-        [frame_source(frame)] if isinstance(rows, pd.DataFrame) else
-        [rows] if isinstance(rows, (str, Path)) else list(rows))
-    sources += [r for r in runs if r not in sources]
     records = [r for d in runs for r in RunStore(d).records()]
     with staged_folder(out, "report") as tmp:
         _, skipped = build_report(frame, records, [str(r) for r in runs], Path(tmp), control)
-        path = publish(tmp, out, sources, force)[0]
+        path = publish(tmp, out, _sources(rows, runs), force)[0]
     for line in skipped:
         warn(line)
     return path
+
+
+def write_rows(rows: Rows, out: str | Path, force: bool = False) -> list[Path]:
+    """Write the tidy rows as <out>/<protocol>_<dataset>_<preset>.csv, one sorted file per
+    table (the same rows give the same bytes: what results/rows commits); the paths written.
+    Files there made from other rows are replaced only with `force` (BenchError otherwise)."""
+    from bench.files import publish, staged_folder
+    from bench.reporting.leaderboard import write_rows_files
+
+    frame = _as_rows(rows)
+    with staged_folder(out, "rows") as tmp:
+        write_rows_files(frame, tmp)
+        return publish(tmp, out, _sources(rows), force)
+
+
+LEADERBOARD_FORMATS = ("csv", "markdown", "latex")
+
+
+def write_leaderboard(rows: Rows, out: str | Path = "leaderboard", metric: str = "auroc",
+                      formats: Sequence[str] = ("csv", "markdown"), class_names: bool = False,
+                      force: bool = False) -> list[Path]:
+    """Write the leaderboard files of `bench leaderboard` into `out` (per table: csv, markdown
+    and README.md, latex), the paths written. Files made from other rows, and README.md's
+    sections of tables these rows do not make, are replaced only with `force`."""
+    from bench.errors import unknown_name
+    from bench.metrics import METRICS
+    from bench.reporting.leaderboard import publish_summary, summarise, with_class_names
+
+    if metric not in METRICS:
+        raise unknown_name("metric", metric, METRICS)
+    for kind in formats:
+        if kind not in LEADERBOARD_FORMATS:
+            raise unknown_name("leaderboard format", kind, LEADERBOARD_FORMATS)
+    summary = summarise(_as_rows(rows), metric)
+    if class_names:
+        summary = with_class_names(summary)
+    return publish_summary(summary, out, _sources(rows), formats=tuple(formats), force=force,
+                           keep_other_sections=not force)
+
+
+def figures(rows: Rows, out: str | Path = "figures", runs: Sequence[str | Path] = (),
+            jobs: Sequence[str] = (), tsne: bool = True, size: str = "page",
+            only: Sequence[str] | None = None, control: str | None = None,
+            force: bool = False) -> list[Path]:
+    """Draw the figures of `bench figures` (PNG and PDF) into `out` from rows and the run
+    directories `runs` (training curves, ROC / histograms / t-SNE of `jobs`); the paths
+    written. Reads only what jobs wrote. Figures made from other rows are replaced only with
+    `force`."""
+    from bench.console import warn
+    from bench.errors import unknown_name
+    from bench.files import publish, staged_folder
+    from bench.reporting.figures import FIGURE_NAMES, draw_all
+    from bench.store import RunStore
+
+    for name in only or ():
+        if name not in FIGURE_NAMES:
+            raise unknown_name("figure", name, FIGURE_NAMES)
+    if size not in ("column", "page"):
+        raise BenchError(f"figure size {size!r}: column or page")
+    frame = _as_rows(rows)
+    check_control(control, frame)
+    records = [r for d in runs for r in RunStore(d).records()]
+    with staged_folder(out, "figures") as tmp:
+        _, skipped = draw_all(frame, records, [str(r) for r in runs], Path(tmp), list(jobs),
+                              tsne, size, set(only) if only else None, control)
+        drawn = publish(tmp, out, _sources(rows, runs), force)
+    for line in skipped:
+        warn(line)
+    return drawn
+
+
+def reproduce(paths: str | Path | Sequence[str | Path], results: str | Path = "results",
+              executor: str | None = None, workers: int | None = None,
+              jobs_per_device: int | None = None) -> list[Path]:
+    """Run every experiment file (a folder: its *.toml files; finished jobs are skipped), then
+    regenerate `results` from their rows as results/README.md lists: rows files, leaderboards,
+    figures, the comparison with published numbers and the report; the paths written. The
+    executor options given override the files' hints. A failed job stops before `results` is
+    touched (BenchError)."""
+    from bench import experiments
+    from bench.console import echo
+
+    exps = [experiments.load(p) for p in experiments.files(
+        [paths] if isinstance(paths, (str, Path)) else list(paths))]
+    for exp in exps:
+        echo(f"== {exp.path}: {exp.description}", err=True)
+        _, records, _ = experiments.execute(exp, executor=executor, workers=workers,
+                                            jobs_per_device=jobs_per_device)
+        failed = [r for r in records if r.get("status") == "failed"]
+        if failed:
+            raise BenchError(f"{exp.path}: {len(failed)} jobs failed (first: "
+                             f"{failed[0]['job_id']}: {failed[0].get('error', '')}); the "
+                             "results folder is left as it was")
+    return regenerate(exps, results)
+
+
+def regenerate(exps: Sequence[Any], results: str | Path = "results") -> list[Path]:
+    """results/README.md's steps for loaded experiments (`bench.experiments.load`), from their
+    run directories: rows per rows folder, then leaderboards, figures, the comparison with
+    published numbers and the report (every rows folder but the precision comparison's)."""
+    from bench import experiments
+    from bench.files import atomic_write_text
+    from bench.reporting.reference import format_side_by_side
+
+    results = Path(results)
+    folders = experiments.rows_folders(list(exps))
+    written = []
+    for folder, runs in folders.items():  # the experiments writing one folder, together
+        written += write_rows(runs, folder, force=True)
+    main_rows = str(results / "rows")
+    report_rows = [f for f in folders
+                   if not Path(f).is_relative_to(results / "rows" / "precision")]
+    runs = [exp.out for exp in exps]
+    written += write_leaderboard(main_rows, results / "leaderboard", force=True)
+    written += figures(main_rows, results / "figures", runs=runs, force=True)
+    for folder in folders:
+        if Path(folder).name == "ablation":
+            written += figures(folder, results / "figures", only=["ablation"], force=True)
+    side = results / "compare" / "published_side_by_side.md"
+    atomic_write_text(side, format_side_by_side(compare(main_rows, ours=["all"])) + "\n")
+    written.append(side)
+    written.append(report(report_rows, results / "report", force=True))
+    return written
 
 
 def check_control(control: str | None, rows: pd.DataFrame) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import warnings
 from pathlib import Path
@@ -11,7 +10,6 @@ import click
 
 from bench.console import echo, printable
 from bench.errors import BenchError
-from bench.files import publish, staged_folder
 from bench.metrics import METRICS
 
 
@@ -198,22 +196,16 @@ def _run_experiment(path: str, **executor) -> int:
 
 def _report_run(out: str, rows, records: list[dict], problems: list[str]) -> int:
     """The leaderboard on the terminal and in <out>/leaderboard; failed jobs; the exit code."""
-    import shutil
-
     from bench.console import warn
     from bench.files import inside
-    from bench.reporting.leaderboard import console_text, summarise, write_summary
+    from bench.reporting.leaderboard import console_text, publish_summary, summarise
 
     for problem in problems:
         warn(problem)
     summary = summarise(rows)  # once, for the terminal and the files
     echo(console_text(summary))
-    board = str(inside(out, "leaderboard"))
-    with staged_folder(board, "leaderboard") as tmp:  # the run's own table, from its own rows
-        for readme in Path(board).glob("README*.md"):
-            shutil.copyfile(readme, Path(tmp) / readme.name)
-        write_summary(summary, tmp)
-        publish(tmp, board, [out], force=True)
+    # the run's own table, from its own rows
+    publish_summary(summary, inside(out, "leaderboard"), [out], force=True)
     failed = [r for r in records if r.get("status") == "failed"]
     pending = [r for r in records if r.get("status") not in ("done", "failed")]
     echo(f"\nresults: {out}/results.csv   leaderboard: {out}/leaderboard/")
@@ -265,16 +257,9 @@ def _runs(runs: tuple[str, ...], rows_files: tuple[str, ...] = ()) -> list[str]:
 
 def _load(runs: tuple[str, ...], rows_files: tuple[str, ...]):
     """Rows of run directories and committed rows files; damaged jobs are named, not fatal."""
-    from bench.console import warn
-    from bench.reporting.leaderboard import load_rows
+    from bench.api import read_rows
 
-    problems: list[str] = []
-    rows = load_rows(_runs(runs, rows_files), list(rows_files), problems)
-    for problem in problems:
-        warn(problem)
-    if rows.empty:
-        raise BenchError("the run directories and rows files hold no finished jobs")
-    return rows
+    return read_rows(*_runs(runs, rows_files), *rows_files)
 
 
 @cli.command()
@@ -306,25 +291,21 @@ def leaderboard(runs, rows_files, out, metric, force, class_names, formats) -> i
     seeds left out for missing columns, the entries that ran on fewer columns than the others
     and, for AUROC, the entries below chance. FPR95 tables sort the lowest (best) first.
     """
-    import shutil
-
     from bench.reporting.leaderboard import (
         console_text,
+        publish_summary,
         summarise,
         with_class_names,
-        write_summary,
     )
 
+    chosen = _runs(runs, rows_files)
     summary = summarise(_load(runs, rows_files), metric)
     if class_names:
         summary = with_class_names(summary)
     out = _default_out(out, runs, rows_files, "leaderboard")
-    with staged_folder(out, "leaderboard") as tmp:
-        for readme in Path(out).glob("README*.md"):  # its other sections are kept
-            shutil.copyfile(readme, Path(tmp) / readme.name)
-        write_summary(summary, tmp, keep_other_sections=not force,
-                      formats=tuple(formats) or ("csv", "markdown"))
-        paths = publish(tmp, out, [*runs, *rows_files], force)
+    paths = publish_summary(summary, out, [*chosen, *rows_files],
+                            formats=tuple(formats) or ("csv", "markdown"), force=force,
+                            keep_other_sections=not force)
     echo(console_text(summary))
     echo(f"\nwrote {len(paths)} files under {out}/")
     return 0
@@ -347,19 +328,12 @@ def reproduce(paths, dry_run, results, executor, workers, jobs_per_device) -> in
     numbers and the report, as results/README.md lists."""
     from bench import experiments
 
-    exps = [experiments.load(p) for p in experiments.files(list(paths))]
     if dry_run:
-        return _dry_run(exps)
-    for exp in exps:
-        echo(f"== {exp.path}: {exp.description}", err=True)
-        _, records, _ = experiments.execute(exp, executor=executor, workers=workers,
-                                            jobs_per_device=jobs_per_device)
-        failed = [r for r in records if r.get("status") == "failed"]
-        if failed:
-            raise BenchError(f"{exp.path}: {len(failed)} jobs failed (first: "
-                             f"{failed[0]['job_id']}: {failed[0].get('error', '')}); the "
-                             "results folder is left as it was")
-    _regenerate(exps, Path(results))
+        return _dry_run([experiments.load(p) for p in experiments.files(list(paths))])
+    from bench import api
+
+    api.reproduce(list(paths), results, executor=executor, workers=workers,
+                  jobs_per_device=jobs_per_device)
     return 0
 
 
@@ -391,41 +365,6 @@ def _dry_run(exps) -> int:
     return 1 if differ else 0
 
 
-def _regenerate(exps, results: Path) -> None:
-    """results/README.md's commands: rows per folder, then leaderboards, figures, the
-    comparison and the report (every rows folder but the precision comparison's)."""
-    import io
-
-    from bench import experiments
-
-    def bench(*args: str) -> None:
-        code = cli.main(args=list(args), prog_name="bench", standalone_mode=False)
-        if code:
-            raise BenchError(f"bench {' '.join(args)} exited {code}")
-
-    folders = experiments.rows_folders(exps)
-    for folder, runs in folders.items():  # the experiments writing one folder, together
-        bench("rows", *[a for r in runs for a in ("--runs", r)], "--out", folder, "--force")
-    main_rows = str(results / "rows")
-    rows_args = [a for f in folders if not Path(f).is_relative_to(results / "rows" / "precision")
-                 for a in ("--rows", f)]
-    runs_args = [a for exp in exps for a in ("--runs", exp.out)]
-    bench("leaderboard", "--rows", main_rows, "--out", str(results / "leaderboard"), "--force")
-    bench("figures", "--rows", main_rows, *runs_args, "--out", str(results / "figures"),
-          "--force")
-    for folder in folders:
-        if Path(folder).name == "ablation":
-            bench("figures", "--rows", folder, "--figure", "ablation", "--out",
-                  str(results / "figures"), "--force")
-    text = io.StringIO()
-    with contextlib.redirect_stdout(text):
-        bench("compare", "--rows", main_rows, "--ours", "all", "--side-by-side")
-    from bench.files import atomic_write_text
-
-    atomic_write_text(results / "compare" / "published_side_by_side.md", text.getvalue())
-    bench("report", *rows_args, "--out", str(results / "report"), "--force")
-
-
 @cli.command("rows")
 @click.option("--runs", multiple=True, help="Run directories (repeatable; default runs).")
 @click.option("--rows", "rows_files", multiple=True, help="Tidy rows files to merge in.")
@@ -435,14 +374,11 @@ def _regenerate(exps, results: Path) -> None:
 def rows_cmd(runs, rows_files, out, force) -> int:
     """Write the tidy rows of run directories as <out>/<protocol>_<dataset>.csv (the results.csv
     schema, sorted: the same rows give the same bytes), to commit beside the leaderboards."""
-    from bench.reporting.leaderboard import write_rows_files
+    from bench import api
 
-    rows = _load(runs, rows_files)
-    out = _default_out(out, runs, rows_files, "rows")
-    with staged_folder(out, "rows") as tmp:
-        write_rows_files(rows, tmp)
-        for path in publish(tmp, out, [*runs, *rows_files], force):
-            echo(str(path))
+    sources = [*_runs(runs, rows_files), *rows_files]
+    for path in api.write_rows(sources, _default_out(out, runs, rows_files, "rows"), force):
+        echo(str(path))
     return 0
 
 
@@ -532,25 +468,13 @@ def compare(runs, rows_files, references, list_references, reference_dir, csv_ou
 def figures(runs, rows_files, out, force, job_ids, tsne, size, only, control) -> int:
     """Draw the figures of a paper from run directories and rows files (PNG and PDF). Reads only
     what jobs wrote; never trains a model or loads a data set."""
-    from pathlib import Path
-
-    from bench.console import warn
-    from bench.reporting import figures as fig
-    from bench.store import RunStore
+    from bench import api
 
     chosen = _runs(runs, rows_files)
-    rows = _load(runs, rows_files)
-    _check_control(control, rows)
     out = _default_out(out, runs, rows_files, "figures")
-    records = [r for d in chosen for r in RunStore(d).records()]
-    with staged_folder(out, "figures") as tmp:
-        _, skipped = fig.draw_all(rows, records, chosen, Path(tmp), list(job_ids), tsne, size,
-                                  set(only) or None, control)
-        drawn = publish(tmp, out, [*runs, *rows_files], force)
-    for line in skipped:
-        warn(line)
-    for p in drawn:
-        echo(str(p))
+    for path in api.figures([*chosen, *rows_files], out, runs=chosen, jobs=job_ids, tsne=tsne,
+                            size=size, only=only or None, control=control, force=force):
+        echo(str(path))
     return 0
 
 
@@ -575,12 +499,6 @@ def report(runs, rows_files, out, force, control) -> int:
     echo(str(api.report([*chosen, *rows_files], out, runs=chosen, control=control,
                         force=force)))
     return 0
-
-
-def _check_control(control: str | None, rows) -> None:
-    from bench.api import check_control
-
-    check_control(control, rows)
 
 
 @cli.group()

@@ -74,6 +74,16 @@ def test_an_experiment_runs_reproduces_and_is_checked_against_its_rows(tmp_path,
     assert rows_file.is_file() and (results / "leaderboard" / "README.md").is_file()
     assert (results / "compare" / "published_side_by_side.md").is_file()
     assert (results / "report" / "index.html").is_file()
+    import bench  # the function the command calls: the same files
+
+    parts = ("rows/one-class_digits_quick.csv", "leaderboard/README.md",
+             "compare/published_side_by_side.md")
+    made = {part: (results / part).read_bytes() for part in parts}
+    for part in parts:
+        (results / part).unlink()
+    written = bench.reproduce(path, results=results)
+    for part in parts:
+        assert (results / part).read_bytes() == made[part] and results / part in written, part
     code, out, _ = run_cli(["reproduce", str(path), "--dry-run"], capsys)
     assert code == 0 and f"{rows_file}: 4 planned, 4 committed: the same jobs" in out
     # a changed setting: new job ids, and the committed rows are left as they were

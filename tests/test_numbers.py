@@ -84,6 +84,38 @@ def test_the_python_report_never_replaces_a_page_made_from_other_rows(tmp_path, 
         bench.report(rows[rows.method == "knn"], out)
 
 
+def test_the_python_writers_write_what_their_commands_write_and_guard_alike(tmp_path,
+                                                                            digits_run, capsys):
+    """`bench.write_rows`, `write_leaderboard` and `figures` are the functions `bench rows`,
+    `leaderboard` and `figures` call: the same bytes, and the same refusal to replace files
+    made from other rows."""
+    import bench
+    from bench.errors import BenchError
+
+    cli_out, py_out = tmp_path / "cli", tmp_path / "py"
+    for command in ("rows", "leaderboard"):
+        code, _, err = run_cli([command, "--runs", digits_run, "--out", cli_out / command],
+                               capsys)
+        assert code == 0, err
+    rows_paths = bench.write_rows([digits_run], py_out / "rows")
+    board_paths = bench.write_leaderboard(bench.read_rows(digits_run), py_out / "leaderboard")
+    for command, paths in (("rows", rows_paths), ("leaderboard", board_paths)):
+        made = sorted(p.name for p in (cli_out / command).iterdir() if p.name[0] != ".")
+        assert sorted(p.name for p in paths) == made and made
+        for path in paths:
+            assert path.read_bytes() == (cli_out / command / path.name).read_bytes(), path
+    drawn = bench.figures(digits_run, py_out / "figures", runs=[digits_run], tsne=False,
+                          only=["per-class"])
+    assert drawn and {p.suffix for p in drawn} == {".png", ".pdf"}
+    knn = bench.read_rows(digits_run).query("method == 'knn'")
+    for write, out in ((bench.write_rows, "rows"), (bench.write_leaderboard, "leaderboard")):
+        with pytest.raises(BenchError, match="made from other rows"):
+            write(knn, py_out / out)
+        assert write(knn, py_out / out, force=True)
+    with pytest.raises(BenchError, match="unknown figure 'per-clas'; did you mean 'per-class'"):
+        bench.figures(digits_run, py_out / "figures", only=["per-clas"])
+
+
 TINY = ["--set", "backbone=resnet-tiny", "--set", "epochs=1", "--set", "max_train_samples=64",
         "--set", "batch_size=32"]
 

@@ -454,6 +454,23 @@ def _readme_sections(text: str) -> dict[str, str]:
 FORMATS = ("csv", "markdown", "latex")
 
 
+def publish_summary(summary: Summary, out: str | Path, sources: list[str | Path],
+                    formats: tuple[str, ...] = ("csv", "markdown"), force: bool = False,
+                    keep_other_sections: bool = True) -> list[Path]:
+    """`write_summary` into a staged folder (with the README files already in `out`, whose
+    other sections are kept), then `publish` into `out`: files made from other sources are
+    replaced only with `force`."""
+    import shutil
+
+    from bench.files import publish, staged_folder
+
+    with staged_folder(out, "leaderboard") as tmp:
+        for readme in Path(out).glob("README*.md"):
+            shutil.copyfile(readme, Path(tmp) / readme.name)
+        write_summary(summary, tmp, keep_other_sections=keep_other_sections, formats=formats)
+        return publish(tmp, out, sources, force)
+
+
 def write_summary(summary: Summary, out: str | Path, keep_other_sections: bool = True,
                   formats: tuple[str, ...] = ("csv", "markdown")) -> list[Path]:
     """Per table, in each of `formats`: <stem>.csv (numbers, notes in their own columns),
