@@ -446,7 +446,8 @@ def reproduce(paths: str | Path | Sequence[str | Path], results: str | Path = "r
 def regenerate(exps: Sequence[Any], results: str | Path = "results") -> list[Path]:
     """results/README.md's steps for loaded experiments (`bench.experiments.load`), from their
     run directories: rows per rows folder, then leaderboards, figures, the comparison with
-    published numbers and the report (every rows folder but the precision comparison's)."""
+    published numbers and the report (every rows folder and run but the precision
+    comparison's, whose fp32 runs would mix into the training curves)."""
     from bench import experiments
     from bench.files import atomic_write_text
     from bench.reporting.reference import format_side_by_side
@@ -457,9 +458,12 @@ def regenerate(exps: Sequence[Any], results: str | Path = "results") -> list[Pat
     for folder, runs in folders.items():  # the experiments writing one folder, together
         written += write_rows(runs, folder, force=True)
     main_rows = str(results / "rows")
-    report_rows = [f for f in folders
-                   if not Path(f).is_relative_to(results / "rows" / "precision")]
-    runs = [exp.out for exp in exps]
+
+    def compared(folder: str) -> bool:  # not the precision comparison's own rows
+        return not Path(folder).is_relative_to(results / "rows" / "precision")
+
+    report_rows = [f for f in folders if compared(f)]
+    runs = list(dict.fromkeys(exp.out for exp in exps if compared(exp.rows)))
     written += write_leaderboard(main_rows, results / "leaderboard", force=True)
     written += figures(main_rows, results / "figures", runs=runs, force=True)
     for folder in folders:

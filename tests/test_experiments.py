@@ -128,9 +128,6 @@ def test_every_committed_rows_file_is_declared_with_as_many_jobs(capsys):
 # made again must leave this set.
 MADE_BY_EARLIER_CODE = {
     "results/rows/one-class_fashion-mnist_standard.csv",
-    "results/rows/precision/auto/one-class_fashion-mnist_quick.csv",
-    "results/rows/precision/fp32/one-class_digits_quick.csv",
-    "results/rows/precision/fp32/one-class_fashion-mnist_quick.csv",
 }
 
 
