@@ -2,6 +2,7 @@
 refusals of a bad file, and the committed rows against the experiments that declare them."""
 
 import functools
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -84,6 +85,15 @@ def test_an_experiment_runs_reproduces_and_is_checked_against_its_rows(tmp_path,
     written = bench.reproduce(path, results=results)
     for part in parts:
         assert (results / part).read_bytes() == made[part] and results / part in written, part
+    # a precision comparison's run: its rows folder, but not the figures of the main rows
+    fp32 = tmp_path / "fp32.toml"
+    fp32.write_text(TINY.format(out=tmp_path / "run-fp32", extra='precision = "fp32"',
+                                rows=results / "rows" / "precision" / "fp32"))
+    bench.reproduce([path, fp32], results=results)
+    assert (results / "rows" / "precision" / "fp32" / "one-class_digits_quick.csv").is_file()
+    made_from = json.loads((results / "figures" / ".made-from.json").read_text())
+    sources = {s for file_sources in made_from.values() for s in file_sources}
+    assert "../../run" in sources and not any("run-fp32" in s for s in sources), sources
     code, out, _ = run_cli(["reproduce", str(path), "--dry-run"], capsys)
     assert code == 0 and f"{rows_file}: 4 planned, 4 committed: the same jobs" in out
     # a changed setting: new job ids, and the committed rows are left as they were
