@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -257,9 +258,20 @@ def read_rows(*paths: str | Path) -> pd.DataFrame:
     return rows
 
 
+@dataclass(frozen=True)
+class _ReadOnce:
+    """Rows read once from `paths`, for writers that share them: the files they write record
+    the paths as their sources, as when each writer reads the paths itself."""
+
+    frame: pd.DataFrame
+    paths: tuple[str | Path, ...]
+
+
 def _as_rows(rows: pd.DataFrame | str | Path | Sequence[str | Path]) -> pd.DataFrame:
     if isinstance(rows, pd.DataFrame):
         return rows
+    if isinstance(rows, _ReadOnce):
+        return rows.frame
     return read_rows(*([rows] if isinstance(rows, (str, Path)) else rows))
 
 
@@ -325,6 +337,7 @@ def _sources(rows: Rows, runs: Sequence[str | Path] = ()) -> list[str | Path]:
 
     sources: list[str | Path] = (
         [frame_source(rows)] if isinstance(rows, pd.DataFrame) else
+        list(rows.paths) if isinstance(rows, _ReadOnce) else
         [rows] if isinstance(rows, (str, Path)) else list(rows))
     return sources + [r for r in runs if r not in sources]
 
@@ -362,9 +375,6 @@ def write_rows(rows: Rows, out: str | Path, force: bool = False) -> list[Path]:
         return publish(tmp, out, _sources(rows), force)
 
 
-LEADERBOARD_FORMATS = ("csv", "markdown", "latex")
-
-
 def write_leaderboard(rows: Rows, out: str | Path = "leaderboard", metric: str = "auroc",
                       formats: Sequence[str] = ("csv", "markdown"), class_names: bool = False,
                       force: bool = False) -> list[Path]:
@@ -373,13 +383,16 @@ def write_leaderboard(rows: Rows, out: str | Path = "leaderboard", metric: str =
     sections of tables these rows do not make, are replaced only with `force`."""
     from bench.errors import unknown_name
     from bench.metrics import METRICS
-    from bench.reporting.leaderboard import publish_summary, summarise, with_class_names
+    from bench.reporting.leaderboard import (
+        check_formats,
+        publish_summary,
+        summarise,
+        with_class_names,
+    )
 
     if metric not in METRICS:
         raise unknown_name("metric", metric, METRICS)
-    for kind in formats:
-        if kind not in LEADERBOARD_FORMATS:
-            raise unknown_name("leaderboard format", kind, LEADERBOARD_FORMATS)
+    check_formats(tuple(formats))
     summary = summarise(_as_rows(rows), metric)
     if class_names:
         summary = with_class_names(summary)
@@ -450,6 +463,7 @@ def regenerate(exps: Sequence[Any], results: str | Path = "results") -> list[Pat
     comparison's, whose fp32 runs would mix into the training curves)."""
     from bench import experiments
     from bench.files import atomic_write_text
+    from bench.reporting.leaderboard import merge_rows
     from bench.reporting.reference import format_side_by_side
 
     results = Path(results)
@@ -464,15 +478,24 @@ def regenerate(exps: Sequence[Any], results: str | Path = "results") -> list[Pat
 
     report_rows = [f for f in folders if compared(f)]
     runs = list(dict.fromkeys(exp.out for exp in exps if compared(exp.rows)))
-    written += write_leaderboard(main_rows, results / "leaderboard", force=True)
-    written += figures(main_rows, results / "figures", runs=runs, force=True)
+    read: dict[str, pd.DataFrame] = {}
+
+    def once(*paths: str) -> _ReadOnce:  # each folder is read once, whichever writer needs it
+        for path in paths:
+            if path not in read:
+                read[path] = read_rows(path)
+        return _ReadOnce(merge_rows([read[p] for p in paths]), paths)
+
+    main = once(main_rows)
+    written += write_leaderboard(main, results / "leaderboard", force=True)
+    written += figures(main, results / "figures", runs=runs, force=True)
     for folder in folders:
         if Path(folder).name == "ablation":
-            written += figures(folder, results / "figures", only=["ablation"], force=True)
+            written += figures(once(folder), results / "figures", only=["ablation"], force=True)
     side = results / "compare" / "published_side_by_side.md"
-    atomic_write_text(side, format_side_by_side(compare(main_rows, ours=["all"])) + "\n")
+    atomic_write_text(side, format_side_by_side(compare(main, ours=["all"])) + "\n")
     written.append(side)
-    written.append(report(report_rows, results / "report", force=True))
+    written.append(report(once(*report_rows), results / "report", force=True))
     return written
 
 

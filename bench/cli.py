@@ -13,23 +13,28 @@ from bench.errors import BenchError
 from bench.metrics import METRICS
 
 
-class FigureName(click.ParamType):
-    """A figure's name, checked against `bench.reporting.figures.FIGURE_NAMES` when used (that
-    module is slow to import, so `bench --help` does not)."""
+class LazyChoice(click.ParamType):
+    """One of the names a module declares (``"module:NAME"``), checked when used: the modules
+    that declare figures and leaderboard formats are slow to import, so `bench --help` does
+    not import them."""
 
-    name = "figure"
+    def __init__(self, declared: str, kind: str) -> None:
+        self.declared, self.kind, self.name = declared, kind, kind
+
+    def choices(self) -> tuple[str, ...]:
+        import importlib
+
+        module, attribute = self.declared.split(":")
+        return tuple(getattr(importlib.import_module(module), attribute))
 
     def get_metavar(self, param, ctx=None) -> str:
-        from bench.reporting.figures import FIGURE_NAMES
-
-        return "[" + "|".join(FIGURE_NAMES) + "]"
+        return "[" + "|".join(self.choices()) + "]"
 
     def convert(self, value, param, ctx):
         from bench.errors import unknown_name
-        from bench.reporting.figures import FIGURE_NAMES
 
-        if value not in FIGURE_NAMES:
-            self.fail(str(unknown_name("figure", value, FIGURE_NAMES)), param, ctx)
+        if value not in self.choices():
+            self.fail(str(unknown_name(self.kind, value, self.choices())), param, ctx)
         return value
 
 
@@ -255,11 +260,9 @@ def _runs(runs: tuple[str, ...], rows_files: tuple[str, ...] = ()) -> list[str]:
     return chosen
 
 
-def _load(runs: tuple[str, ...], rows_files: tuple[str, ...]):
-    """Rows of run directories and committed rows files; damaged jobs are named, not fatal."""
-    from bench.api import read_rows
-
-    return read_rows(*_runs(runs, rows_files), *rows_files)
+def _sources(runs: tuple[str, ...], rows_files: tuple[str, ...]) -> list[str]:
+    """What a command reads its rows from: the run directories, checked, then the rows files."""
+    return [*_runs(runs, rows_files), *rows_files]
 
 
 @cli.command()
@@ -278,8 +281,8 @@ def _load(runs: tuple[str, ...], rows_files: tuple[str, ...]):
 @click.option("--class-names", is_flag=True,
               help="Name one-class columns by the data set's classes (T-shirt/top, ...), as "
                    "papers print them, where the data set names them.")
-@click.option("--format", "formats", multiple=True, type=click.Choice(["csv", "markdown",
-                                                                       "latex"]),
+@click.option("--format", "formats", multiple=True, type=LazyChoice("bench.reporting.leaderboard:LEADERBOARD_FORMATS",
+                                     "leaderboard format"),
               help="Files to write per table (repeatable; default csv and markdown): csv "
                    "(numbers, notes in columns), markdown (and README.md), latex (booktabs: "
                    "mean ± std, best bold, second underlined, a caption).")
@@ -291,6 +294,7 @@ def leaderboard(runs, rows_files, out, metric, force, class_names, formats) -> i
     seeds left out for missing columns, the entries that ran on fewer columns than the others
     and, for AUROC, the entries below chance. FPR95 tables sort the lowest (best) first.
     """
+    from bench.api import read_rows
     from bench.reporting.leaderboard import (
         console_text,
         publish_summary,
@@ -298,12 +302,12 @@ def leaderboard(runs, rows_files, out, metric, force, class_names, formats) -> i
         with_class_names,
     )
 
-    chosen = _runs(runs, rows_files)
-    summary = summarise(_load(runs, rows_files), metric)
+    sources = _sources(runs, rows_files)
+    summary = summarise(read_rows(*sources), metric)
     if class_names:
         summary = with_class_names(summary)
     out = _default_out(out, runs, rows_files, "leaderboard")
-    paths = publish_summary(summary, out, [*chosen, *rows_files],
+    paths = publish_summary(summary, out, sources,
                             formats=tuple(formats) or ("csv", "markdown"), force=force,
                             keep_other_sections=not force)
     echo(console_text(summary))
@@ -376,8 +380,8 @@ def rows_cmd(runs, rows_files, out, force) -> int:
     schema, sorted: the same rows give the same bytes), to commit beside the leaderboards."""
     from bench import api
 
-    sources = [*_runs(runs, rows_files), *rows_files]
-    for path in api.write_rows(sources, _default_out(out, runs, rows_files, "rows"), force):
+    out = _default_out(out, runs, rows_files, "rows")
+    for path in api.write_rows(_sources(runs, rows_files), out, force):
         echo(str(path))
     return 0
 
@@ -430,7 +434,9 @@ def compare(runs, rows_files, references, list_references, reference_dir, csv_ou
             echo(f"{name:<40} {part['protocol'].iloc[0]:<12} {part['dataset'].iloc[0]:<14} "
                  f"{papers}")
         return 0
-    table = compare_tables(_load(runs, rows_files),
+    from bench.api import read_rows
+
+    table = compare_tables(read_rows(*_sources(runs, rows_files)),
                            load_reference(list(references) or None, reference_dir),
                            ours=list(ours) or None)
     if output_format == "latex":
@@ -457,7 +463,7 @@ def compare(runs, rows_files, references, list_references, reference_dir, csv_ou
 @click.option("--tsne/--no-tsne", default=True, show_default=True)
 @click.option("--size", type=click.Choice(["column", "page"]), default="page", show_default=True,
               help="Figure width: one column (3.3 in) or a page (6.9 in).")
-@click.option("--figure", "only", multiple=True, type=FigureName(),
+@click.option("--figure", "only", multiple=True, type=LazyChoice("bench.reporting.figures:FIGURE_NAMES", "figure"),
               help="Draw only these figures (repeatable; default all): per-class AUROC dots (with "
                    "published per-class values in grey where they exist), OOD "
                    "heat maps, training losses, the critical-difference diagram, ablations, the "

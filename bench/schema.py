@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError, file_error
-from bench.files import SAFE_NAME
+from bench.files import SAFE_NAME, open_regular
 
 ROW_COLUMNS = [
     "run_id", "job_id", "method", "score", "features", "variant", "tuning", "setting",
@@ -145,10 +145,11 @@ def read_rows(path: Path) -> pd.DataFrame:
     not one gives DamagedFile naming the file and what is wrong."""
     path = Path(path)
     try:
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(path) if path.name == "rows.csv" else \
                 BenchError(f"{path}: no such rows file")
-        rows = pd.read_csv(path, dtype=ROW_DTYPES, keep_default_na=False)
+        with open_regular(path) as handle:  # a FIFO is refused, not waited on
+            rows = pd.read_csv(handle, dtype=ROW_DTYPES, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
             ValueError) as exc:
         raise DamagedFile(f"{path}: not a rows file ({type(exc).__name__}: "

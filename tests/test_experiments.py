@@ -63,7 +63,8 @@ def test_a_run_that_does_not_plan_names_the_file_and_the_run(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_an_experiment_runs_reproduces_and_is_checked_against_its_rows(tmp_path, capsys):
+def test_an_experiment_runs_reproduces_and_is_checked_against_its_rows(tmp_path, capsys,
+                                                                       monkeypatch):
     path = _write(tmp_path)
     code, _, err = run_cli(["run", str(path)], capsys)
     assert code == 0, err
@@ -82,7 +83,12 @@ def test_an_experiment_runs_reproduces_and_is_checked_against_its_rows(tmp_path,
     made = {part: (results / part).read_bytes() for part in parts}
     for part in parts:
         (results / part).unlink()
+    import bench.api
+
+    reads, read_rows = [], bench.api.read_rows
+    monkeypatch.setattr(bench.api, "read_rows", lambda *p: reads.append(p) or read_rows(*p))
     written = bench.reproduce(path, results=results)
+    assert reads.count((str(results / "rows"),)) == 1, reads  # each writer's rows, read once
     for part in parts:
         assert (results / part).read_bytes() == made[part] and results / part in written, part
     # a precision comparison's run: its rows folder, but not the figures of the main rows

@@ -116,6 +116,52 @@ def test_the_python_writers_write_what_their_commands_write_and_guard_alike(tmp_
         bench.figures(digits_run, py_out / "figures", only=["per-clas"])
 
 
+
+def test_a_rows_file_that_is_a_fifo_is_named_as_one(tmp_path, capsys):
+    """A FIFO given as a rows file, or inside a folder of them, is refused without waiting on
+    it, and the line says what it is (it said "no such rows file")."""
+    import os
+
+    import bench
+    from bench.errors import BenchError
+
+    folder = tmp_path / "rows"
+    folder.mkdir()
+    os.mkfifo(folder / "one-class_digits_quick.csv")
+    for given in (folder / "one-class_digits_quick.csv", folder):
+        with pytest.raises(BenchError, match="not a regular file") as info:
+            bench.read_rows(given)
+        assert "no such" not in str(info.value)
+        code, _, err = run_cli(["leaderboard", "--rows", given, "--out", tmp_path / "lb"],
+                               capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "not a regular file (a FIFO" in err and not (tmp_path / "lb").exists()
+
+
+def test_leaderboard_formats_are_declared_once_and_checked_alike(tmp_path, digits_run, capsys):
+    """The command and `bench.write_leaderboard` take the formats the writer declares, with the
+    same did-you-mean (the command's own list gave none), and `bench --help` still does not
+    import the writer."""
+    import bench
+    from bench.errors import BenchError
+    from bench.reporting.leaderboard import LEADERBOARD_FORMATS
+
+    code, _, err = run_cli(["leaderboard", "--runs", digits_run, "--out", tmp_path / "lb",
+                            "--format", "markdwn"], capsys)
+    assert code == 2 and "unknown leaderboard format 'markdwn'; did you mean 'markdown'" in err
+    assert not (tmp_path / "lb").exists()
+    with pytest.raises(BenchError, match="unknown leaderboard format 'markdwn'; did you mean"):
+        bench.write_leaderboard(digits_run, tmp_path / "lb", formats=["markdwn"])
+    code, out, _ = run_cli(["leaderboard", "--help"], capsys)
+    assert code == 0 and "[" + "|".join(LEADERBOARD_FORMATS) + "]" in out
+    probe = ("import sys\nfrom bench.cli import main\ntry:\n    main(['--help'])\n"
+             "except SystemExit:\n    pass\n"
+             "print(sorted(m for m in sys.modules if m.startswith('bench.reporting')))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("[]"), proc.stdout + proc.stderr
+
+
 TINY = ["--set", "backbone=resnet-tiny", "--set", "epochs=1", "--set", "max_train_samples=64",
         "--set", "batch_size=32"]
 

@@ -39,7 +39,13 @@ def load_rows(runs: list[str | Path], rows_files: list[str | Path] = (),
     files = []
     for f in map(Path, rows_files):  # a folder stands for the rows files in it
         files += sorted(f.glob("*.csv")) if f.is_dir() else [f]
-    frames = [RunStore(r).rows(problems) for r in runs] + [read_rows(f) for f in files]
+    return merge_rows([RunStore(r).rows(problems) for r in runs] + [read_rows(f) for f in files],
+                      problems)
+
+
+def merge_rows(frames: list[pd.DataFrame], problems: list[str] | None = None) -> pd.DataFrame:
+    """Tidy rows of several reads as one, sorted: a measurement given twice counts once, the
+    first given; two copies that disagree are named in `problems`."""
     frames = [f for f in frames if not f.empty]
     if not frames:
         return sort_rows(pd.DataFrame())
@@ -451,7 +457,16 @@ def _readme_sections(text: str) -> dict[str, str]:
     return sections
 
 
-FORMATS = ("csv", "markdown", "latex")
+LEADERBOARD_FORMATS = ("csv", "markdown", "latex")  # the files a leaderboard can be written as
+
+
+def check_formats(formats: tuple[str, ...]) -> None:
+    """Every format is a leaderboard format (did-you-mean otherwise)."""
+    from bench.errors import unknown_name
+
+    for kind in formats:
+        if kind not in LEADERBOARD_FORMATS:
+            raise unknown_name("leaderboard format", kind, LEADERBOARD_FORMATS)
 
 
 def publish_summary(summary: Summary, out: str | Path, sources: list[str | Path],
@@ -464,6 +479,7 @@ def publish_summary(summary: Summary, out: str | Path, sources: list[str | Path]
 
     from bench.files import publish, staged_folder
 
+    check_formats(formats)
     with staged_folder(out, "leaderboard") as tmp:
         for readme in Path(out).glob("README*.md"):
             shutil.copyfile(readme, Path(tmp) / readme.name)
@@ -477,6 +493,7 @@ def write_summary(summary: Summary, out: str | Path, keep_other_sections: bool =
     <stem>.md (percent, notes under the table) and <stem>.tex (booktabs); with Markdown also
     README.md with every table, which keeps the sections of tables these rows do not make
     (other runs' tables) unless `keep_other_sections` is False."""
+    check_formats(formats)
     out = Path(out)
     clean_stale_temporaries(out, recursive=False)
     metric = summary.metric
