@@ -459,7 +459,8 @@ def compare(runs, rows_files, references, list_references, reference_dir, csv_ou
               help="Output folder (default: beside the first run, <run>/figures).")
 @click.option("--force", is_flag=True, help="Replace figures made from other rows.")
 @click.option("--job", "job_ids", multiple=True,
-              help="Job for ROC curves, histograms and t-SNE (repeatable; default: an MCL job).")
+              help="Job for ROC curves, histograms and t-SNE (repeatable; default: an MCL job "
+                   "with MCL's own settings, not a --set variant).")
 @click.option("--tsne/--no-tsne", default=True, show_default=True)
 @click.option("--size", type=click.Choice(["column", "page"]), default="page", show_default=True,
               help="Figure width: one column (3.3 in) or a page (6.9 in).")

@@ -153,6 +153,19 @@ def test_every_figure_function_writes_non_empty_images(tmp_path):
     json.dumps([str(p) for p in paths])
 
 
+def test_the_representative_job_has_the_methods_own_settings():
+    """Run directories of an ablation listed first: the figures show MCL as configured, not
+    its alpha=0.05 variant (a full `bench reproduce` drew the variant's ROC and t-SNE)."""
+    records = [{"job_id": "knn-0", "method": "knn", "status": "done", "variant": ""},
+               {"job_id": "mcl-alpha", "method": "mcl", "status": "done",
+                "variant": "alpha=0.05"},
+               {"job_id": "mcl-failed", "method": "mcl", "status": "failed", "variant": ""},
+               {"job_id": "mcl-0", "method": "mcl", "status": "done", "variant": ""}]
+    assert figures.pick_job(records) == "mcl-0"
+    assert figures.pick_job(records[:3]) == "mcl-alpha"  # only variants: one of them
+    assert figures.pick_job(records[:1]) == "knn-0"
+
+
 @pytest.mark.slow
 def test_tsne_of_a_trained_encoder(tmp_path, tiny_args):
     from bench.cli import main

@@ -175,6 +175,21 @@ def _documented_imports() -> dict[str, set[str]]:
     return table
 
 
+def test_every_committed_result_file_was_written_by_bench_from_named_sources():
+    """Each file of a committed results folder is in its .made-from.json: made by a writer
+    that recorded its rows and runs, not left over from a run no experiment declares (the
+    per-job figures of earlier code's jobs were)."""
+    import json
+
+    manifests = sorted((ROOT / "results").rglob(".made-from.json"))
+    assert manifests
+    for manifest in manifests:
+        made = json.loads(manifest.read_text())
+        files = {p.name for p in manifest.parent.iterdir()
+                 if p.is_file() and not p.name.startswith(".") and p.name != "README.md"}
+        assert files <= set(made), (manifest.parent, sorted(files - set(made)))
+        assert set(made) <= files | {"README.md"}, (manifest.parent, sorted(set(made) - files))
+
 def test_the_architecture_doc_names_each_modules_imports():
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     documented = _documented_imports()

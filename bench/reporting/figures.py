@@ -589,16 +589,17 @@ def tsne(job_dir: Path, out: Path, size: str = "page", max_points: int = 2000) -
 
 def pick_job(records: list[dict]) -> str | None:
     """A representative finished job: the first of the featured method (MCL), else of any method
-    with its own network (registry order), else any."""
+    with its own network (registry order), else any; a job with the method's own settings
+    before one of a `--set` variant (an ablation's alpha=0.05 is not MCL's figure)."""
     from bench.registry import FEATURED_METHOD, METHODS
 
     done = [r for r in records if r.get("status") == "done"
             and r.get("features", "pixel") == "pixel"]
     networks = [m for m in METHODS.names() if METHODS.kind(m) != "classical"]
     for m in [FEATURED_METHOD, *networks]:
-        for r in done:
-            if r.get("method") == m:
-                return r["job_id"]
+        of_m = [r for r in done if r.get("method") == m]
+        for r in [r for r in of_m if not r.get("variant")] + of_m:
+            return r["job_id"]
     return done[0]["job_id"] if done else None
 
 
