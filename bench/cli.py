@@ -110,7 +110,8 @@ def cli() -> None:
               type=click.Choice(["local", "ray", "slurm", "slurm-local"]),
               help="Where jobs run (slurm-local: submitit's local executor, for testing).")
 @click.option("--workers", default=1, show_default=True, type=int,
-              help="Parallel worker processes (local CPU or GPUs) or Ray tasks at once.")
+              help="Parallel worker processes (local CPU or GPUs) or Ray tasks at once. Local "
+                   "workers print progress as lines, each led by its job id.")
 @click.option("--devices", default=None, help="Local GPUs, one worker each: 0,1,2 or all.")
 @click.option("--jobs-per-device", default=1, show_default=True, type=int,
               help="Jobs at once on each device (--devices, every visible GPU, or the CPU), "

@@ -38,6 +38,8 @@ class LocalExecutor:
     turn: cuda:0, cuda:1, cuda:0, ...); otherwise ``workers`` processes share the cores (torch
     threads split evenly between them) or, on CUDA, the visible GPUs in turn. A worker whose
     job hit a CUDA error is replaced by a fresh process (its CUDA context may be unusable).
+    Workers print their progress as lines led by the job id (bars of several processes would
+    overwrite each other).
     """
 
     def __init__(self, workers: int = 1, devices: Sequence[str] | None = None,
@@ -85,7 +87,8 @@ class LocalExecutor:
         def start(w: int):
             # not a daemon: torch.compile's worker pool must be able to start children
             p = ctx.Process(target=_worker, args=(todo, results, out, self._device_of(w, device),
-                                                  run_id, threads, w, os.getpid()))
+                                                  run_id, threads, w, os.getpid(),
+                                                  "lines" if self.progress else False))
             p.start()
             return p
 
@@ -157,7 +160,7 @@ def _next_job(todo, parent_pid: int):
 
 
 def _worker(todo, results, out: str, device: str, run_id: str, threads: int,
-            worker: int, parent_pid: int) -> None:
+            worker: int, parent_pid: int, progress: bool | str = False) -> None:
     die_with_parent(parent_pid)
     import torch
 
@@ -169,7 +172,7 @@ def _worker(todo, results, out: str, device: str, run_id: str, threads: int,
             return
         i, job = item
         try:
-            record = execute_job(job, out, device, run_id, progress=False)
+            record = execute_job(job, out, device, run_id, progress=progress)
         except FileError as exc:
             results.put((None, str(exc), None))
             return

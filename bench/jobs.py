@@ -345,10 +345,11 @@ def build_detector(job: Job):
 
 
 def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
-                progress: bool = True) -> dict[str, Any]:
+                progress: bool | str = True) -> dict[str, Any]:
     """Run one job and write its folder; returns its record. A failure of the job is recorded,
     not raised; one of the run directory itself (FileError: disk full, no permission) is raised,
-    since no later job could be written either."""
+    since no later job could be written either. `progress`: True (a bar on a terminal, lines
+    in a log), "lines" (lines, each led by the job id: a worker among others) or False."""
     from bench.nn.devices import describe_machine, select_device
 
     store = RunStore(out)
@@ -393,13 +394,13 @@ def execute_job(job: Job, out: str, device: str = "auto", run_id: str = "",
     return record
 
 
-def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
+def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool | str,
          record: dict[str, Any], now: tuple[tuple[str, str], ...] = ()
          ) -> tuple[list[dict], dict, dict | None]:
     """Train (or load) and score one job: its rows, score groups and embedding sample; the
     record gets the precision, timings, AUROCs and training history. `now`: the identity of
     its files as they are now, which must be the planned one."""
-    from bench.console import log
+    from bench.console import log as log_line
     from bench.nn import precision as precision_policy
     from bench.nn.context import FitContext
     from bench.nn.state import reseed, seed_everything
@@ -410,6 +411,9 @@ def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool,
 
         raise BenchError(f"{', '.join(changed)} changed since the run was planned (another file "
                          "than the one in the job id); run again to plan with the new file")
+    def log(line: str) -> None:  # a worker's lines say whose they are
+        log_line(f"{job.job_id}: {line}" if progress == "lines" else line)
+
     record["precision"] = ""
     policy = precision_policy.resolve(job.precision, torch_device)
     record["precision"] = policy.describe()

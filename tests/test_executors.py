@@ -31,6 +31,36 @@ def _common(out, tiny_args, methods="knn,mcl"):
             "--out", str(out), *tiny_args]
 
 
+def test_workers_print_progress_lines_led_by_their_job(tmp_path, tiny_args):
+    """Two workers share the terminal and the log: each job's training progress comes as
+    lines led by its job id (workers printed nothing between a job's start and its end)."""
+    proc = _bench(["run", "--methods", "mcl", "--datasets", "digits", "--classes", "0,1",
+                   "--workers", "2", "--out", str(tmp_path / "run"), *tiny_args], timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    jobs = sorted(d.name for d in (tmp_path / "run" / "jobs").iterdir())
+    assert len(jobs) == 2
+    for job_id in jobs:
+        assert f"{job_id}: MCL: 0/" in proc.stderr, proc.stderr
+
+
+def test_lines_mode_prints_lines_on_a_terminal_too(monkeypatch, capsys):
+    """A worker's progress is lines even where stderr is a terminal; a single process there
+    keeps its bar."""
+    from bench.datasets import load_dataset
+    from bench.nn import train as engine
+    from bench.nn.context import FitContext
+    from helpers import tiny
+
+    monkeypatch.setattr(engine, "LOG_SECONDS", 0.0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    data = load_dataset("synthetic", "train")
+    normal = data.subset(data.labels == 0)
+    for progress in ("lines", True):
+        lines = []
+        tiny("rotnet", epochs=2).fit(normal, FitContext(progress=progress, log=lines.append))
+        steps = [line for line in lines if line.startswith("RotNet: ")]
+        assert (len(steps) >= 2) == (progress == "lines"), (progress, lines)
+
 @pytest.mark.slow
 def test_local_workers_ray_and_slurm_give_the_same_rows(tmp_path, tiny_args):
     pytest.importorskip("ray")

@@ -33,7 +33,8 @@ class FitContext:
     checkpoint_sha256: str = ""  # the planned file's: the bytes loaded must be these
     encoder_checkpoint_sha256: str = ""
     labeled: bool = False
-    progress: bool = True
+    progress: bool | str = True  # True: a bar on a terminal, lines in a log; "lines": lines
+    #                              whatever stderr is (workers sharing a terminal); False
     compile: str = ""  # torch.compile's mode for the network ('': eager; in place, so its
     #                    state_dict keys are unchanged)
     precision: Precision = FP32

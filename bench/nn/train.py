@@ -24,7 +24,7 @@ from bench.nn.optim import steps_per_epoch
 from bench.nn.precision import FP32, Precision
 from bench.nn.state import CheckpointWriter, resume, training_state
 
-LOG_SECONDS = 60.0  # progress line interval when stderr is not a terminal
+LOG_SECONDS = 60.0  # progress line interval in a log (stderr not a terminal, or workers)
 
 
 class TrainingDiverged(RuntimeError):
@@ -126,6 +126,7 @@ class _LogLines:
         self.log, self.total, self.n, self.desc, self.unit = log, total, initial, desc, unit
         self.postfix: dict[str, str] = {}
         self.started = self.last = time.monotonic()
+        self.log(f"{desc}: {initial}/{total} {unit}s ({100 * initial / max(1, total):.0f}%)")
 
     def set_postfix(self, refresh: bool = False, **kwargs) -> None:
         self.postfix.update(kwargs)
@@ -148,13 +149,13 @@ class _LogLines:
 
 
 def progress_bar(ctx: FitContext, total: int, initial: int, desc: str, unit: str = "step"):
-    """A tqdm bar on a terminal; in a log (stderr not a terminal) a line every LOG_SECONDS;
-    nothing when the context turns progress off."""
+    """A tqdm bar on a terminal; in a log (stderr not a terminal, or progress "lines") a line
+    at the start and every LOG_SECONDS; nothing when the context turns progress off."""
     from tqdm.auto import tqdm
 
     if not ctx.progress:
         return tqdm(total=total, disable=True)
-    if sys.stderr.isatty():
+    if ctx.progress is True and sys.stderr.isatty():
         return tqdm(total=total, initial=initial, desc=desc, leave=False, unit=unit,
                     dynamic_ncols=True)
     return _LogLines(ctx.log, total, initial, desc, unit)
@@ -163,7 +164,7 @@ def progress_bar(ctx: FitContext, total: int, initial: int, desc: str, unit: str
 @torch.no_grad()
 def batched_forward(model: torch.nn.Module, images: torch.Tensor, transform: Callable,
                     batch_size: int, device: torch.device, keys: tuple[str, ...] = ("z",),
-                    progress: bool = False, precision: Precision = FP32
+                    progress: bool | str = False, precision: Precision = FP32
                     ) -> dict[str, torch.Tensor]:
     """Run `model(transform(uint8 batch))` over all images under the precision policy; returns
     the outputs as float32 on the device (scores are computed from them in fp32)."""
@@ -174,7 +175,7 @@ def batched_forward(model: torch.nn.Module, images: torch.Tensor, transform: Cal
         images = images.pin_memory()  # batches then copy asynchronously (non_blocking)
     outs: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     starts = range(0, images.shape[0], batch_size)
-    show = progress and sys.stderr.isatty() and len(starts) > 4
+    show = progress is True and sys.stderr.isatty() and len(starts) > 4  # not "lines"
     for start in tqdm(starts, desc="features", unit="batch", leave=False, disable=not show):
         x = images[start:start + batch_size].to(device, non_blocking=True)
         x = transform(x)
