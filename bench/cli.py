@@ -33,8 +33,9 @@ class LazyChoice(click.ParamType):
     def convert(self, value, param, ctx):
         from bench.errors import unknown_name
 
-        if value not in self.choices():
-            self.fail(str(unknown_name(self.kind, value, self.choices())), param, ctx)
+        choices = self.choices()
+        if value not in choices:
+            self.fail(str(unknown_name(self.kind, value, choices)), param, ctx)
         return value
 
 
@@ -282,8 +283,9 @@ def _sources(runs: tuple[str, ...], rows_files: tuple[str, ...]) -> list[str]:
 @click.option("--class-names", is_flag=True,
               help="Name one-class columns by the data set's classes (T-shirt/top, ...), as "
                    "papers print them, where the data set names them.")
-@click.option("--format", "formats", multiple=True, type=LazyChoice("bench.reporting.leaderboard:LEADERBOARD_FORMATS",
-                                     "leaderboard format"),
+@click.option("--format", "formats", multiple=True,
+              type=LazyChoice("bench.reporting.leaderboard:LEADERBOARD_FORMATS",
+                              "leaderboard format"),
               help="Files to write per table (repeatable; default csv and markdown): csv "
                    "(numbers, notes in columns), markdown (and README.md), latex (booktabs: "
                    "mean ± std, best bold, second underlined, a caption).")
@@ -465,7 +467,8 @@ def compare(runs, rows_files, references, list_references, reference_dir, csv_ou
 @click.option("--tsne/--no-tsne", default=True, show_default=True)
 @click.option("--size", type=click.Choice(["column", "page"]), default="page", show_default=True,
               help="Figure width: one column (3.3 in) or a page (6.9 in).")
-@click.option("--figure", "only", multiple=True, type=LazyChoice("bench.reporting.figures:FIGURE_NAMES", "figure"),
+@click.option("--figure", "only", multiple=True,
+              type=LazyChoice("bench.reporting.figures:FIGURE_NAMES", "figure"),
               help="Draw only these figures (repeatable; default all): per-class AUROC dots (with "
                    "published per-class values in grey where they exist), OOD "
                    "heat maps, training losses, the critical-difference diagram, ablations, the "

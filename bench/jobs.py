@@ -411,6 +411,7 @@ def _run(job: Job, store: RunStore, torch_device, run_id: str, progress: bool | 
 
         raise BenchError(f"{', '.join(changed)} changed since the run was planned (another file "
                          "than the one in the job id); run again to plan with the new file")
+
     def log(line: str) -> None:  # a worker's lines say whose they are
         log_line(f"{job.job_id}: {line}" if progress == "lines" else line)
 

@@ -493,7 +493,6 @@ def write_summary(summary: Summary, out: str | Path, keep_other_sections: bool =
     <stem>.md (percent, notes under the table) and <stem>.tex (booktabs); with Markdown also
     README.md with every table, which keeps the sections of tables these rows do not make
     (other runs' tables) unless `keep_other_sections` is False."""
-    check_formats(formats)
     out = Path(out)
     clean_stale_temporaries(out, recursive=False)
     metric = summary.metric
