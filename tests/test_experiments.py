@@ -139,14 +139,6 @@ def test_every_committed_rows_file_is_declared_with_as_many_jobs(capsys):
         assert planned.split()[0] == committed.split()[0], line
 
 
-# Rows files made by earlier code, whose methods' configs had fewer fields: their job ids differ
-# from today's until `bench reproduce` makes them again (results/README.md). Strict: a file
-# made again must leave this set.
-MADE_BY_EARLIER_CODE = {
-    "results/rows/one-class_fashion-mnist_standard.csv",
-}
-
-
 @functools.cache
 def _differences() -> dict[str, dict]:
     import os
@@ -163,9 +155,7 @@ def _differences() -> dict[str, dict]:
         os.chdir(cwd)
 
 
-@pytest.mark.parametrize("rows_file", [
-    pytest.param(f, marks=pytest.mark.xfail(strict=True, reason="made by earlier code"))
-    if f in MADE_BY_EARLIER_CODE else f for f in sorted(_committed_rows_files())])
+@pytest.mark.parametrize("rows_file", sorted(_committed_rows_files()))
 def test_a_committed_rows_file_holds_exactly_the_jobs_its_experiments_plan(rows_file):
     d = _differences()[rows_file]
     assert not d["missing"] and not d["extra"], (
