@@ -521,6 +521,35 @@ def test_latex_tables_compile(tmp_path):
     assert (tmp_path / "t.pdf").stat().st_size > 1000
 
 
+def test_cd_bar_label_prints_the_captions_cd_above_the_rank_axis(tmp_path, monkeypatch):
+    """The CD bar and its label sit above the rank axis' tick labels, and the label prints the
+    CD as the caption does (scikit-posthocs draws them among the tick labels, to 2 digits)."""
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.6, 0.85, 10)
+    values = {(m, "s", c, 0): base[c] + 0.03 * i + rng.normal(0, 0.01)
+              for i, m in enumerate("abcdefghijkl") for c in range(10)}
+    drawn = []
+    keep = figures.save
+    monkeypatch.setattr(figures, "save", lambda fig, out, stem: (drawn.append(fig), keep(fig, out, stem))[1])
+    figures.cd_diagram(_rows(values).assign(preset="quick"), tmp_path)
+    (fig,) = drawn
+    ax = fig.axes[0]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # save() closed the figure: draw it again to measure it
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    caption_cd = ax.get_title().replace("\n", " ").split("(CD = ")[1].split(")")[0]
+    (label,) = [t for t in ax.texts if t.get_text().startswith("CD = ")]
+    assert label.get_text() == f"CD = {caption_cd}" and len(caption_cd.split(".")[1]) == 2
+    ticks_top = max(t.get_window_extent(renderer).y1 for t in ax.get_xticklabels() if t.get_text())
+    (bar,) = [line for line in ax.get_lines()
+              if len(set(line.get_ydata())) == 1 and line.get_xdata()[0] < line.get_xdata()[-1]
+              and abs(line.get_xdata()[-1] - line.get_xdata()[0] - float(caption_cd)) < 0.01]
+    bar_y = ax.transData.transform((0, bar.get_ydata()[0]))[1]
+    assert bar_y > ticks_top and label.get_window_extent(renderer).y0 > bar_y
+
+
 def test_cd_figure_is_the_same_bytes_under_any_hash_seed(tmp_path):
     """scikit-posthocs builds each bar from a set; the diagram must not depend on set order."""
     rng = np.random.default_rng(5)

@@ -421,6 +421,7 @@ def _cd_diagram(rows: pd.DataFrame, out: Path, alpha: float, size: str, key: tup
         crossbar_props={"color": "tab:gray", "linewidth": 2.5})
     for (bar, *_) in drawn["crossbars"]:  # its points come from a set: same bytes every run
         bar.set_data(sorted(bar.get_xdata()), bar.get_ydata())
+    _cd_bar_above_the_tick_labels(ax, result.cd)
     sets = sorted({b.rsplit("/", 1)[0] for b in table.index})
     k = len(entries)
     where = table_where(*key)
@@ -443,6 +444,25 @@ def _cd_diagram(rows: pd.DataFrame, out: Path, alpha: float, size: str, key: tup
     atomic_write_csv(inside(out, f"{stem}.csv"), significance_frame(result))
     atomic_write_text(inside(out, f"{stem}.md"), significance_note(result, where, fewer))
     return [*paths, Path(out) / f"{stem}.csv", Path(out) / f"{stem}.md"]
+
+
+def _cd_bar_above_the_tick_labels(ax, cd: float) -> None:
+    """scikit-posthocs draws the CD bar and its label (2 significant digits) among the rank axis'
+    tick labels; lift both above them and print the CD as the caption does."""
+    from matplotlib import transforms
+
+    bottom, top = ax.get_ylim()
+    lift = 1.0  # rank-axis rows: clears tick labels of the sizes drawn here
+    ax.set_ylim(bottom, top + lift)
+    for line in ax.get_lines():
+        y = line.get_ydata()
+        if len(y) == 2 and y[0] == y[1] == 0.5:
+            line.set_ydata([y[0] + lift, y[1] + lift])
+    above_the_bar = transforms.offset_copy(ax.transData, fig=ax.figure, y=2.5, units="points")
+    for text in ax.texts:
+        if text.get_text().startswith("CD = "):
+            text.set_position((text.get_position()[0], 0.5 + lift))
+            text.set(transform=above_the_bar, verticalalignment="bottom", text=f"CD = {cd:.2f}")
 
 
 def _wrap(text: str, width: int) -> list[str]:
