@@ -377,9 +377,10 @@ def test_bench_run_takes_a_detector_class_and_the_example_plugin(tmp_path, monke
 
 
 @pytest.mark.slow
-def test_the_quickstart_notebook_runs(tmp_path):
+def test_the_quickstart_notebook_runs(tmp_path, monkeypatch):
     """examples/quickstart.ipynb executes top to bottom: a first result, a leaderboard and a
     figure from Python."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the kernel inherits it: its run dir goes there
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
