@@ -414,14 +414,14 @@ def _cd_diagram(rows: pd.DataFrame, out: Path, alpha: float, size: str, key: tup
                    "tab:red" if versus.loc[e, "significant"] else "#222222") for e in entries}
     fig, ax = plt.subplots(figsize=(WIDTHS[size], 0.9 + 0.16 * len(entries)))
     ax.grid(False)
-    drawn = sp.critical_difference_diagram(
-        result.ranks, p, alpha=alpha, ax=ax, cd=result.cd, color_palette=colours,
+    bar_style = {"color": "tab:gray", "linewidth": 2.5}
+    drawn = sp.critical_difference_diagram(  # without cd=: it would draw the CD bar among the
+        result.ranks, p, alpha=alpha, ax=ax, color_palette=colours,  # tick labels, to 2 digits
         label_props={"fontsize": 6}, label_fmt_left="{label} ({rank:.2f})",
-        label_fmt_right="({rank:.2f}) {label}",
-        crossbar_props={"color": "tab:gray", "linewidth": 2.5})
+        label_fmt_right="({rank:.2f}) {label}", crossbar_props=bar_style)
     for (bar, *_) in drawn["crossbars"]:  # its points come from a set: same bytes every run
         bar.set_data(sorted(bar.get_xdata()), bar.get_ydata())
-    _cd_bar_above_the_tick_labels(ax, result.cd)
+    _draw_cd_bar(ax, result.ranks.min(), result.cd, bar_style)
     sets = sorted({b.rsplit("/", 1)[0] for b in table.index})
     k = len(entries)
     where = table_where(*key)
@@ -446,23 +446,16 @@ def _cd_diagram(rows: pd.DataFrame, out: Path, alpha: float, size: str, key: tup
     return [*paths, Path(out) / f"{stem}.csv", Path(out) / f"{stem}.md"]
 
 
-def _cd_bar_above_the_tick_labels(ax, cd: float) -> None:
-    """scikit-posthocs draws the CD bar and its label (2 significant digits) among the rank axis'
-    tick labels; lift both above them and print the CD as the caption does."""
+def _draw_cd_bar(ax, start: float, cd: float, style: dict) -> None:
+    """The critical difference as a bar from the best rank, labelled as in the caption, above
+    the rank axis' tick labels (the axis line is at y = 0, rows of entries below it)."""
     from matplotlib import transforms
 
-    bottom, top = ax.get_ylim()
-    lift = 1.0  # rank-axis rows: clears tick labels of the sizes drawn here
-    ax.set_ylim(bottom, top + lift)
-    for line in ax.get_lines():
-        y = line.get_ydata()
-        if len(y) == 2 and y[0] == y[1] == 0.5:
-            line.set_ydata([y[0] + lift, y[1] + lift])
-    above_the_bar = transforms.offset_copy(ax.transData, fig=ax.figure, y=2.5, units="points")
-    for text in ax.texts:
-        if text.get_text().startswith("CD = "):
-            text.set_position((text.get_position()[0], 0.5 + lift))
-            text.set(transform=above_the_bar, verticalalignment="bottom", text=f"CD = {cd:.2f}")
+    y = 1.5  # rank-axis rows above the axis line: clears the tick labels of the sizes drawn here
+    ax.plot([start, start + cd], [y, y], **style)
+    ax.text(start + cd / 2, y, f"CD = {cd:.2f}", fontsize=6, ha="center", va="bottom",
+            transform=transforms.offset_copy(ax.transData, fig=ax.figure, y=2.5, units="points"))
+    ax.set_ylim(ax.get_ylim()[0], y + 1.0)
 
 
 def _wrap(text: str, width: int) -> list[str]:
